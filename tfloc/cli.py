@@ -1,0 +1,73 @@
+"""Shared CLI plumbing: argument parsing and the user-error contract.
+
+User mistakes (bad config, missing scene, missing run directory, corrupt cache)
+print one line on stderr and exit with code 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import sys
+
+from tfloc.utils import quiet_tensorflow
+
+
+def _user_errors():
+    from tfloc.config import ConfigError
+    from tfloc.sim.paths import CacheError
+    return (ConfigError, CacheError, FileNotFoundError)
+
+
+def run_cli(fn, argv=None):
+    """Runs ``fn(args)``; converts user errors to a one-line message and exit code 2."""
+    quiet_tensorflow()
+    logging.basicConfig(level=logging.INFO, format="[tfloc] %(message)s")
+    try:
+        return fn(argv)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def train_main(argv=None):
+    p = argparse.ArgumentParser(description="Train, evaluate and export one tfloc experiment.")
+    p.add_argument("--config", required=True, help="YAML file of overrides, e.g. configs/etoile_supervised.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set training.epochs=5 (repeatable)")
+    p.add_argument("--run-dir", help="where to write logs, model, report and export "
+                                     "(default: <runtime.runs_dir>/<name>-<timestamp>)")
+    args = p.parse_args(argv)
+    from tfloc.config import load_config
+    cfg = load_config(args.config, args.overrides)
+    run_dir = args.run_dir or os.path.join(
+        cfg.runtime.runs_dir, f"{cfg.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    logging.getLogger("tfloc").info("run directory: %s", run_dir)
+    from tfloc.methods import train_and_evaluate
+    report = train_and_evaluate(cfg, run_dir)
+    m, k = report["model"], report["baselines"]["knn"]
+    print(f"\nrun: {run_dir}\n"
+          f"test error (n={report['n_test']}):  model mean {m['mean_m']:.2f} m, "
+          f"p50 {m['p50_m']:.2f}, p67 {m['p67_m']:.2f}, p80 {m['p80_m']:.2f}, p90 {m['p90_m']:.2f} m\n"
+          f"                    kNN   mean {k['mean_m']:.2f} m, p50 {k['p50_m']:.2f}, "
+          f"p67 {k['p67_m']:.2f}, p80 {k['p80_m']:.2f}, p90 {k['p90_m']:.2f} m\n"
+          f"report: {os.path.join(run_dir, 'report.json')}  |  "
+          f"tensorboard --logdir {os.path.join(run_dir, 'tensorboard')}")
+    return report
+
+
+def evaluate_main(argv=None):
+    p = argparse.ArgumentParser(description="Re-score a tfloc run: report.json and cdf.png.")
+    p.add_argument("--run-dir", required=True, help="a directory written by train.py")
+    args = p.parse_args(argv)
+    if not os.path.isdir(args.run_dir):
+        raise FileNotFoundError(f"{args.run_dir}: run directory not found")
+    from tfloc.methods import evaluate_run
+    report = evaluate_run(args.run_dir)
+    print(f"model mean {report['model']['mean_m']:.2f} m | kNN mean "
+          f"{report['baselines']['knn']['mean_m']:.2f} m -> {os.path.join(args.run_dir, 'report.json')}")
+    return report

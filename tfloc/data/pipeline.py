@@ -1,0 +1,135 @@
+"""Splits and tf.data pipelines: cached paths -> impaired CSI -> features."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from tfloc.config import DataConfig
+from tfloc.data.csi import (add_awgn, paths_to_csi, subcarrier_frequencies,
+                            timing_advance_shift, to_real_imag)
+from tfloc.data.features import angle_delay_features
+from tfloc.sim.paths import PathSet
+
+SPLITS = ("train", "val", "test", "unlabelled")
+
+
+@dataclass
+class Splits:
+    """UE indices (into the PathSet) of each split; UEs with no path are in none."""
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    unlabelled: np.ndarray
+    no_path: np.ndarray
+
+
+def make_splits(paths: PathSet, cfg: DataConfig, seed: int) -> Splits:
+    """Random split of the UEs that have paths, fixed by ``seed``.
+
+    As in seed 000, the labelled training set is a uniformly random
+    ``labelled_fraction`` of all UEs (so anchors are unevenly spaced); the
+    validation and test sets are further random fractions; the rest is unlabelled.
+    """
+    has_path = paths.num_paths > 0
+    candidates = np.flatnonzero(has_path)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(candidates)
+    n = len(candidates)
+    n_test = max(1, int(round(cfg.test_fraction * n)))
+    n_val = max(1, int(round(cfg.val_fraction * n)))
+    n_train = max(1, int(round(cfg.labelled_fraction * n)))
+    if n_test + n_val + n_train > n:
+        raise ValueError(f"only {n} UEs have paths: too few for the configured splits "
+                         "(use a finer simulation.ue_grid.spacing_m)")
+    test, val = perm[:n_test], perm[n_test:n_test + n_val]
+    train = perm[n_test + n_val:n_test + n_val + n_train]
+    unlabelled = perm[n_test + n_val + n_train:]
+    return Splits(train=np.sort(train), val=np.sort(val), test=np.sort(test),
+                  unlabelled=np.sort(unlabelled), no_path=np.flatnonzero(~has_path))
+
+
+class CSIPipeline:
+    """Builds tf.data datasets of impaired CSI (and features) for a PathSet.
+
+    Parameters
+    ----------
+    paths : PathSet
+    cfg : DataConfig
+    seed : int -- fixes the noise of evaluation sets and the shuffling
+    """
+
+    def __init__(self, paths: PathSet, cfg: DataConfig, seed: int):
+        self.paths = paths
+        self.cfg = cfg
+        self.seed = seed
+        self.frequencies = subcarrier_frequencies(cfg.num_subcarriers, cfg.subcarrier_spacing_hz)
+        self.num_ue_ant = int(paths.a.shape[1])
+        self.num_bs_ant = int(paths.a.shape[2])
+
+    @property
+    def csi_shape(self):
+        """Shape of one CSI sample: [num_ue_ant, num_bs_ant, num_subcarriers, 2]."""
+        return (self.num_ue_ant, self.num_bs_ant, self.cfg.num_subcarriers, 2)
+
+    def _clean_csi(self, index: np.ndarray) -> tf.data.Dataset:
+        """Noise-free CSI per UE, synthesised in the graph and cached in memory."""
+        sub = self.paths.select(index)
+        a, tau = sub.padded(min(self.cfg.max_paths, max(1, int(sub.num_paths.max(initial=1)))))
+        pos = sub.positions[:, :2].astype(np.float32)
+        freqs = self.frequencies
+        ds = tf.data.Dataset.from_tensor_slices((a, tau, pos)).batch(256)
+        ds = ds.map(lambda a_, t_, p_: (paths_to_csi(a_, t_, freqs), p_),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.unbatch().cache()  # CSI synthesis is deterministic: pay it once
+
+    def _impair(self, h, seed):
+        """TA error and AWGN on a batch of clean CSI; returns real-stacked CSI."""
+        c = self.cfg
+        b = tf.shape(h)[0]
+        s1, s2, s3 = (tf.random.experimental.stateless_fold_in(seed, i) for i in range(3))
+        ta = tf.random.stateless_uniform([b], s1, -c.ta_max_ns, c.ta_max_ns) * 1e-9
+        snr = tf.random.stateless_uniform([b], s2, c.snr_db[0], c.snr_db[1] + 1e-6)
+        h = timing_advance_shift(h, self.frequencies, ta)
+        h = add_awgn(h, snr, s3)
+        return to_real_imag(h)
+
+    def csi_dataset(self, index: np.ndarray, *, training: bool, batch_size: int | None = None,
+                    split_seed_offset: int = 0) -> tf.data.Dataset:
+        """(csi [B, num_ue_ant, num_bs_ant, num_subcarriers, 2] float32, position [B, 2]).
+
+        Training sets are reshuffled and get fresh TA/noise draws every epoch;
+        evaluation sets get the same draws on every pass (same seed).
+        """
+        bsz = batch_size or self.cfg.batch_size
+        ds = self._clean_csi(index)
+        if training:
+            ds = ds.shuffle(len(index), seed=self.seed, reshuffle_each_iteration=True)
+        ds = ds.batch(bsz)
+        seeds = tf.data.Dataset.random(seed=self.seed * 1000 + split_seed_offset,
+                                       rerandomize_each_iteration=training).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds))
+        ds = ds.map(lambda hp, s: (self._impair(hp[0], s), hp[1]),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def features(self, csi: tf.Tensor) -> tf.Tensor:
+        c = self.cfg
+        return angle_delay_features(csi, c.num_delay_taps, c.representation, c.normalization)
+
+    def feature_dataset(self, index: np.ndarray, *, training: bool,
+                        split_seed_offset: int = 0) -> tf.data.Dataset:
+        """(features [B, num_bs_ant, num_delay_taps, C], position [B, 2])."""
+        ds = self.csi_dataset(index, training=training, split_seed_offset=split_seed_offset)
+        return ds.map(lambda x, y: (self.features(x), y),
+                      num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def dataset_to_numpy(ds: tf.data.Dataset):
+    """Materialises a finite (x, y) dataset as two NumPy arrays."""
+    xs, ys = [], []
+    for x, y in ds:
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ys)

@@ -1,0 +1,4 @@
+"""Custom Keras layers (all registered for serialisation under package 'tfloc')."""
+from tfloc.layers.angle_delay import AffineOutput, AngleDelayTransform
+
+__all__ = ["AffineOutput", "AngleDelayTransform"]

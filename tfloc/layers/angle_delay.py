@@ -1,0 +1,66 @@
+"""Keras layers of the feature path (serialisable, real tensors in and out)."""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfloc.data.features import angle_delay_features
+
+
+@keras.saving.register_keras_serializable(package="tfloc")
+class AngleDelayTransform(keras.layers.Layer):
+    """Raw CSI -> angle-delay features, so a served model takes CSI.
+
+    Parameters
+    ----------
+    num_delay_taps : int
+    representation : "magnitude" | "real_imag"
+    normalization : "none" | "sample_max" | "sample_power"
+
+    Input
+    -----
+    csi : [batch, num_ue_ant, num_bs_ant, num_subcarriers, 2], float32
+
+    Output
+    ------
+    [batch, num_bs_ant, num_delay_taps, C], float32
+    """
+
+    def __init__(self, num_delay_taps: int, representation: str = "magnitude",
+                 normalization: str = "sample_max", **kwargs):
+        super().__init__(**kwargs)
+        self.num_delay_taps = int(num_delay_taps)
+        self.representation = representation
+        self.normalization = normalization
+
+    def call(self, csi):
+        return angle_delay_features(tf.cast(csi, tf.float32), self.num_delay_taps,
+                                    self.representation, self.normalization)
+
+    def compute_output_shape(self, input_shape):
+        c = input_shape[1] * (1 if self.representation == "magnitude" else 2)
+        return (input_shape[0], input_shape[2], self.num_delay_taps, c)
+
+    def get_config(self):
+        return {**super().get_config(), "num_delay_taps": self.num_delay_taps,
+                "representation": self.representation, "normalization": self.normalization}
+
+
+@keras.saving.register_keras_serializable(package="tfloc")
+class AffineOutput(keras.layers.Layer):
+    """``y = x * scale + offset`` with fixed per-coordinate constants.
+
+    Lets a network predict standardised coordinates while the model outputs
+    metres (the constants come from the labelled training positions).
+    """
+
+    def __init__(self, offset, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.offset = [float(v) for v in offset]
+        self.scale = [float(v) for v in scale]
+
+    def call(self, x):
+        return x * tf.constant(self.scale, x.dtype) + tf.constant(self.offset, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "offset": self.offset, "scale": self.scale}

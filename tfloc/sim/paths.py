@@ -1,0 +1,135 @@
+"""Compact storage of traced paths: ragged per-UE path lists, not CSI tensors."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tfloc.utils import atomic_dir
+
+
+class CacheError(RuntimeError):
+    """A cache entry is missing, corrupt or truncated."""
+
+
+@dataclass
+class PathSet:
+    """Paths of every UE of a site, stored as ragged arrays.
+
+    UE ``i`` owns paths ``offsets[i]:offsets[i+1]``. UEs with no path are kept
+    (``num_paths == 0``) so they can be counted; the data pipeline drops them.
+
+    Parameters
+    ----------
+    positions : [num_ue, 3], float32
+    sector : [num_ue], int8
+    los : [num_ue], bool -- a line-of-sight path exists
+    offsets : [num_ue + 1], int64
+    a : [num_paths_total, num_ue_ant, num_bs_ant], complex64
+        Path coefficients per antenna pair (synthetic-array phases included).
+    tau : [num_paths_total], float32 -- delays [s]
+    theta_t, phi_t, theta_r, phi_r : [num_paths_total], float32 -- angles [rad]
+    meta : dict -- counts and provenance (indoor UEs excluded, timings, ...)
+    """
+    positions: np.ndarray
+    sector: np.ndarray
+    los: np.ndarray
+    offsets: np.ndarray
+    a: np.ndarray
+    tau: np.ndarray
+    theta_t: np.ndarray
+    phi_t: np.ndarray
+    theta_r: np.ndarray
+    phi_r: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    _ARRAYS = ("positions", "sector", "los", "offsets", "a", "tau",
+               "theta_t", "phi_t", "theta_r", "phi_r")
+
+    @property
+    def num_ue(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def num_paths(self) -> np.ndarray:
+        return np.diff(self.offsets).astype(np.int32)
+
+    @staticmethod
+    def concatenate(parts: list["PathSet"], meta: dict | None = None) -> "PathSet":
+        counts = np.concatenate([p.num_paths for p in parts])
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        cat = {k: np.concatenate([getattr(p, k) for p in parts])
+               for k in PathSet._ARRAYS if k != "offsets"}
+        return PathSet(offsets=offsets, meta=meta or {}, **cat)
+
+    def select(self, index: np.ndarray) -> "PathSet":
+        """The PathSet of the UEs ``index`` (in that order)."""
+        index = np.asarray(index)
+        starts, ends = self.offsets[index], self.offsets[index + 1]
+        path_idx = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]
+                                  or [np.zeros(0, np.int64)]).astype(np.int64)
+        counts = ends - starts
+        per_path = {k: getattr(self, k)[path_idx]
+                    for k in ("a", "tau", "theta_t", "phi_t", "theta_r", "phi_r")}
+        return PathSet(positions=self.positions[index], sector=self.sector[index],
+                       los=self.los[index],
+                       offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                       meta=dict(self.meta), **per_path)
+
+    def padded(self, max_paths: int):
+        """Dense per-UE arrays keeping each UE's ``max_paths`` strongest paths.
+
+        Output
+        ------
+        a : [num_ue, max_paths, num_ue_ant, num_bs_ant], complex64 (zero padded)
+        tau : [num_ue, max_paths], float32 (zero padded)
+        """
+        n = self.num_ue
+        n_ue_ant, n_bs_ant = self.a.shape[1:]
+        a = np.zeros((n, max_paths, n_ue_ant, n_bs_ant), np.complex64)
+        tau = np.zeros((n, max_paths), np.float32)
+        power = np.sum(np.abs(self.a) ** 2, axis=(1, 2))
+        for i in range(n):
+            s, e = self.offsets[i], self.offsets[i + 1]
+            keep = s + np.argsort(-power[s:e], kind="stable")[:max_paths]
+            a[i, :len(keep)] = self.a[keep]
+            tau[i, :len(keep)] = self.tau[keep]
+        return a, tau
+
+    # -- persistence ------------------------------------------------------- #
+    def save(self, directory: str):
+        """Writes ``paths.npz`` + ``meta.json`` atomically (temp dir, then rename)."""
+        with atomic_dir(directory) as tmp:
+            np.savez(os.path.join(tmp, "paths.npz"),
+                     **{k: getattr(self, k) for k in self._ARRAYS})
+            with open(os.path.join(tmp, "meta.json"), "w") as fh:
+                json.dump(self.meta, fh, indent=2)
+
+    @staticmethod
+    def load(directory: str) -> "PathSet":
+        npz = os.path.join(directory, "paths.npz")
+        meta_file = os.path.join(directory, "meta.json")
+        if not os.path.isfile(npz) or not os.path.isfile(meta_file):
+            raise CacheError(f"{directory}: not a path cache (paths.npz/meta.json missing)")
+        try:
+            with np.load(npz) as z:
+                arrays = {k: z[k] for k in PathSet._ARRAYS}
+            with open(meta_file) as fh:
+                meta = json.load(fh)
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
+            raise CacheError(f"{npz}: corrupt or truncated path cache ({e}); delete it to re-trace") from None
+        ps = PathSet(meta=meta, **arrays)
+        if ps.offsets[-1] != ps.a.shape[0] or ps.offsets.shape[0] != ps.num_ue + 1:
+            raise CacheError(f"{npz}: inconsistent path offsets; delete it to re-trace")
+        if not (np.isfinite(ps.a.view(np.float32)).all() and np.isfinite(ps.tau).all()):
+            raise CacheError(f"{npz}: path gains or delays contain NaN/Inf; delete it to re-trace")
+        return ps
+
+
+def fields_equal(a: PathSet, b: PathSet) -> bool:
+    return all(np.array_equal(getattr(a, f.name), getattr(b, f.name))
+               for f in dataclasses.fields(PathSet) if f.name != "meta")
