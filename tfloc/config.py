@@ -48,7 +48,7 @@ class UEGridConfig:
     """A regular grid of UE positions; cells inside buildings are dropped."""
     x_range_m: List[float] = _f(factory=lambda: [-30.0, 230.0])
     y_range_m: List[float] = _f(factory=lambda: [-230.0, 30.0])
-    spacing_m: float = _f(3.0, min=0.05, doc="1.0 is the paper scale (~40,000 UEs)")
+    spacing_m: float = _f(2.0, min=0.05, doc="1.0 is the paper scale (~40,000 UEs)")
     height_m: float = _f(1.5, min=0.0)
     exclude_indoor: bool = _f(True)
 
@@ -87,10 +87,11 @@ class DataConfig:
     num_delay_taps: int = _f(64, min=1, doc="delay taps kept after the IDFT over subcarriers")
     representation: str = _f("magnitude", choices=["magnitude", "real_imag"])
     normalization: str = _f("sample_max", choices=["none", "sample_max", "sample_power"])
+    use_sector: bool = _f(True, doc="feed the serving sector index to the model (a BS knows it)")
     labelled_fraction: float = _f(0.1, min=0.0, max=1.0)
     val_fraction: float = _f(0.05, min=0.0, max=1.0)
     test_fraction: float = _f(0.2, min=0.0, max=1.0)
-    batch_size: int = _f(64, min=1)
+    batch_size: int = _f(16, min=1)
 
 
 @dataclass
@@ -99,7 +100,15 @@ class ResNetConfig:
     width: int = _f(32, min=4, doc="filters of the first stage (torchvision: 64)")
     stem_stride: int = _f(2, min=1, max=4)
     head_units: int = _f(128, min=1)
+    # Where a peak sits in the angle-delay map is the position information
+    # (delay tap = range, angle bin = bearing); coordinate channels keep it
+    # through global pooling (flatten overfits small labelled sets).
+    coord_channels: bool = _f(True)
+    pooling: str = _f("avg", choices=["avg", "flatten"])
     dropout: float = _f(0.0, min=0.0, max=0.9)
+    # Small labelled sets give few steps per epoch; Keras' 0.99 leaves the
+    # inference statistics far from the data for many epochs.
+    bn_momentum: float = _f(0.9, min=0.0, max=0.999)
 
 
 @dataclass

@@ -49,6 +49,9 @@ def atomic_dir(final_path: str):
     parent = os.path.dirname(os.path.abspath(final_path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(final_path) + "-")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; caches and exports are shared
     try:
         yield tmp
         if os.path.exists(final_path):

@@ -78,9 +78,10 @@ class CSIPipeline:
         sub = self.paths.select(index)
         a, tau = sub.padded(min(self.cfg.max_paths, max(1, int(sub.num_paths.max(initial=1)))))
         pos = sub.positions[:, :2].astype(np.float32)
+        sector = sub.sector.astype(np.int32)
         freqs = self.frequencies
-        ds = tf.data.Dataset.from_tensor_slices((a, tau, pos)).batch(256)
-        ds = ds.map(lambda a_, t_, p_: (paths_to_csi(a_, t_, freqs), p_),
+        ds = tf.data.Dataset.from_tensor_slices((a, tau, sector, pos)).batch(256)
+        ds = ds.map(lambda a_, t_, s_, p_: (paths_to_csi(a_, t_, freqs), s_, p_),
                     num_parallel_calls=tf.data.AUTOTUNE)
         return ds.unbatch().cache()  # CSI synthesis is deterministic: pay it once
 
@@ -97,7 +98,8 @@ class CSIPipeline:
 
     def csi_dataset(self, index: np.ndarray, *, training: bool, batch_size: int | None = None,
                     split_seed_offset: int = 0) -> tf.data.Dataset:
-        """(csi [B, num_ue_ant, num_bs_ant, num_subcarriers, 2] float32, position [B, 2]).
+        """({"csi": [B, num_ue_ant, num_bs_ant, num_subcarriers, 2] float32,
+        "sector": [B] int32}, position [B, 2] float32).
 
         Training sets are reshuffled and get fresh TA/noise draws every epoch;
         evaluation sets get the same draws on every pass (same seed).
@@ -110,7 +112,7 @@ class CSIPipeline:
         seeds = tf.data.Dataset.random(seed=self.seed * 1000 + split_seed_offset,
                                        rerandomize_each_iteration=training).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds))
-        ds = ds.map(lambda hp, s: (self._impair(hp[0], s), hp[1]),
+        ds = ds.map(lambda hsp, s: ({"csi": self._impair(hsp[0], s), "sector": hsp[1]}, hsp[2]),
                     num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -120,16 +122,25 @@ class CSIPipeline:
 
     def feature_dataset(self, index: np.ndarray, *, training: bool,
                         split_seed_offset: int = 0) -> tf.data.Dataset:
-        """(features [B, num_bs_ant, num_delay_taps, C], position [B, 2])."""
+        """({"features": [B, num_bs_ant, num_delay_taps, C][, "sector": [B]]}, position [B, 2]).
+
+        ``sector`` is included when ``DataConfig.use_sector`` is set.
+        """
         ds = self.csi_dataset(index, training=training, split_seed_offset=split_seed_offset)
-        return ds.map(lambda x, y: (self.features(x), y),
+
+        def to_features(x, y):
+            out = {"features": self.features(x["csi"])}
+            if self.cfg.use_sector:
+                out["sector"] = x["sector"]
+            return out, y
+        return ds.map(to_features,
                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def dataset_to_numpy(ds: tf.data.Dataset):
-    """Materialises a finite (x, y) dataset as two NumPy arrays."""
+    """Materialises a finite (x, y) dataset: x a dict of NumPy arrays, y an array."""
     xs, ys = [], []
     for x, y in ds:
-        xs.append(x.numpy())
+        xs.append({k: v.numpy() for k, v in x.items()})
         ys.append(y.numpy())
-    return np.concatenate(xs), np.concatenate(ys)
+    return {k: np.concatenate([x[k] for x in xs]) for k in xs[0]}, np.concatenate(ys)

@@ -11,33 +11,49 @@ from tfloc.utils import atomic_dir
 
 
 def serving_model(model: keras.Model, csi_shape, num_delay_taps: int,
-                  representation: str, normalization: str) -> keras.Model:
-    """Wraps a feature-domain model so it takes raw CSI [batch, *csi_shape]."""
+                  representation: str, normalization: str, use_sector: bool) -> keras.Model:
+    """Wraps a feature-domain model so it takes raw CSI [batch, *csi_shape] (and the sector)."""
     csi = keras.Input(shape=tuple(csi_shape), name="csi")
     feats = AngleDelayTransform(num_delay_taps, representation, normalization,
                                 name="angle_delay")(csi)
-    return keras.Model(csi, model(feats), name="serving")
+    inputs, model_in = {"csi": csi}, {"features": feats}
+    if use_sector:
+        inputs["sector"] = model_in["sector"] = keras.Input(shape=(), dtype="int32", name="sector")
+    return keras.Model(inputs, model(model_in), name="serving")
 
 
 def export_saved_model(model: keras.Model, csi_shape, export_root: str, model_name: str,
                        version: int, *, num_delay_taps: int, representation: str,
-                       normalization: str) -> str:
+                       normalization: str, use_sector: bool) -> str:
     """Writes ``export_root/<model_name>/<version>/`` (TF Serving layout), atomically.
 
-    Signature ``serving_default``: ``csi`` float32 [batch, *csi_shape] (real, imag last)
-    -> ``position`` float32 [batch, 2]. CSI with NaN/Inf is rejected with an
-    InvalidArgumentError naming the input.
+    Signature ``serving_default``: ``csi`` float32 [batch, *csi_shape] (real, imag
+    last) and, with ``use_sector``, ``sector`` int32 [batch] (the serving sector's
+    index) -> ``position`` float32 [batch, 2]. CSI with NaN/Inf and sector indices
+    out of range are rejected with an InvalidArgumentError naming the input.
     """
-    serve_model = serving_model(model, csi_shape, num_delay_taps, representation, normalization)
-    spec = tf.TensorSpec([None, *csi_shape], tf.float32, name="csi")
-
-    def serve(csi):
-        tf.debugging.assert_all_finite(csi, "input 'csi' contains NaN or Inf values")
-        return {"position": serve_model(csi, training=False)}
-
+    serve_model = serving_model(model, csi_shape, num_delay_taps, representation,
+                                normalization, use_sector)
+    csi_spec = tf.TensorSpec([None, *csi_shape], tf.float32, name="csi")
     archive = keras.export.ExportArchive()
     archive.track(serve_model)
-    archive.add_endpoint(name="serving_default", fn=serve, input_signature=[spec])
+    if use_sector:
+        num_sectors = model.get_layer("sector_onehot").num_tokens
+
+        def serve(csi, sector):
+            tf.debugging.assert_all_finite(csi, "input 'csi' contains NaN or Inf values")
+            tf.debugging.assert_equal(tf.shape(sector)[0], tf.shape(csi)[0],
+                                      "inputs 'csi' and 'sector' differ in batch size")
+            tf.debugging.assert_less(sector, num_sectors, f"input 'sector' must be < {num_sectors}")
+            tf.debugging.assert_non_negative(sector, "input 'sector' must be >= 0")
+            return {"position": serve_model({"csi": csi, "sector": sector}, training=False)}
+        specs = [csi_spec, tf.TensorSpec([None], tf.int32, name="sector")]
+    else:
+        def serve(csi):
+            tf.debugging.assert_all_finite(csi, "input 'csi' contains NaN or Inf values")
+            return {"position": serve_model({"csi": csi}, training=False)}
+        specs = [csi_spec]
+    archive.add_endpoint(name="serving_default", fn=serve, input_signature=specs)
     path = os.path.join(export_root, model_name, str(version))
     with atomic_dir(path) as tmp:
         archive.write_out(tmp, verbose=False)

@@ -64,3 +64,21 @@ class AffineOutput(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "offset": self.offset, "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="tfloc")
+class CoordinateChannels(keras.layers.Layer):
+    """Appends two channels holding each pixel's row and column in [-1, 1] (CoordConv).
+
+    Input: [batch, H, W, C] float32. Output: [batch, H, W, C + 2] float32.
+    """
+
+    def call(self, x):
+        b, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+        rows = tf.linspace(-1.0, 1.0, h)[:, None] * tf.ones([1, w])
+        cols = tf.ones([h, 1]) * tf.linspace(-1.0, 1.0, w)[None, :]
+        grid = tf.tile(tf.stack([rows, cols], axis=-1)[None], [b, 1, 1, 1])
+        return tf.concat([x, tf.cast(grid, x.dtype)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 2)

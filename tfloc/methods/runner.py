@@ -40,7 +40,7 @@ def train_and_evaluate(cfg: ExperimentConfig, run_dir: str) -> dict:
 
     task = METHODS.get(cfg.method)(cfg)
     inputs = task.build_inputs(pipeline, splits)
-    input_shape = inputs["train"].element_spec[0].shape[1:]
+    input_shape = inputs["train"].element_spec[0]["features"].shape[1:]
     model = task.build_model(input_shape, paths.positions[splits.train, :2])
     log.info("model %s: %d parameters, input %s; %d labelled training UEs",
              model.name, model.count_params(), tuple(input_shape), len(splits.train))
@@ -70,7 +70,7 @@ def export_run(run_dir: str, cfg: ExperimentConfig, model, pipeline) -> str:
     return export_saved_model(model, pipeline.csi_shape, os.path.join(run_dir, "export"),
                               cfg.export.model_name, cfg.export.version,
                               num_delay_taps=d.num_delay_taps, representation=d.representation,
-                              normalization=d.normalization)
+                              normalization=d.normalization, use_sector=d.use_sector)
 
 
 def load_run_config(run_dir: str) -> ExperimentConfig:
@@ -95,7 +95,7 @@ def evaluate_run(run_dir: str, model=None, data=None, extra: dict | None = None)
     """
     import keras
     from tfloc.data import dataset_to_numpy
-    from tfloc.methods.knn import fit_knn, predict_knn
+    from tfloc.methods.knn import fit_knn
     from tfloc.metrics import cdf_figure, error_summary, position_errors_m
     from tfloc.utils import atomic_write_json
 
@@ -115,12 +115,14 @@ def evaluate_run(run_dir: str, model=None, data=None, extra: dict | None = None)
     pred = model.predict(x_test, batch_size=256, verbose=0)
     err_model = position_errors_m(pred, y_test)
 
+    def knn_set(x, y):
+        return x["features"], y, x.get("sector")
     x_tr, y_tr = dataset_to_numpy(pipeline.feature_dataset(splits.train, training=False,
                                                            split_seed_offset=1))
     x_va, y_va = dataset_to_numpy(pipeline.feature_dataset(splits.val, training=False,
                                                            split_seed_offset=2))
-    knn, knn_info = fit_knn(x_tr, y_tr, x_va, y_va, cfg.evaluation.knn_neighbors)
-    err_knn = position_errors_m(predict_knn(knn, x_test), y_test)
+    knn, knn_info = fit_knn(knn_set(x_tr, y_tr), knn_set(x_va, y_va), cfg.evaluation.knn_neighbors)
+    err_knn = position_errors_m(knn.predict(x_test["features"], x_test.get("sector")), y_test)
 
     meta = paths.meta
     test_los = paths.los[splits.test]

@@ -1,0 +1,174 @@
+#!/usr/bin/env python
+"""Throughput benchmarks of tfloc on this machine; writes JSON and prints a table.
+
+    python benchmarks/bench.py [--config configs/etoile_supervised.yaml] [--out FILE]
+
+Measures: receivers ray traced per second (after JIT warm-up), CSI samples per
+second synthesised by the tf.data pipeline against a plain NumPy
+implementation of the same math (outputs compared), training samples per
+second, and SavedModel latency at batch 1 and 256.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+
+def numpy_csi_features(a, tau, freqs, ta, num_taps):
+    """Reference: paths -> CSI -> TA shift -> angle-delay magnitude, sample_max."""
+    # h[b, u, k, f] = sum_p a[b, p, u, k] exp(-j 2 pi f tau[b, p])
+    h = np.einsum("bpuk,bpf->bukf", a, np.exp(-2j * np.pi * tau[..., None] * freqs))
+    h = h * np.exp(-2j * np.pi * ta[:, None, None, None] * freqs)
+    ang = np.fft.fftshift(np.fft.fft(h, axis=2), axes=2)
+    ad = np.fft.ifft(ang, axis=3)[..., :num_taps]
+    x = np.abs(np.transpose(ad, (0, 2, 3, 1)))
+    return x / x.max(axis=(1, 2, 3), keepdims=True)
+
+
+def bench_tracing(cfg, n_warm=64):
+    from tfloc.sim import SiteTracer, sector_of, ue_grid
+    from tfloc.sim.site import is_indoor
+    tr = SiteTracer(cfg.simulation)
+    g = cfg.simulation.ue_grid
+    grid = ue_grid(g.x_range_m, g.y_range_m, 4.0, g.height_m)
+    pos = grid[~is_indoor(tr.scene.mi_scene, grid)]
+    sec = sector_of(pos, cfg.simulation.bs_position_m, cfg.simulation.sector_azimuths_deg)
+    pos = pos[sec == 0]
+    tr.set_sector(cfg.simulation.sector_azimuths_deg[0])
+    tr.trace(pos[:n_warm])  # JIT warm-up
+    bs = cfg.simulation.receivers_per_batch
+    n = min(len(pos), 4 * bs)
+    t = time.perf_counter()
+    for s in range(0, n, bs):
+        tr.trace(pos[s:s + bs])
+    dt = time.perf_counter() - t
+    return {"receivers": int(n), "seconds": dt, "receivers_per_s": n / dt,
+            "receivers_per_batch": bs}
+
+
+def bench_pipeline(pipe, idx, cfg):
+    import tensorflow as tf
+    from tfloc.data import paths_to_csi, timing_advance_shift, to_real_imag
+    d = cfg.data
+    sub = pipe.paths.select(idx)
+    a, tau = sub.padded(d.max_paths)
+    rng = np.random.default_rng(0)
+    ta = rng.uniform(-d.ta_max_ns, d.ta_max_ns, len(idx)).astype(np.float32) * 1e-9
+    freqs = pipe.frequencies
+
+    def tf_map(a_, t_, ta_):
+        h = timing_advance_shift(paths_to_csi(a_, t_, freqs), freqs, ta_)
+        return pipe.features(to_real_imag(h))
+    ds = (tf.data.Dataset.from_tensor_slices((a, tau, ta)).batch(256)
+          .map(tf_map, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    for _ in ds.take(1):
+        pass
+    t = time.perf_counter()
+    out_tf = np.concatenate([x.numpy() for x in ds])
+    dt_tf = time.perf_counter() - t
+    t = time.perf_counter()
+    out_np = np.concatenate([
+        numpy_csi_features(a[s:s + 256].astype(np.complex128), tau[s:s + 256].astype(np.float64),
+                           freqs.numpy().astype(np.float64), ta[s:s + 256].astype(np.float64),
+                           d.num_delay_taps)
+        for s in range(0, len(idx), 256)])
+    dt_np = time.perf_counter() - t
+    max_diff = float(np.abs(out_tf - out_np).max())
+    assert max_diff < 1e-3, f"tf.data and NumPy disagree by {max_diff}"
+    n = len(idx)
+    return {"samples": n, "tf_data_samples_per_s": n / dt_tf, "numpy_samples_per_s": n / dt_np,
+            "speedup_tf_over_numpy": dt_np / dt_tf, "max_abs_difference": max_diff}
+
+
+def bench_training(cfg, input_shape, steps=30):
+    import keras
+    from tfloc.models import build_model
+    model = build_model(cfg.model, input_shape)
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    b = cfg.data.batch_size
+    x = np.random.default_rng(0).random((b * steps, *input_shape), np.float32)
+    y = np.random.default_rng(1).normal(size=(b * steps, 2)).astype(np.float32)
+    model.fit(x[:b * 3], y[:b * 3], batch_size=b, epochs=1, verbose=0)
+    t = time.perf_counter()
+    model.fit(x, y, batch_size=b, epochs=1, verbose=0)
+    dt = time.perf_counter() - t
+    return {"model": model.name, "parameters": int(model.count_params()), "batch_size": b,
+            "train_samples_per_s": b * steps / dt}, model
+
+
+def bench_serving(cfg, model, csi_shape, reps=(200, 20)):
+    import tensorflow as tf
+    from tfloc.export import export_saved_model
+    d = cfg.data
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_saved_model(model, csi_shape, tmp, "bench", 1, num_delay_taps=d.num_delay_taps,
+                                  representation=d.representation, normalization=d.normalization)
+        size_mb = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs) / 2**20
+        f = tf.saved_model.load(path).signatures["serving_default"]
+        out = {"export_size_mb": size_mb}
+        for batch, n in zip((1, 256), reps):
+            x = tf.constant(np.random.default_rng(0).normal(size=(batch, *csi_shape)).astype(np.float32))
+            for _ in range(3):
+                f(csi=x)
+            times = []
+            for _ in range(n):
+                t = time.perf_counter()
+                f(csi=x)["position"].numpy()
+                times.append(time.perf_counter() - t)
+            out[f"latency_ms_batch{batch}_median"] = 1e3 * float(np.median(times))
+            out[f"latency_ms_batch{batch}_p90"] = 1e3 * float(np.percentile(times, 90))
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/etoile_supervised.yaml")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<time>.json)")
+    args = p.parse_args(argv)
+    from tfloc.config import load_config
+    from tfloc.methods.runner import prepare_data
+    cfg = load_config(args.config)
+    results = {"config": args.config, "time": datetime.datetime.now().isoformat(timespec="seconds"),
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
+    print("ray tracing ...", flush=True)
+    results["tracing"] = bench_tracing(cfg)
+    print("pipeline ...", flush=True)
+    paths, pipe, splits, _ = prepare_data(cfg, progress=False)
+    idx = np.flatnonzero(paths.num_paths > 0)[:2048]
+    results["pipeline"] = bench_pipeline(pipe, idx, cfg)
+    f, _ = next(iter(pipe.feature_dataset(idx[:8], training=False)))
+    print("training ...", flush=True)
+    results["training"], model = bench_training(cfg, tuple(f.shape[1:]))
+    print("serving ...", flush=True)
+    results["serving"] = bench_serving(cfg, model, pipe.csi_shape)
+    out = args.out or os.path.join("benchmarks", "results",
+                                   f"bench-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump(results, fh, indent=2)
+    r = results
+    print(f"\n| measure | value |\n|---|---|\n"
+          f"| receivers traced per second (etoile, batch {r['tracing']['receivers_per_batch']}) | {r['tracing']['receivers_per_s']:.0f} |\n"
+          f"| CSI samples/s, tf.data pipeline | {r['pipeline']['tf_data_samples_per_s']:.0f} |\n"
+          f"| CSI samples/s, NumPy reference | {r['pipeline']['numpy_samples_per_s']:.0f} |\n"
+          f"| tf.data / NumPy speed ratio | {r['pipeline']['speedup_tf_over_numpy']:.1f}x |\n"
+          f"| training samples/s ({r['training']['model']}, batch {r['training']['batch_size']}) | {r['training']['train_samples_per_s']:.0f} |\n"
+          f"| SavedModel latency, batch 1 (median) | {r['serving']['latency_ms_batch1_median']:.1f} ms |\n"
+          f"| SavedModel latency, batch 256 (median) | {r['serving']['latency_ms_batch256_median']:.1f} ms |\n"
+          f"| SavedModel size | {r['serving']['export_size_mb']:.1f} MB |\n\nwritten to {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfloc.config import ConfigError, ExperimentConfig, load_config, to_dict, from_dict
+
+from conftest import REPO
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml"))))
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, ExperimentConfig)
+
+
+def test_defaults_and_override():
+    cfg = load_config(None, ["training.epochs=5", "data.snr_db=[0, 10]", "model.resnet.depth=34"])
+    assert cfg.training.epochs == 5
+    assert cfg.data.snr_db == [0.0, 10.0]
+    assert cfg.model.resnet.depth == 34
+
+
+def test_round_trip_through_dict():
+    cfg = load_config(None, ["simulation.ue_grid.spacing_m=2.5"])
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("training: {epochz: 3}", "training.epochz: unknown key"),
+    ("training: {epochs: three}", "training.epochs: expected an integer"),
+    ("training: {epochs: 0}", "training.epochs: 0 is below the minimum 1"),
+    ("data: {snr_db: [20, 10]}", "data.snr_db: range [20.0, 10.0] is negative"),
+    ("data: {representation: phase}", "data.representation: 'phase' is not one of"),
+    ("simulation: {scene: atlantis}", "simulation.scene: unknown scene 'atlantis'"),
+    ("simulation: {scene: /nope/missing.xml}", "does not exist"),
+    ("model: {type: transformer9000}", "model.type: unknown model 'transformer9000'"),
+    ("simulation: {ue_grid: 3}", "simulation.ue_grid: expected a mapping"),
+    ("data: {labelled_fraction: 0.9, test_fraction: 0.5}", "> 1"),
+])
+def test_bad_configs_name_file_and_key(tmp_path, text, needle):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert needle in msg
+    assert msg.startswith(path)
+    assert "\n" not in msg
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("/nope/x.yaml")
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(None, ["training.epochs"])
+    with pytest.raises(ConfigError, match="--set training.nope=1: training.nope: unknown key"):
+        load_config(None, ["training.nope=1"])
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--config", "/nope/missing.yaml"], "config file not found"),
+    (["--config", "BAD", "--set", "data.snr_db=[30, 5]"], "data.snr_db: range [30.0, 5.0] is negative"),
+])
+def test_cli_user_errors_exit_2_one_line(tmp_path, args, needle):
+    good = _write(tmp_path, "name: t\n")
+    args = [good if a == "BAD" else a for a in args]
+    r = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args,
+                        "--run-dir", str(tmp_path / "run")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 2
+    err_lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(err_lines) == 1 and needle in err_lines[0]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_cli_missing_run_dir(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(REPO, "evaluate.py"), "--run-dir",
+                        str(tmp_path / "nope")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert "run directory not found" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,123 @@
+"""tfloc.data against NumPy references written from the equations."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfloc.config import DataConfig
+from tfloc.data import (CSIPipeline, add_awgn, angle_delay_features, make_splits, paths_to_csi,
+                        subcarrier_frequencies, timing_advance_shift, to_real_imag)
+
+
+def _random_paths(rng, b=3, p=5, ue=2, bs=8):
+    a = (rng.normal(size=(b, p, ue, bs)) + 1j * rng.normal(size=(b, p, ue, bs))).astype(np.complex64)
+    tau = rng.uniform(0, 1e-6, size=(b, p)).astype(np.float32)
+    return a, tau
+
+
+def test_subcarrier_frequencies_centered():
+    f = subcarrier_frequencies(8, 30e3).numpy()
+    np.testing.assert_allclose(f, (np.arange(8) - 4) * 30e3)
+
+
+def test_paths_to_csi_matches_sum_of_paths(rng):
+    a, tau = _random_paths(rng)
+    f = subcarrier_frequencies(16, 240e3)
+    h = paths_to_csi(tf.constant(a), tf.constant(tau), f).numpy()
+    ref = np.einsum("bpuk,bpf->bukf", a.astype(np.complex128),
+                    np.exp(-2j * np.pi * tau[..., None].astype(np.float64) * f.numpy()[None, None]))
+    assert h.shape == (3, 2, 8, 16) and h.dtype == np.complex64
+    np.testing.assert_allclose(h, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_los_delay_lands_in_expected_tap():
+    # one path at delay = k / bandwidth -> delay-domain peak at tap k
+    n_sc, df, k = 64, 1e6, 7
+    a = np.zeros((1, 1, 1, 4), np.complex64); a[..., 0] = 1.0
+    tau = np.array([[k / (n_sc * df)]], np.float32)
+    h = paths_to_csi(tf.constant(a), tf.constant(tau), subcarrier_frequencies(n_sc, df))
+    feats = angle_delay_features(to_real_imag(h), n_sc, "magnitude", "none").numpy()
+    assert np.argmax(feats[0, :, :, 0].max(axis=0)) == k
+
+
+def test_angle_delay_matches_numpy(rng):
+    h = (rng.normal(size=(2, 2, 8, 12)) + 1j * rng.normal(size=(2, 2, 8, 12))).astype(np.complex64)
+    x = to_real_imag(tf.constant(h))
+    ref = np.fft.ifft(np.fft.fftshift(np.fft.fft(h, axis=2), axes=2), axis=3)[..., :5]
+    ref = np.transpose(ref, (0, 2, 3, 1))                        # [b, bs, taps, ue]
+    got = angle_delay_features(x, 5, "real_imag", "none").numpy()
+    np.testing.assert_allclose(got, np.concatenate([ref.real, ref.imag], -1), atol=1e-5)
+    mag = angle_delay_features(x, 5, "magnitude", "sample_max").numpy()
+    ref_mag = np.abs(ref) / np.abs(ref).max(axis=(1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(mag, ref_mag, atol=1e-5)
+    pw = angle_delay_features(x, 5, "magnitude", "sample_power").numpy()
+    np.testing.assert_allclose(np.mean(pw ** 2, axis=(1, 2, 3)), 1.0, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+def test_angle_delay_graph_modes_agree(rng, mode):
+    x = tf.constant(rng.normal(size=(2, 2, 8, 12, 2)).astype(np.float32))
+    fn = lambda t: angle_delay_features(t, 6, "magnitude", "sample_max")  # noqa: E731
+    if mode == "function":
+        fn = tf.function(fn)
+    elif mode == "xla":
+        fn = tf.function(fn, jit_compile=True)
+    np.testing.assert_allclose(fn(x).numpy(), angle_delay_features(x, 6).numpy(), atol=1e-5)
+
+
+def test_timing_advance_is_phase_ramp(rng):
+    h = (rng.normal(size=(2, 3, 10)) + 1j * rng.normal(size=(2, 3, 10))).astype(np.complex64)
+    f = subcarrier_frequencies(10, 1e6)
+    dt = np.array([5e-9, -20e-9], np.float32)
+    got = timing_advance_shift(tf.constant(h), f, tf.constant(dt)).numpy()
+    ref = h * np.exp(-2j * np.pi * dt[:, None, None] * f.numpy()[None, None])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.abs(got), np.abs(h), rtol=1e-5)
+
+
+@pytest.mark.parametrize("snr_db", [0.0, 10.0, 25.0])
+def test_awgn_power_matches_snr(rng, snr_db):
+    h = (rng.normal(size=(4, 2, 32, 128)) + 1j * rng.normal(size=(4, 2, 32, 128))).astype(np.complex64)
+    h *= np.array([1, 3, 10, 0.1], np.float32)[:, None, None, None]
+    y = add_awgn(tf.constant(h), tf.fill([4], snr_db), tf.constant([1, 2])).numpy()
+    noise = y - h
+    measured = 10 * np.log10(np.mean(np.abs(h) ** 2, axis=(1, 2, 3)) /
+                             np.mean(np.abs(noise) ** 2, axis=(1, 2, 3)))
+    np.testing.assert_allclose(measured, snr_db, atol=0.1)
+    # circular: real and imaginary parts carry half the power each
+    np.testing.assert_allclose(np.var(noise.real) / np.var(noise.imag), 1.0, atol=0.05)
+
+
+def test_splits_are_disjoint_fixed_and_exclude_no_path(small_paths):
+    cfg = DataConfig(labelled_fraction=0.1, val_fraction=0.1, test_fraction=0.2)
+    s1, s2 = make_splits(small_paths, cfg, seed=3), make_splits(small_paths, cfg, seed=3)
+    parts = [s1.train, s1.val, s1.test, s1.unlabelled]
+    allidx = np.concatenate(parts)
+    assert len(np.unique(allidx)) == len(allidx)
+    assert np.all(small_paths.num_paths[allidx] > 0)
+    assert len(allidx) + len(s1.no_path) == small_paths.num_ue
+    np.testing.assert_array_equal(s1.train, s2.train)
+    n = int((small_paths.num_paths > 0).sum())
+    assert abs(len(s1.test) - 0.2 * n) <= 1 and abs(len(s1.train) - 0.1 * n) <= 1
+
+
+def test_pipeline_shapes_and_noise_protocol(small_paths):
+    cfg = DataConfig(num_subcarriers=32, subcarrier_spacing_hz=3e6, num_delay_taps=16, batch_size=8)
+    pipe = CSIPipeline(small_paths, cfg, seed=5)
+    idx = np.flatnonzero(small_paths.num_paths > 0)[:20]
+    x, y = next(iter(pipe.csi_dataset(idx, training=False)))
+    assert x["csi"].shape == (8, 2, 32, 32, 2) and x["csi"].dtype == tf.float32
+    assert y.shape == (8, 2)
+    np.testing.assert_array_equal(x["sector"], small_paths.sector[idx[:8]])
+    np.testing.assert_allclose(y, small_paths.positions[idx[:8], :2])
+    f, _ = next(iter(pipe.feature_dataset(idx, training=False)))
+    assert f["features"].shape == (8, 32, 16, 2) and f["sector"].shape == (8,)
+    # evaluation sets: identical noise on every pass; training: fresh noise each epoch
+    ev = pipe.csi_dataset(idx, training=False)
+    np.testing.assert_array_equal(next(iter(ev))[0]["csi"], next(iter(ev))[0]["csi"])
+    tr = pipe.csi_dataset(idx[:8], training=True)
+    e1 = sorted(map(tuple, next(iter(tr))[1].numpy()))
+    e2 = sorted(map(tuple, next(iter(tr))[1].numpy()))
+    assert e1 == e2  # same samples
+    a1 = np.sort(next(iter(tr))[0]["csi"].numpy().ravel())
+    a2 = np.sort(next(iter(tr))[0]["csi"].numpy().ravel())
+    assert not np.allclose(a1, a2)  # different noise

@@ -1,0 +1,143 @@
+"""End to end: the shipped config at tiny scale through real Sionna RT, training,
+evaluation and the TF Serving export, each CLI in its own process."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+TINY = ["simulation.ue_grid.spacing_m=8.0", "training.epochs=3", "data.batch_size=32",
+        "model.resnet.width=16"]
+
+
+def _run(args, cwd, timeout=900):
+    r = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                       timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    sets = [a for s in TINY + [f"runtime.cache_dir={tmp / 'cache'}"] for a in ("--set", s)]
+    run = tmp / "run"
+    r = _run([os.path.join(REPO, "train.py"), "--config",
+              os.path.join(REPO, "configs", "etoile_supervised.yaml"), *sets,
+              "--run-dir", str(run)], cwd=tmp)
+    assert "test error" in r.stdout
+    return run
+
+
+def test_run_directory_contents(run_dir):
+    for f in ("config.yaml", "model.keras", "report.json", "cdf.png",
+              "checkpoints/best.weights.h5", "export/etoile_supervised/1/saved_model.pb"):
+        assert (run_dir / f).exists(), f
+    events = {p.parent.name for p in (run_dir / "tensorboard").rglob("events.out.tfevents*")}
+    assert {"train", "validation", "eval", "config"} <= events
+    assert not list(run_dir.rglob(".tmp*"))
+
+
+def test_report_shape(run_dir):
+    rep = json.loads((run_dir / "report.json").read_text())
+    keys = {"mean_m", "p50_m", "p67_m", "p80_m", "p90_m", "rmse_m"}
+    assert keys <= set(rep["model"]) and keys <= set(rep["baselines"]["knn"])
+    assert rep["n_test"] > 20 and rep["n_train_labelled"] > 5
+    assert rep["n_no_path_excluded"] >= 0 and rep["n_indoor_excluded"] > 0
+    m = rep["model"]
+    assert 0 < m["p50_m"] <= m["p67_m"] <= m["p80_m"] <= m["p90_m"]
+    assert rep["simulation"]["cache_hit"] is False
+
+
+def test_evaluate_cli_reproduces_report(run_dir):
+    before = json.loads((run_dir / "report.json").read_text())
+    _run([os.path.join(REPO, "evaluate.py"), "--run-dir", str(run_dir)], cwd=run_dir.parent)
+    after = json.loads((run_dir / "report.json").read_text())
+    assert after["simulation"]["cache_hit"] is True
+    for who in ("model",):
+        assert after[who]["mean_m"] == pytest.approx(before[who]["mean_m"], rel=1e-4)
+    assert after["baselines"]["knn"]["mean_m"] == pytest.approx(before["baselines"]["knn"]["mean_m"], rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def served(run_dir):
+    """CSI of test UEs, the Keras model's positions for it, and the export path."""
+    import keras
+    from tfloc.layers import AngleDelayTransform
+    from tfloc.methods.runner import load_run_config, prepare_data
+    cfg = load_run_config(str(run_dir))
+    _, pipe, splits, _ = prepare_data(cfg, progress=False)
+    x, _ = next(iter(pipe.csi_dataset(splits.test[:16], training=False)))
+    csi, sector = x["csi"].numpy(), x["sector"].numpy()
+    model = keras.models.load_model(run_dir / "model.keras")
+    d = cfg.data
+    feats = AngleDelayTransform(d.num_delay_taps, d.representation, d.normalization)(csi)
+    expected = model.predict({"features": feats, "sector": sector}, verbose=0)
+    np.save(run_dir.parent / "csi.npy", csi)
+    np.save(run_dir.parent / "sector.npy", sector)
+    return csi, sector, expected, run_dir / "export" / "etoile_supervised" / "1"
+
+
+def test_saved_model_load_in_fresh_process(served, tmp_path):
+    csi, sector, expected, export = served
+    base = export.parents[2].parent
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf
+        f = tf.saved_model.load({str(export)!r}).signatures["serving_default"]
+        out = f(csi=tf.constant(np.load({str(base / 'csi.npy')!r})),
+                sector=tf.constant(np.load({str(base / 'sector.npy')!r})))
+        np.save({str(tmp_path / 'pos.npy')!r}, out["position"].numpy())
+    """)
+    _run(["-c", script], cwd=tmp_path)
+    np.testing.assert_allclose(np.load(tmp_path / "pos.npy"), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_saved_model_cli_run(served, tmp_path):
+    csi, sector, expected, export = served
+    base = export.parents[2].parent
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    r = subprocess.run([cli, "run", "--dir", str(export), "--tag_set", "serve",
+                        "--signature_def", "serving_default",
+                        "--inputs", f"csi={base / 'csi.npy'};sector={base / 'sector.npy'}",
+                        "--outdir", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "position.npy"), expected,
+                               rtol=1e-4, atol=1e-3)
+
+
+def test_serving_rejects_bad_csi(served):
+    import tensorflow as tf
+    csi, sector, _, export = served
+    f = tf.saved_model.load(str(export)).signatures["serving_default"]
+    sec = tf.constant(sector)
+    bad = csi.copy()
+    bad[0, 0, 0, 0, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="'csi' contains NaN or Inf"):
+        f(csi=tf.constant(bad), sector=sec)
+    with pytest.raises((ValueError, TypeError), match=r"csi|shape"):
+        f(csi=tf.constant(csi[:, :, :, :-1]), sector=sec)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="'sector' must be < 3"):
+        f(csi=tf.constant(csi), sector=tf.fill(sec.shape, 7))
+
+
+def test_csi_only_export_when_sector_unused(tmp_path):
+    """use_sector=false: the signature is exactly csi -> position."""
+    import tensorflow as tf
+    from tfloc.config import ResNetConfig
+    from tfloc.export import export_saved_model
+    from tfloc.models.resnet import build_resnet
+    model = build_resnet(ResNetConfig(width=4), (8, 6, 2))
+    path = export_saved_model(model, (2, 8, 10, 2), str(tmp_path), "m", 3, num_delay_taps=6,
+                              representation="magnitude", normalization="sample_max",
+                              use_sector=False)
+    f = tf.saved_model.load(path).signatures["serving_default"]
+    assert set(f.structured_input_signature[1]) == {"csi"}
+    out = f(csi=tf.random.normal((5, 2, 8, 10, 2)))
+    assert out["position"].shape == (5, 2)
+    assert path.endswith(os.path.join("m", "3"))

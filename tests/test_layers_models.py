@@ -1,0 +1,70 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfloc.config import ModelConfig, ResNetConfig
+from tfloc.layers import AffineOutput, AngleDelayTransform
+from tfloc.models import MODELS, build_model
+
+
+def _roundtrip(layer, x, tmp_path):
+    clone = layer.__class__.from_config(layer.get_config())
+    np.testing.assert_allclose(clone(x), layer(x), atol=1e-6)
+    model = keras.Sequential([keras.Input(x.shape[1:]), layer])
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_angle_delay_transform_roundtrip(tmp_path, rng):
+    x = rng.normal(size=(3, 2, 8, 20, 2)).astype(np.float32)
+    layer = AngleDelayTransform(10, "real_imag", "sample_power")
+    assert layer(x).shape == (3, 8, 10, 4)
+    assert layer.compute_output_shape((3, 2, 8, 20, 2)) == (3, 8, 10, 4)
+    _roundtrip(layer, x, tmp_path)
+
+
+def test_affine_output_roundtrip(tmp_path):
+    layer = AffineOutput([10.0, -5.0], [2.0, 3.0])
+    x = np.array([[1.0, 1.0], [0.0, -1.0]], np.float32)
+    np.testing.assert_allclose(layer(x), [[12.0, -2.0], [10.0, -8.0]])
+    _roundtrip(layer, x, tmp_path)
+
+
+@pytest.mark.parametrize("depth", [18, 34])
+def test_resnet_shapes_and_save(tmp_path, depth):
+    cfg = ModelConfig(type="resnet", resnet=ResNetConfig(depth=depth, width=8))
+    m = build_model(cfg, (32, 16, 2), target_offset=(100.0, -100.0), target_scale=(50.0, 50.0))
+    x = np.random.default_rng(0).normal(size=(4, 32, 16, 2)).astype(np.float32)
+    y = m({"features": x})
+    assert y.shape == (4, 2)
+    n_convs = sum(isinstance(l, keras.layers.Conv2D) and "proj" not in l.name for l in m.layers)
+    assert n_convs == depth - 1  # ResNet-N: N-1 convolutions + the dense head
+    path = str(tmp_path / "r.keras")
+    m.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path)({"features": x}), y, atol=1e-5)
+
+
+def test_resnet_with_sector_input_uses_it():
+    cfg = ModelConfig(type="resnet", resnet=ResNetConfig(width=8))
+    m = build_model(cfg, (16, 8, 2), num_sectors=3)
+    x = np.random.default_rng(0).normal(size=(2, 16, 8, 2)).astype(np.float32)
+    y0 = m({"features": x, "sector": np.array([0, 0], np.int32)})
+    y1 = m({"features": x, "sector": np.array([1, 2], np.int32)})
+    assert y0.shape == (2, 2) and not np.allclose(y0, y1)
+
+
+def test_model_registry_lists_resnet():
+    assert "resnet" in MODELS.names()
+    with pytest.raises(KeyError, match="unknown model 'nope'"):
+        MODELS.get("nope")
+
+
+def test_transform_under_tf_function_and_xla(rng):
+    layer = AngleDelayTransform(6)
+    x = tf.constant(rng.normal(size=(2, 2, 8, 12, 2)).astype(np.float32))
+    eager = layer(x)
+    np.testing.assert_allclose(tf.function(layer)(x), eager, atol=1e-5)
+    np.testing.assert_allclose(tf.function(layer, jit_compile=True)(x), eager, atol=1e-5)
