@@ -11,6 +11,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # real Sionna RT; deselect with -m 'not slow'
+
 TINY = ["simulation.ue_grid.spacing_m=8.0", "training.epochs=3", "data.batch_size=32",
         "model.resnet.width=16"]
 

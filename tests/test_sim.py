@@ -9,6 +9,8 @@ from tfloc.sim import tracer as tracer_mod
 
 C = 299_792_458.0
 
+pytestmark = pytest.mark.slow  # real Sionna RT; deselect with -m 'not slow'
+
 
 def test_los_delay_equals_distance_over_c(small_paths, small_sim_cfg):
     ps = small_paths
