@@ -121,3 +121,22 @@ def test_pipeline_shapes_and_noise_protocol(small_paths):
     a1 = np.sort(next(iter(tr))[0]["csi"].numpy().ravel())
     a2 = np.sort(next(iter(tr))[0]["csi"].numpy().ravel())
     assert not np.allclose(a1, a2)  # different noise
+
+
+def test_too_few_ues_for_splits_is_a_config_error(small_paths):
+    from tfloc.config import ConfigError
+    few = small_paths.select(np.flatnonzero(small_paths.num_paths > 0)[:2])
+    with pytest.raises(ConfigError, match="spacing_m: only 2 UEs have paths"):
+        make_splits(few, DataConfig(), seed=0)
+
+
+def test_evaluation_noise_ignores_global_seed(small_paths):
+    """evaluate.py in a new process must see the test noise train.py saw."""
+    cfg = DataConfig(num_subcarriers=16, subcarrier_spacing_hz=6e6, num_delay_taps=8, batch_size=4)
+    pipe = CSIPipeline(small_paths, cfg, seed=5)
+    idx = np.flatnonzero(small_paths.num_paths > 0)[:8]
+    tf.random.set_seed(1)
+    a = next(iter(pipe.csi_dataset(idx, training=False)))[0]["csi"].numpy()
+    tf.random.set_seed(2)
+    b = next(iter(pipe.csi_dataset(idx, training=False)))[0]["csi"].numpy()
+    np.testing.assert_array_equal(a, b)

@@ -41,8 +41,9 @@ def make_splits(paths: PathSet, cfg: DataConfig, seed: int) -> Splits:
     n_val = max(1, int(round(cfg.val_fraction * n)))
     n_train = max(1, int(round(cfg.labelled_fraction * n)))
     if n_test + n_val + n_train > n:
-        raise ValueError(f"only {n} UEs have paths: too few for the configured splits "
-                         "(use a finer simulation.ue_grid.spacing_m)")
+        from tfloc.config import ConfigError
+        raise ConfigError(f"simulation.ue_grid.spacing_m: only {n} UEs have paths, too few for "
+                          "the configured data splits; use a finer grid")
     test, val = perm[:n_test], perm[n_test:n_test + n_val]
     train = perm[n_test + n_val:n_test + n_val + n_train]
     unlabelled = perm[n_test + n_val + n_train:]
@@ -109,8 +110,12 @@ class CSIPipeline:
         if training:
             ds = ds.shuffle(len(index), seed=self.seed, reshuffle_each_iteration=True)
         ds = ds.batch(bsz)
-        seeds = tf.data.Dataset.random(seed=self.seed * 1000 + split_seed_offset,
-                                       rerandomize_each_iteration=training).batch(2)
+        base = self.seed * 1000 + split_seed_offset
+        if training:  # new draws every epoch (reproducible under the seeded global RNG)
+            seeds = tf.data.Dataset.random(seed=base, rerandomize_each_iteration=True).batch(2)
+        else:  # stateless [base, batch index]: the same draws in every process and pass
+            seeds = tf.data.Dataset.counter().map(
+                lambda i: tf.stack([tf.constant(base, tf.int64), i]))
         ds = tf.data.Dataset.zip((ds, seeds))
         ds = ds.map(lambda hsp, s: ({"csi": self._impair(hsp[0], s), "sector": hsp[1]}, hsp[2]),
                     num_parallel_calls=tf.data.AUTOTUNE)

@@ -30,18 +30,26 @@ def export_saved_model(model: keras.Model, csi_shape, export_root: str, model_na
     Signature ``serving_default``: ``csi`` float32 [batch, *csi_shape] (real, imag
     last) and, with ``use_sector``, ``sector`` int32 [batch] (the serving sector's
     index) -> ``position`` float32 [batch, 2]. CSI with NaN/Inf and sector indices
-    out of range are rejected with an InvalidArgumentError naming the input.
+    out of range and CSI of the wrong shape are rejected with an InvalidArgumentError
+    naming the input.
     """
     serve_model = serving_model(model, csi_shape, num_delay_taps, representation,
                                 normalization, use_sector)
     csi_spec = tf.TensorSpec([None, *csi_shape], tf.float32, name="csi")
+    shape_msg = f"input 'csi' must have shape [batch, {', '.join(map(str, csi_shape))}]"
+
+    def check_csi(csi):
+        # A loaded signature does not enforce static shapes, and the transform would
+        # accept another subcarrier count, so check explicitly.
+        tf.debugging.assert_equal(tf.shape(csi)[1:], tf.constant(csi_shape, tf.int32), shape_msg)
+        tf.debugging.assert_all_finite(csi, "input 'csi' contains NaN or Inf values")
     archive = keras.export.ExportArchive()
     archive.track(serve_model)
     if use_sector:
         num_sectors = model.get_layer("sector_onehot").num_tokens
 
         def serve(csi, sector):
-            tf.debugging.assert_all_finite(csi, "input 'csi' contains NaN or Inf values")
+            check_csi(csi)
             tf.debugging.assert_equal(tf.shape(sector)[0], tf.shape(csi)[0],
                                       "inputs 'csi' and 'sector' differ in batch size")
             tf.debugging.assert_less(sector, num_sectors, f"input 'sector' must be < {num_sectors}")
@@ -50,7 +58,7 @@ def export_saved_model(model: keras.Model, csi_shape, export_root: str, model_na
         specs = [csi_spec, tf.TensorSpec([None], tf.int32, name="sector")]
     else:
         def serve(csi):
-            tf.debugging.assert_all_finite(csi, "input 'csi' contains NaN or Inf values")
+            check_csi(csi)
             return {"position": serve_model({"csi": csi}, training=False)}
         specs = [csi_spec]
     archive.add_endpoint(name="serving_default", fn=serve, input_signature=specs)

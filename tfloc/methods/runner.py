@@ -28,7 +28,6 @@ def prepare_data(cfg: ExperimentConfig, progress: bool = True):
 
 def train_and_evaluate(cfg: ExperimentConfig, run_dir: str) -> dict:
     """The whole experiment of one config; returns the report (also in run_dir)."""
-    import keras
     from tfloc.utils import set_seed
     os.makedirs(run_dir, exist_ok=True)
     dump_yaml(cfg, os.path.join(run_dir, CONFIG_FILE))
@@ -53,7 +52,6 @@ def train_and_evaluate(cfg: ExperimentConfig, run_dir: str) -> dict:
     tmp = os.path.join(run_dir, ".tmp-" + MODEL_FILE)
     model.save(tmp)
     os.replace(tmp, os.path.join(run_dir, MODEL_FILE))
-    keras.backend.clear_session(free_memory=False)
 
     report = evaluate_run(run_dir, model=model, data=(paths, pipeline, splits, sim_info),
                           extra={"timings_s": timings})

@@ -1,7 +1,6 @@
 """Compact storage of traced paths: ragged per-UE path lists, not CSI tensors."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import zipfile
@@ -128,8 +127,3 @@ class PathSet:
         if not (np.isfinite(ps.a.view(np.float32)).all() and np.isfinite(ps.tau).all()):
             raise CacheError(f"{npz}: path gains or delays contain NaN/Inf; delete it to re-trace")
         return ps
-
-
-def fields_equal(a: PathSet, b: PathSet) -> bool:
-    return all(np.array_equal(getattr(a, f.name), getattr(b, f.name))
-               for f in dataclasses.fields(PathSet) if f.name != "meta")
