@@ -30,9 +30,11 @@ def paths_to_csi(a: tf.Tensor, tau: tf.Tensor, frequencies: tf.Tensor) -> tf.Ten
         ``h[..., k] = sum_p a_p exp(-j 2 pi f_k tau_p)``
     """
     from sionna.phy.channel import cir_to_ofdm_channel
-    # Sionna's layout: a [b, rx, rx_ant, tx, tx_ant, paths, time], tau [b, rx, tx, paths]
+    # Sionna's layout: a [b, rx, rx_ant, tx, tx_ant, paths, time]. tau is given
+    # per antenna pair with singleton antenna axes, [b, rx, 1, tx, 1, paths]: it
+    # broadcasts, where the 4-D form would be tiled over all BS antennas first.
     a_s = tf.transpose(a, [0, 2, 3, 1])[:, None, :, None, :, :, None]
-    tau_s = tau[:, None, None, :]
+    tau_s = tau[:, None, None, None, None, :]
     h = cir_to_ofdm_channel(frequencies, a_s, tau_s, normalize=False)
     return h[:, 0, :, 0, :, 0, :]
 
