@@ -66,4 +66,5 @@ class SupervisedTask:
         if verbose == 1 and not sys.stdout.isatty():
             verbose = 2  # one line per epoch in logs and CI instead of a redrawn bar
         return model.fit(inputs["train"], validation_data=inputs["val"], epochs=t.epochs,
-                         callbacks=callbacks, verbose=verbose)
+                         callbacks=callbacks, verbose=verbose,
+                         shuffle=False)  # tf.data shuffles
