@@ -90,3 +90,14 @@ def test_evaluate_cli_missing_run_dir(tmp_path):
                         str(tmp_path / "nope")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert "run directory not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_too_coarse_grid_fails_cleanly_without_run_dir(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--config",
+                        os.path.join(REPO, "configs", "etoile_supervised.yaml"),
+                        "--set", "simulation.ue_grid.spacing_m=120", "--set",
+                        f"runtime.cache_dir={tmp_path / 'cache'}", "--run-dir", str(tmp_path / "run")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "spacing_m: only" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()

@@ -37,10 +37,10 @@ def make_splits(paths: PathSet, cfg: DataConfig, seed: int) -> Splits:
     rng = np.random.default_rng(seed)
     perm = rng.permutation(candidates)
     n = len(candidates)
-    n_test = max(1, int(round(cfg.test_fraction * n)))
-    n_val = max(1, int(round(cfg.val_fraction * n)))
-    n_train = max(1, int(round(cfg.labelled_fraction * n)))
-    if n_test + n_val + n_train > n:
+    n_test = int(round(cfg.test_fraction * n))
+    n_val = int(round(cfg.val_fraction * n))
+    n_train = int(round(cfg.labelled_fraction * n))
+    if min(n_test, n_val, n_train) < 1 or n_test + n_val + n_train > n:
         from tfloc.config import ConfigError
         raise ConfigError(f"simulation.ue_grid.spacing_m: only {n} UEs have paths, too few for "
                           "the configured data splits; use a finer grid")

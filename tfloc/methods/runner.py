@@ -29,13 +29,15 @@ def prepare_data(cfg: ExperimentConfig, progress: bool = True):
 def train_and_evaluate(cfg: ExperimentConfig, run_dir: str) -> dict:
     """The whole experiment of one config; returns the report (also in run_dir)."""
     from tfloc.utils import set_seed
-    os.makedirs(run_dir, exist_ok=True)
-    dump_yaml(cfg, os.path.join(run_dir, CONFIG_FILE))
     set_seed(cfg.runtime.seed)
     timings = {}
     t0 = time.time()
     paths, pipeline, splits, sim_info = prepare_data(cfg)
     timings["simulation_s"] = time.time() - t0
+    # The run directory appears only once the data is ready: a mistake found
+    # while tracing or splitting leaves no run behind.
+    os.makedirs(run_dir, exist_ok=True)
+    dump_yaml(cfg, os.path.join(run_dir, CONFIG_FILE))
 
     task = METHODS.get(cfg.method)(cfg)
     inputs = task.build_inputs(pipeline, splits)
