@@ -15,8 +15,14 @@ def _etoile() -> str:
     return sionna.rt.scene.etoile
 
 
-def scene_file(name: str) -> str:
-    """Resolves a registered scene name or an XML path to a file path."""
+@SCENES.register("empty")
+def _empty() -> None:
+    """No geometry at all: free space (used by the physics checks)."""
+    return None
+
+
+def scene_file(name: str) -> str | None:
+    """Resolves a registered scene name or an XML path to a file path (None: empty)."""
     if name in SCENES:
         return SCENES.get(name)()
     if name.endswith(".xml") and os.path.isfile(name):
@@ -37,4 +43,7 @@ def check_scene_name(name: str):
 def load_scene(name: str):
     """Loads a scene by registered name or XML path (``sionna.rt.load_scene``)."""
     import sionna.rt
-    return sionna.rt.load_scene(scene_file(name), merge_shapes=True)
+    path = scene_file(name)
+    if path is None:
+        return sionna.rt.load_scene()
+    return sionna.rt.load_scene(path, merge_shapes=True)
