@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tfloc.sim import CacheError, PathSet, SiteTracer, is_indoor, load_or_trace, sector_of
-from tfloc.sim import tracer as tracer_mod
+from tfloc.sim import build as build_mod
 
 C = 299_792_458.0
 
@@ -75,10 +75,15 @@ def test_indoor_filter(small_sim_cfg):
 def test_cache_roundtrip_hit_and_corruption(small_paths, small_sim_cfg, tmp_path, monkeypatch):
     calls = []
 
-    def fake_trace(cfg, progress=True):
+    def fake_build(self, shard=(0, 1), progress=True):
         calls.append(1)
+        return 0
+
+    def fake_merge(self):
+        small_paths.save(self.final_dir)
         return small_paths
-    monkeypatch.setattr(tracer_mod, "trace_site", fake_trace)
+    monkeypatch.setattr(build_mod.DatasetBuild, "build", fake_build)
+    monkeypatch.setattr(build_mod.DatasetBuild, "merge", fake_merge)
     p1, d1, hit1 = load_or_trace(small_sim_cfg, str(tmp_path))
     p2, d2, hit2 = load_or_trace(small_sim_cfg, str(tmp_path))
     assert (hit1, hit2) == (False, True) and d1 == d2 and len(calls) == 1

@@ -1,11 +1,6 @@
 """Ray tracing a site with Sionna RT (Dr.Jit side) into a compact PathSet."""
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import logging
-import os
 import time
 
 import numpy as np
@@ -13,11 +8,6 @@ import numpy as np
 from tfloc.config import ArrayConfig, SimulationConfig
 from tfloc.sim.paths import PathSet
 from tfloc.sim.site import is_indoor, sector_of, ue_grid
-
-log = logging.getLogger(__name__)
-
-#: bump when the traced content changes, so old caches are not reused
-TRACER_VERSION = 1
 
 
 def _planar_array(cfg: ArrayConfig):
@@ -103,8 +93,12 @@ class SiteTracer:
         else:
             is_los_path = valid.copy()
         out = {"a": [], "tau": [], "los": [], **{k: [] for k in angles}}
+        power = np.sum(np.abs(a) ** 2, axis=(2, 3))                 # [num_rx, P]
         for i in range(positions.shape[0]):
-            v = valid[i]
+            v = np.flatnonzero(valid[i])
+            # Dr.Jit collects paths in a thread-dependent order: store them by
+            # delay (ties by power) so every build of a config is identical.
+            v = v[np.lexsort((-power[i, v], tau[i, v]))]
             out["a"].append(a[i, v])
             out["tau"].append(tau[i, v].astype(np.float32))
             for k in angles:
@@ -112,80 +106,82 @@ class SiteTracer:
             out["los"].append(bool(is_los_path[i].any()))
         return out
 
+    def trace_pathset(self, positions: np.ndarray, sector: int) -> PathSet:
+        """Traces UEs of one sector; returns them as a PathSet (meta holds the time)."""
+        self.set_sector(self.cfg.sector_azimuths_deg[sector])
+        t0 = time.time()
+        res = self.trace(positions)
+        counts = np.array([len(t) for t in res["tau"]], np.int64)
+        n_ue_ant, n_bs_ant = self.cfg.ue_array.num_ant, self.cfg.bs_array.num_ant
 
-def trace_site(cfg: SimulationConfig, progress: bool = True) -> PathSet:
-    """Traces the configured UE grid of a site; returns all UEs (no-path ones too)."""
-    from tqdm.auto import tqdm
-    t0 = time.time()
-    tracer = SiteTracer(cfg)
+        def cat(k, shape):
+            return np.concatenate(res[k]) if counts.sum() else np.zeros(shape, np.float32)
+        return PathSet(
+            positions=positions.astype(np.float32),
+            sector=np.full(len(positions), sector, np.int8),
+            los=np.array(res["los"], bool),
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            a=cat("a", (0, n_ue_ant, n_bs_ant)).astype(np.complex64),
+            tau=cat("tau", (0,)),
+            **{k: cat(k, (0,)) for k in ("theta_t", "phi_t", "theta_r", "phi_r")},
+            meta={"trace_s": time.time() - t0},
+        )
+
+
+def plan_site(cfg: SimulationConfig, tracer: SiteTracer) -> dict:
+    """The UEs to trace, sorted by sector, and their split into chunks.
+
+    Output: dict with ``positions`` [n, 3], ``sectors`` [n], ``bounds`` [num_chunks, 2]
+    (start, end; each chunk lies in one sector and holds at most
+    ``receivers_per_batch`` UEs), ``n_grid`` and ``n_indoor``.
+    """
     g = cfg.ue_grid
     grid = ue_grid(g.x_range_m, g.y_range_m, g.spacing_m, g.height_m)
     indoor = is_indoor(tracer.scene.mi_scene, grid) if g.exclude_indoor else np.zeros(len(grid), bool)
     positions = grid[~indoor]
     sectors = sector_of(positions, cfg.bs_position_m, cfg.sector_azimuths_deg)
-    t_setup = time.time() - t0
-
     order = np.argsort(sectors, kind="stable")
     positions, sectors = positions[order], sectors[order]
-    parts = {k: [] for k in ("a", "tau", "los", "theta_t", "phi_t", "theta_r", "phi_r")}
-    bar = tqdm(total=len(positions), unit="rx", desc=f"ray tracing {cfg.scene}",
-               disable=not progress, dynamic_ncols=True)
-    t1 = time.time()
-    bs = cfg.receivers_per_batch
-    for s, az in enumerate(cfg.sector_azimuths_deg):
+    bounds = []
+    for s in range(len(cfg.sector_azimuths_deg)):
         idx = np.flatnonzero(sectors == s)
-        tracer.set_sector(az)
-        for start in range(0, len(idx), bs):
-            batch = idx[start:start + bs]
-            res = tracer.trace(positions[batch])
-            for k in parts:
-                parts[k].extend(res[k])
-            bar.update(len(batch))
-    bar.close()
-    t_trace = time.time() - t1
+        for start in range(0, len(idx), cfg.receivers_per_batch):
+            chunk = idx[start:start + cfg.receivers_per_batch]
+            bounds.append((int(chunk[0]), int(chunk[-1]) + 1))
+    return {"positions": positions, "sectors": sectors,
+            "bounds": np.array(bounds, np.int64).reshape(-1, 2),
+            "n_grid": int(len(grid)), "n_indoor": int(indoor.sum())}
 
-    n_ant_ue, n_ant_bs = cfg.ue_array.num_ant, cfg.bs_array.num_ant
-    counts = np.array([len(t) for t in parts["tau"]], np.int64)
-    cat = lambda k, empty: np.concatenate(parts[k]) if counts.sum() else empty  # noqa: E731
-    ps = PathSet(
-        positions=positions.astype(np.float32), sector=sectors,
-        los=np.array(parts["los"], bool),
-        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        a=cat("a", np.zeros((0, n_ant_ue, n_ant_bs), np.complex64)),
-        tau=cat("tau", np.zeros(0, np.float32)),
-        **{k: cat(k, np.zeros(0, np.float32)) for k in ("theta_t", "phi_t", "theta_r", "phi_r")},
-    )
-    ps.meta = {
+
+def site_meta(cfg: SimulationConfig, ps: PathSet, plan: dict, trace_s: float) -> dict:
+    """Counts and timings stored beside the paths and copied into reports."""
+    counts = ps.num_paths
+    return {
         "scene": cfg.scene,
-        "n_grid": int(len(grid)),
-        "n_indoor_excluded": int(indoor.sum()),
+        "n_grid": int(plan["n_grid"]),
+        "n_indoor_excluded": int(plan["n_indoor"]),
         "n_ue": ps.num_ue,
         "n_no_path": int((counts == 0).sum()),
         "n_los": int(ps.los.sum()),
-        "per_sector": [int((sectors == s).sum()) for s in range(len(cfg.sector_azimuths_deg))],
+        "per_sector": [int((ps.sector == s).sum()) for s in range(len(cfg.sector_azimuths_deg))],
         "mean_paths_per_ue": float(counts.mean()) if len(counts) else 0.0,
-        "setup_s": round(t_setup, 2),
-        "trace_s": round(t_trace, 2),
-        "receivers_per_s": round(len(positions) / max(t_trace, 1e-9), 1),
+        "trace_s": round(trace_s, 2),
+        "receivers_per_s": round(ps.num_ue / max(trace_s, 1e-9), 1),
     }
+
+
+def trace_site(cfg: SimulationConfig, progress: bool = True) -> PathSet:
+    """Traces the configured UE grid of a site in memory (no cache; see tfloc.sim.build)."""
+    from tqdm.auto import tqdm
+    tracer = SiteTracer(cfg)
+    plan = plan_site(cfg, tracer)
+    parts = []
+    with tqdm(total=len(plan["positions"]), unit="rx", desc=f"ray tracing {cfg.scene}",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for start, end in plan["bounds"]:
+            parts.append(tracer.trace_pathset(plan["positions"][start:end],
+                                              int(plan["sectors"][start])))
+            bar.update(end - start)
+    ps = PathSet.concatenate(parts)
+    ps.meta = site_meta(cfg, ps, plan, sum(p.meta["trace_s"] for p in parts))
     return ps
-
-
-def cache_key(cfg: SimulationConfig) -> str:
-    """Hash of everything that changes the traced paths."""
-    import sionna.rt
-    payload = {"sim": dataclasses.asdict(cfg), "tracer_version": TRACER_VERSION,
-               "sionna_rt": getattr(sionna.rt, "__version__", "?")}
-    payload["sim"].pop("receivers_per_batch")  # batching does not change the paths
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def load_or_trace(cfg: SimulationConfig, cache_dir: str, progress: bool = True) -> tuple[PathSet, str, bool]:
-    """Returns (paths, cache directory, whether it was a cache hit)."""
-    directory = os.path.join(cache_dir, f"paths-{cfg.scene.replace('/', '_')}-{cache_key(cfg)}")
-    if os.path.isdir(directory):
-        log.info("reusing traced paths from %s", directory)
-        return PathSet.load(directory), directory, True
-    ps = trace_site(cfg, progress=progress)
-    ps.save(directory)
-    return ps, directory, False

@@ -1,0 +1,111 @@
+"""The dataset tool: sharded and resumed builds give the single build's dataset."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tfloc.config import load_config
+from tfloc.sim import CacheError, DatasetBuild, PathSet, load_or_trace
+from tfloc.sim.build import parse_shard
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow  # real Sionna RT; deselect with -m 'not slow'
+
+SETS = ["simulation.ue_grid.spacing_m=10.0", "simulation.receivers_per_batch=4"]
+CONFIG = os.path.join(REPO, "configs", "etoile_supervised.yaml")
+
+
+@pytest.fixture(scope="module")
+def sim_cfg():
+    return load_config(CONFIG, SETS).simulation
+
+
+@pytest.fixture(scope="module")
+def single(sim_cfg, tmp_path_factory):
+    ps, directory, hit = load_or_trace(sim_cfg, str(tmp_path_factory.mktemp("single")), progress=False)
+    assert not hit and not os.path.exists(directory + ".build")
+    return ps
+
+
+def _same(a: PathSet, b: PathSet):
+    """Same UEs, labels and paths (count and order) exactly; gains, delays and angles
+    to float32 rounding (Dr.Jit's multithreaded arithmetic is not bit-reproducible:
+    runs differ by about one ulp)."""
+    for name in ("positions", "sector", "los", "offsets"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    np.testing.assert_allclose(a.tau, b.tau, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(a.a, b.a, rtol=1e-4, atol=1e-5 * np.abs(a.a).max())
+    for name in ("theta_t", "phi_t", "theta_r", "phi_r"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-4, err_msg=name)
+
+
+def test_sharded_build_equals_single(sim_cfg, single, tmp_path):
+    b = DatasetBuild(sim_cfg, str(tmp_path))
+    n0 = b.build(shard=(0, 2), progress=False)
+    with pytest.raises(CacheError, match="chunks not traced yet"):
+        b.merge()
+    n1 = b.build(shard=(1, 2), progress=False)
+    assert n0 > 0 and n1 > 0 and n0 + n1 == len(b.plan()["bounds"])
+    _same(b.merge(), single)
+    assert not os.path.exists(b.build_dir)
+    _same(PathSet.load(b.final_dir), single)
+
+
+def test_killed_build_resumes_without_loss(sim_cfg, single, tmp_path):
+    cmd = [sys.executable, "-m", "tfloc.sim", "build", "--config", CONFIG,
+           *[a for s in SETS + [f"runtime.cache_dir={tmp_path}"] for a in ("--set", s)]]
+    b = DatasetBuild(sim_cfg, str(tmp_path))
+    chunks = os.path.join(b.build_dir, "chunks")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        done = [d for d in os.listdir(chunks) if d.startswith("chunk-")] if os.path.isdir(chunks) else []
+        if len(done) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_chunks = len(b.plan()["bounds"])
+    partial = len([d for d in os.listdir(chunks) if d.startswith("chunk-")])
+    assert 3 <= partial < n_chunks, "the build must be interrupted midway"
+    assert not os.path.exists(b.final_dir)
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    traced = int(r.stdout.split("traced ")[1].split()[0])
+    assert traced == n_chunks - partial            # only what was missing was traced
+    _same(PathSet.load(b.final_dir), single)
+
+
+def test_corrupt_chunk_names_the_file(sim_cfg, tmp_path):
+    b = DatasetBuild(sim_cfg, str(tmp_path))
+    b.build(progress=False)
+    bad = os.path.join(b.chunk_dir(1), "paths.npz")
+    with open(bad, "r+b") as fh:
+        fh.truncate(100)
+    with pytest.raises(CacheError, match=r"chunk-00001/paths.npz: corrupt or truncated"):
+        b.merge()
+
+
+def test_parse_shard_errors():
+    from tfloc.config import ConfigError
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1/0", "-1/2"):
+        with pytest.raises(ConfigError):
+            parse_shard(bad)
+
+
+def test_inspect_cli(single, tmp_path):
+    single.save(str(tmp_path / "entry"))
+    r = subprocess.run([sys.executable, "-m", "tfloc.sim", "inspect", str(tmp_path / "entry")],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"UEs traced: {single.num_ue}" in r.stdout and "per sector" in r.stdout
+    assert (tmp_path / "entry" / "coverage.png").stat().st_size > 10_000
+    r = subprocess.run([sys.executable, "-m", "tfloc.sim", "inspect", str(tmp_path / "nope")],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no such cache entry" in r.stderr

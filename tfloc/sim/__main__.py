@@ -1,0 +1,64 @@
+"""Dataset tool: ``python -m tfloc.sim {build,merge,inspect} ...``.
+
+    python -m tfloc.sim build --config configs/etoile_supervised.yaml [--set k=v] [--shard I/N]
+    python -m tfloc.sim merge --config configs/etoile_supervised.yaml
+    python -m tfloc.sim inspect cache/paths-etoile-<key>
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m tfloc.sim", description="Build and inspect traced datasets.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, help_ in (("build", "trace a config's UEs into the cache (resumes; --shard for parallel builds)"),
+                        ("merge", "join the chunks of a sharded build into the cache entry")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("--config", required=True)
+        s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+        if name == "build":
+            s.add_argument("--shard", default="0/1", help="I/N: trace chunk c when c %% N == I")
+    s = sub.add_parser("inspect", help="print counts and write maps of a cache entry")
+    s.add_argument("directory")
+    s.add_argument("--out", help="where to write the PNG maps (default: the entry directory)")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    from tfloc.sim.paths import PathSet
+    if args.cmd == "inspect":
+        if not os.path.isdir(args.directory):
+            raise FileNotFoundError(f"{args.directory}: no such cache entry")
+        from tfloc.sim.inspect import describe, write_maps
+        ps = PathSet.load(args.directory)
+        print(describe(ps))
+        for path in write_maps(ps, args.out or args.directory):
+            print(f"wrote {path}")
+        return 0
+    from tfloc.config import load_config
+    from tfloc.sim.build import DatasetBuild, parse_shard
+    cfg = load_config(args.config, args.overrides)
+    b = DatasetBuild(cfg.simulation, cfg.runtime.cache_dir)
+    if os.path.isdir(b.final_dir):
+        print(f"already built: {b.final_dir}")
+        return 0
+    if args.cmd == "build":
+        shard = parse_shard(args.shard)
+        n = b.build(shard=shard)
+        left = len(b.missing_chunks(b.plan()))
+        print(f"traced {n} chunk(s); {left} chunk(s) of other shards left")
+        if shard[1] > 1 or left:
+            print(f"when every shard is done: python -m tfloc.sim merge --config {args.config}")
+            return 0
+    b.merge()
+    print(f"dataset: {b.final_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    from tfloc.cli import run_cli
+    sys.exit(run_cli(main))
