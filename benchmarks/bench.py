@@ -113,14 +113,15 @@ def bench_training(cfg, input_shape, steps=60):
             "train_samples_per_s": b * steps / dt}, model
 
 
-def bench_serving(cfg, model, csi_shape, reps=(200, 20)):
+def bench_serving(cfg, model, pipe, reps=(200, 20)):
     import tensorflow as tf
     from tfloc.export import export_saved_model
     d = cfg.data
     with tempfile.TemporaryDirectory() as tmp:
+        csi_shape = pipe.csi_shape
         path = export_saved_model(model, csi_shape, tmp, "bench", 1, num_delay_taps=d.num_delay_taps,
                                   representation=d.representation, normalization=d.normalization,
-                                  use_sector=d.use_sector)
+                                  use_sector=d.use_sector, array_shape=pipe.array_shape)
         size_mb = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs) / 2**20
         f = tf.saved_model.load(path).signatures["serving_default"]
         out = {"export_size_mb": size_mb}
@@ -161,7 +162,7 @@ def main(argv=None):
     print("training ...", flush=True)
     results["training"], model = bench_training(cfg, tuple(f["features"].shape[1:]))
     print("serving ...", flush=True)
-    results["serving"] = bench_serving(cfg, model, pipe.csi_shape)
+    results["serving"] = bench_serving(cfg, model, pipe)
     out = args.out or os.path.join("benchmarks", "results",
                                    f"bench-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

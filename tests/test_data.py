@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from tfloc.config import DataConfig
-from tfloc.data import (CSIPipeline, add_awgn, angle_delay_features, make_splits, paths_to_csi,
+from tfloc.data import (CSIPipeline, add_awgn, csi_features, make_splits, paths_to_csi,
                         subcarrier_frequencies, timing_advance_shift, to_real_imag)
 
 
@@ -35,7 +35,7 @@ def test_los_delay_lands_in_expected_tap():
     a = np.zeros((1, 1, 1, 4), np.complex64); a[..., 0] = 1.0
     tau = np.array([[k / (n_sc * df)]], np.float32)
     h = paths_to_csi(tf.constant(a), tf.constant(tau), subcarrier_frequencies(n_sc, df))
-    feats = angle_delay_features(to_real_imag(h), n_sc, "magnitude", "none").numpy()
+    feats = csi_features(to_real_imag(h), n_sc, "magnitude", "none").numpy()
     assert np.argmax(feats[0, :, :, 0].max(axis=0)) == k
 
 
@@ -44,24 +44,24 @@ def test_angle_delay_matches_numpy(rng):
     x = to_real_imag(tf.constant(h))
     ref = np.fft.ifft(np.fft.fftshift(np.fft.fft(h, axis=2), axes=2), axis=3)[..., :5]
     ref = np.transpose(ref, (0, 2, 3, 1))                        # [b, bs, taps, ue]
-    got = angle_delay_features(x, 5, "real_imag", "none").numpy()
+    got = csi_features(x, 5, "real_imag", "none").numpy()
     np.testing.assert_allclose(got, np.concatenate([ref.real, ref.imag], -1), atol=1e-5)
-    mag = angle_delay_features(x, 5, "magnitude", "sample_max").numpy()
+    mag = csi_features(x, 5, "magnitude", "sample_max").numpy()
     ref_mag = np.abs(ref) / np.abs(ref).max(axis=(1, 2, 3), keepdims=True)
     np.testing.assert_allclose(mag, ref_mag, atol=1e-5)
-    pw = angle_delay_features(x, 5, "magnitude", "sample_power").numpy()
+    pw = csi_features(x, 5, "magnitude", "sample_power").numpy()
     np.testing.assert_allclose(np.mean(pw ** 2, axis=(1, 2, 3)), 1.0, rtol=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["eager", "function", "xla"])
 def test_angle_delay_graph_modes_agree(rng, mode):
     x = tf.constant(rng.normal(size=(2, 2, 8, 12, 2)).astype(np.float32))
-    fn = lambda t: angle_delay_features(t, 6, "magnitude", "sample_max")  # noqa: E731
+    fn = lambda t: csi_features(t, 6, "magnitude", "sample_max")  # noqa: E731
     if mode == "function":
         fn = tf.function(fn)
     elif mode == "xla":
         fn = tf.function(fn, jit_compile=True)
-    np.testing.assert_allclose(fn(x).numpy(), angle_delay_features(x, 6).numpy(), atol=1e-5)
+    np.testing.assert_allclose(fn(x).numpy(), csi_features(x, 6).numpy(), atol=1e-5)
 
 
 def test_timing_advance_is_phase_ramp(rng):
@@ -140,3 +140,56 @@ def test_evaluation_noise_ignores_global_seed(small_paths):
     tf.random.set_seed(2)
     b = next(iter(pipe.csi_dataset(idx, training=False)))[0]["csi"].numpy()
     np.testing.assert_array_equal(a, b)
+
+
+FORMS = ["magnitude", "real_imag", "adp", "real_csi", "sample_covariance", "stabilized"]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_every_form_has_its_documented_shape(rng, form):
+    from tfloc.data import feature_shape
+    x = tf.constant(rng.normal(size=(3, 2, 16, 10, 2)).astype(np.float32))
+    y = csi_features(x, 4, form, "none", array_shape=(2, 4, 2))
+    assert tuple(y.shape) == (3, *feature_shape((2, 16, 10, 2), 4, form, (2, 4, 2)))
+    assert y.dtype == tf.float32
+
+
+def test_adp_form_follows_sionna_port_order(rng):
+    """ports: polarisation-major, then column, then row -> eq. 6 with M_y = cols, M_z = rows."""
+    from tfloc.data.transforms import angle_delay_power_profile
+    rows, cols, pols, ue, sc = 2, 4, 2, 2, 10
+    h = (rng.normal(size=(1, ue, rows * cols * pols, sc)) + 1j * rng.normal(size=(1, ue, rows * cols * pols, sc))).astype(np.complex64)
+    got = csi_features(to_real_imag(tf.constant(h)), sc, "adp", "none", (rows, cols, pols)).numpy()
+    for u in range(ue):
+        for p in range(pols):
+            block = h[:, u, p * rows * cols:(p + 1) * rows * cols]
+            ref = angle_delay_power_profile(tf.constant(block), cols, rows).numpy()[0]
+            np.testing.assert_allclose(got[0, :, :, u * pols + p], ref, rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="do not form a 3 x 3 x 2"):
+        csi_features(to_real_imag(tf.constant(h)), sc, "adp", "none", (3, 3, 2))
+
+
+def test_covariance_and_stabilized_forms_match_numpy(rng):
+    h = (rng.normal(size=(2, 2, 4, 6)) + 1j * rng.normal(size=(2, 2, 4, 6))).astype(np.complex64)
+    x = to_real_imag(tf.constant(h))
+    cov = csi_features(x, 6, "sample_covariance", "none").numpy()
+    ref = np.einsum("buin,bujn->biju", h, h.conj()) / 6
+    np.testing.assert_allclose(cov, np.concatenate([ref.real, ref.imag], -1), atol=1e-5)
+    st = csi_features(x, 6, "stabilized", "none").numpy()
+    assert st.shape == (2, 8, 6, 2)
+    g = np.sqrt((np.abs(h) ** 2).sum(axis=(1, 2, 3)))
+    np.testing.assert_allclose(np.sqrt((st ** 2).sum(axis=(1, 2, 3))), 1.0, rtol=1e-5)  # unit gain
+    hb = h / g[:, None, None, None]
+    m0 = np.argmax((np.abs(hb) ** 2).mean(axis=(1, 3)), axis=1)
+    for b in range(2):
+        phi = np.angle(hb[b, :, m0[b], :])                          # [ue (=T), sc]
+        ref_b = (hb[b] * np.exp(-1j * phi)[:, None, :]).reshape(8, 6)
+        np.testing.assert_allclose(st[b, ..., 0] + 1j * st[b, ..., 1], ref_b, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode, axes", [("antenna", (2, 3)), ("subcarrier", (1, 3)),
+                                        ("matrix", (1, 2, 3))])
+def test_seed002_normalizations_on_features(rng, mode, axes):
+    x = tf.constant(rng.normal(size=(2, 2, 8, 10, 2)).astype(np.float32))
+    y = csi_features(x, 10, "real_csi", mode).numpy()
+    np.testing.assert_allclose(np.abs(y).max(axis=axes), 1.0, rtol=1e-5)

@@ -70,7 +70,7 @@ def test_evaluate_cli_reproduces_report(run_dir):
 def served(run_dir):
     """CSI of test UEs, the Keras model's positions for it, and the export path."""
     import keras
-    from tfloc.layers import AngleDelayTransform
+    from tfloc.layers import CSIFeatures
     from tfloc.methods.runner import load_run_config, prepare_data
     cfg = load_run_config(str(run_dir))
     _, pipe, splits, _ = prepare_data(cfg, progress=False)
@@ -78,7 +78,8 @@ def served(run_dir):
     csi, sector = x["csi"].numpy(), x["sector"].numpy()
     model = keras.models.load_model(run_dir / "model.keras")
     d = cfg.data
-    feats = AngleDelayTransform(d.num_delay_taps, d.representation, d.normalization)(csi)
+    feats = CSIFeatures(d.num_delay_taps, d.representation, d.normalization,
+                        cfg.simulation.bs_array.shape)(csi)
     expected = model.predict({"features": feats, "sector": sector}, verbose=0)
     np.save(run_dir.parent / "csi.npy", csi)
     np.save(run_dir.parent / "sector.npy", sector)

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from tfloc.config import ModelConfig, ResNetConfig
-from tfloc.layers import AffineOutput, AngleDelayTransform
+from tfloc.layers import AffineOutput, CSIFeatures
 from tfloc.models import MODELS, build_model
 
 
@@ -20,9 +20,18 @@ def _roundtrip(layer, x, tmp_path):
 
 def test_angle_delay_transform_roundtrip(tmp_path, rng):
     x = rng.normal(size=(3, 2, 8, 20, 2)).astype(np.float32)
-    layer = AngleDelayTransform(10, "real_imag", "sample_power")
+    layer = CSIFeatures(10, "real_imag", "sample_power")
     assert layer(x).shape == (3, 8, 10, 4)
     assert layer.compute_output_shape((3, 2, 8, 20, 2)) == (3, 8, 10, 4)
+    _roundtrip(layer, x, tmp_path)
+
+
+@pytest.mark.parametrize("form", ["adp", "sample_covariance", "stabilized", "real_csi"])
+def test_csi_features_layer_every_form_roundtrip(tmp_path, rng, form):
+    x = rng.normal(size=(2, 2, 16, 12, 2)).astype(np.float32)
+    layer = CSIFeatures(6, form, "antenna", array_shape=(2, 4, 2))
+    y = layer(x)
+    assert tuple(y.shape) == layer.compute_output_shape((2, 2, 16, 12, 2))
     _roundtrip(layer, x, tmp_path)
 
 
@@ -63,7 +72,7 @@ def test_model_registry_lists_resnet():
 
 
 def test_transform_under_tf_function_and_xla(rng):
-    layer = AngleDelayTransform(6)
+    layer = CSIFeatures(6)
     x = tf.constant(rng.normal(size=(2, 2, 8, 12, 2)).astype(np.float32))
     eager = layer(x)
     np.testing.assert_allclose(tf.function(layer)(x), eager, atol=1e-5)

@@ -39,8 +39,17 @@ class ArrayConfig:
     polarization: str = _f("cross", choices=["V", "H", "VH", "cross"])
 
     @property
+    def num_polarizations(self) -> int:
+        return 2 if self.polarization in ("VH", "cross") else 1
+
+    @property
     def num_ant(self) -> int:
-        return self.num_rows * self.num_cols * (2 if self.polarization in ("VH", "cross") else 1)
+        return self.num_rows * self.num_cols * self.num_polarizations
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(rows, cols, polarisations)."""
+        return (self.num_rows, self.num_cols, self.num_polarizations)
 
 
 @dataclass
@@ -85,8 +94,11 @@ class DataConfig:
     ta_max_ns: float = _f(5.0, min=0.0, doc="timing-advance error, uniform in +-ta_max_ns")
     max_paths: int = _f(32, min=1, doc="strongest paths kept per UE for CSI synthesis")
     num_delay_taps: int = _f(64, min=1, doc="delay taps kept after the IDFT over subcarriers")
-    representation: str = _f("magnitude", choices=["magnitude", "real_imag"])
-    normalization: str = _f("sample_max", choices=["none", "sample_max", "sample_power"])
+    representation: str = _f("magnitude", choices=["magnitude", "real_imag", "adp", "real_csi",
+                                                    "sample_covariance", "stabilized"],
+                               doc="CSI form fed to the model (tfloc.data.features)")
+    normalization: str = _f("sample_max", choices=["none", "sample_max", "sample_power", "antenna",
+                                                   "subcarrier", "matrix"])
     use_sector: bool = _f(True, doc="feed the serving sector index to the model (a BS knows it)")
     labelled_fraction: float = _f(0.1, min=0.0, max=1.0)
     val_fraction: float = _f(0.05, min=0.0, max=1.0)

@@ -1,51 +1,122 @@
-"""CSI -> angle-delay features (2D DFT over BS antennas and subcarriers).
+"""CSI -> model features, one function for every form the papers use.
 
 Shared by the tf.data pipeline and the exported serving graph (through
-:class:`tfloc.layers.AngleDelayTransform`), so training and serving compute the
-same features.
+:class:`tfloc.layers.CSIFeatures`), so training and serving compute the same
+features.
+
+Forms (``representation``):
+
+- ``magnitude`` / ``real_imag``: angle-delay domain by a 2D DFT over BS antennas
+  and subcarriers (seed 000), magnitude or real and imaginary parts;
+- ``adp``: angle-delay power profile of the UPA (seed 002, eq. 5-6), one per
+  UE antenna and polarisation;
+- ``real_csi``: the CSI itself, real and imaginary parts (seed 002 "RCSI");
+- ``sample_covariance``: BS-side covariance over subcarriers (seed 002 "SCM");
+- ``stabilized``: gain normalisation and phase stabilisation against the
+  strongest antenna, stacked as (T*Nr, Nsc, 2) with the UE antennas as T
+  (seed 004, eq. 7-14).
 """
 from __future__ import annotations
 
 import tensorflow as tf
 
-REPRESENTATIONS = ("magnitude", "real_imag")
-NORMALIZATIONS = ("none", "sample_max", "sample_power")
+from tfloc.data import transforms as T
+
+REPRESENTATIONS = ("magnitude", "real_imag", "adp", "real_csi", "sample_covariance", "stabilized")
+NORMALIZATIONS = ("none", "sample_max", "sample_power", "antenna", "subcarrier", "matrix")
 
 
-def angle_delay_features(csi: tf.Tensor, num_delay_taps: int,
-                         representation: str = "magnitude",
-                         normalization: str = "sample_max") -> tf.Tensor:
-    """Angle-delay domain features of real-stacked CSI.
+def _angle_delay(h, num_delay_taps):
+    """[b, ue, bs, sc] complex -> [b, bs (angle, broadside centred), taps, ue] complex."""
+    h = tf.transpose(h, [0, 1, 3, 2])                            # [b, ue, sc, bs]
+    ang = tf.signal.fftshift(tf.signal.fft(h), axes=-1)          # angle over bs
+    ang = tf.transpose(ang, [0, 1, 3, 2])                        # [b, ue, bs, sc]
+    ad = tf.signal.ifft(ang)[..., :num_delay_taps]               # delay over sc
+    return tf.transpose(ad, [0, 2, 3, 1])
 
-    The angle domain is the DFT over BS antennas (shifted so broadside is in the
-    middle), the delay domain the inverse DFT over subcarriers, of which the
-    first ``num_delay_taps`` taps are kept (paths arrive early; the rest is noise).
+
+def _adp(h, num_delay_taps, array_shape):
+    """Seed 002 ADP per (UE antenna, polarisation): [b, rows*cols, taps, ue*pol]."""
+    rows, cols, pols = array_shape
+    b, ue, bs, sc = (tf.shape(h)[0], h.shape[1], h.shape[2], h.shape[3])
+    if bs != rows * cols * pols:
+        raise ValueError(f"{bs} BS antennas do not form a {rows} x {cols} x {pols}-polarisation array")
+    # Sionna's port order: polarisation-major, then column, then row (m = col*rows + row),
+    # so in eq. 6's m = i_y * M_z + i_z the columns are y (M_y = cols) and rows z.
+    x = tf.reshape(h, [-1, rows * cols, sc])                     # [b*ue*pol, M, N]
+    taps = min(num_delay_taps, sc)
+    p = T.angle_delay_power_profile(x, cols, rows)[..., :taps]
+    p = tf.reshape(p, [b, ue * pols, rows * cols, taps])
+    return tf.transpose(p, [0, 2, 3, 1])
+
+
+def csi_features(csi: tf.Tensor, num_delay_taps: int, representation: str = "magnitude",
+                 normalization: str = "sample_max", array_shape=(1, 1, 1)) -> tf.Tensor:
+    """Model features of real-stacked CSI.
 
     Input
     -----
     csi : [batch, num_ue_ant, num_bs_ant, num_subcarriers, 2], tf.float32 (real, imag)
+    num_delay_taps : delay taps kept by the angle-delay forms (paths arrive early)
+    array_shape : (rows, cols, polarisations) of the BS array, for ``adp``
 
     Output
     ------
-    features : [batch, num_bs_ant, num_delay_taps, C], tf.float32
-        ``C = num_ue_ant`` for "magnitude", ``2 * num_ue_ant`` for "real_imag".
+    [batch, H, W, C] tf.float32 ("image" layout):
+
+    ================== ============================ ==================
+    representation     H x W                        C
+    ================== ============================ ==================
+    magnitude          num_bs_ant x num_delay_taps  num_ue_ant
+    real_imag          num_bs_ant x num_delay_taps  2 * num_ue_ant
+    adp                rows*cols x num_delay_taps   num_ue_ant * pols
+    real_csi           num_bs_ant x num_subcarriers 2 * num_ue_ant
+    sample_covariance  num_bs_ant x num_bs_ant      2 * num_ue_ant
+    stabilized         ue*bs x num_subcarriers      2
+    ================== ============================ ==================
+
+    ``normalization`` is per sample: ``sample_max``/``matrix`` (unit peak),
+    ``sample_power`` (unit mean square), ``antenna`` (unit peak per row H),
+    ``subcarrier`` (unit peak per column W, seed 002) or ``none``.
     """
     if representation not in REPRESENTATIONS:
         raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     h = tf.complex(csi[..., 0], csi[..., 1])                     # [b, ue, bs, sc]
-    h = tf.transpose(h, [0, 1, 3, 2])                            # [b, ue, sc, bs]
-    ang = tf.signal.fftshift(tf.signal.fft(h), axes=-1)          # angle over bs
-    ang = tf.transpose(ang, [0, 1, 3, 2])                        # [b, ue, bs, sc]
-    ad = tf.signal.ifft(ang)[..., :num_delay_taps]               # delay over sc
-    ad = tf.transpose(ad, [0, 2, 3, 1])                          # [b, bs, taps, ue]
+
+    def ri_channels(z):  # [b, H, W, C] complex -> [b, H, W, 2C] real
+        return tf.concat([tf.math.real(z), tf.math.imag(z)], axis=-1)
+
     if representation == "magnitude":
-        x = tf.abs(ad)
-    else:
-        x = tf.concat([tf.math.real(ad), tf.math.imag(ad)], axis=-1)
-    if normalization == "sample_max":
-        x = x / (tf.reduce_max(tf.abs(x), axis=[1, 2, 3], keepdims=True) + 1e-12)
+        x = tf.abs(_angle_delay(h, num_delay_taps))
+    elif representation == "real_imag":
+        x = ri_channels(_angle_delay(h, num_delay_taps))
+    elif representation == "adp":
+        x = _adp(h, num_delay_taps, array_shape)
+    elif representation == "real_csi":
+        x = ri_channels(tf.transpose(h, [0, 2, 3, 1]))
+    elif representation == "sample_covariance":
+        n = tf.cast(tf.shape(h)[-1], h.dtype)
+        r = tf.linalg.matmul(h, h, adjoint_b=True) / n           # [b, ue, bs, bs]
+        x = ri_channels(tf.transpose(r, [0, 2, 3, 1]))
+    else:  # stabilized
+        hb, _ = T.gain_normalize(h, eps=1e-12)
+        x = T.stack_and_reshape(T.phase_stabilize(hb))
+
+    if normalization in ("sample_max", "matrix"):
+        x = T.normalize(x, "matrix")
     elif normalization == "sample_power":
         x = x / (tf.sqrt(tf.reduce_mean(tf.square(x), axis=[1, 2, 3], keepdims=True)) + 1e-12)
+    elif normalization in ("antenna", "subcarrier"):
+        x = T.normalize(x, normalization)
     return x
+
+
+def feature_shape(csi_shape, num_delay_taps: int, representation: str, array_shape=(1, 1, 1)):
+    """[H, W, C] of :func:`csi_features` for one CSI sample of shape [ue, bs, sc, 2]."""
+    ue, bs, sc = csi_shape[:3]
+    rows, cols, pols = array_shape
+    return {"magnitude": (bs, num_delay_taps, ue), "real_imag": (bs, num_delay_taps, 2 * ue),
+            "adp": (rows * cols, num_delay_taps, ue * pols), "real_csi": (bs, sc, 2 * ue),
+            "sample_covariance": (bs, bs, 2 * ue), "stabilized": (ue * bs, sc, 2)}[representation]

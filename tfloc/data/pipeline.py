@@ -9,7 +9,7 @@ import tensorflow as tf
 from tfloc.config import DataConfig
 from tfloc.data.csi import (add_awgn, paths_to_csi, subcarrier_frequencies,
                             timing_advance_shift, to_real_imag)
-from tfloc.data.features import angle_delay_features
+from tfloc.data.features import csi_features
 from tfloc.sim.paths import PathSet
 
 SPLITS = ("train", "val", "test", "unlabelled")
@@ -59,12 +59,14 @@ class CSIPipeline:
     paths : PathSet
     cfg : DataConfig
     seed : int -- fixes the noise of evaluation sets and the shuffling
+    array_shape : (rows, cols, polarisations) of the BS array (for ``adp`` features)
     """
 
-    def __init__(self, paths: PathSet, cfg: DataConfig, seed: int):
+    def __init__(self, paths: PathSet, cfg: DataConfig, seed: int, array_shape=(1, 1, 1)):
         self.paths = paths
         self.cfg = cfg
         self.seed = seed
+        self.array_shape = tuple(array_shape)
         self.frequencies = subcarrier_frequencies(cfg.num_subcarriers, cfg.subcarrier_spacing_hz)
         self.num_ue_ant = int(paths.a.shape[1])
         self.num_bs_ant = int(paths.a.shape[2])
@@ -123,11 +125,12 @@ class CSIPipeline:
 
     def features(self, csi: tf.Tensor) -> tf.Tensor:
         c = self.cfg
-        return angle_delay_features(csi, c.num_delay_taps, c.representation, c.normalization)
+        return csi_features(csi, c.num_delay_taps, c.representation, c.normalization,
+                            self.array_shape)
 
     def feature_dataset(self, index: np.ndarray, *, training: bool,
                         split_seed_offset: int = 0) -> tf.data.Dataset:
-        """({"features": [B, num_bs_ant, num_delay_taps, C][, "sector": [B]]}, position [B, 2]).
+        """({"features": [B, H, W, C][, "sector": [B]]}, position [B, 2]) (see csi_features).
 
         ``sector`` is included when ``DataConfig.use_sector`` is set.
         """

@@ -78,7 +78,10 @@ def phase_stabilize(h: tf.Tensor, eps_angle: float = 1e-6) -> tf.Tensor:
     """
     power = tf.reduce_mean(tf.abs(h) ** 2, axis=[1, 3])               # [b, Nr]
     m0 = tf.argmax(power, axis=-1)                                    # [b]
-    ref = tf.gather(h, m0, axis=2, batch_dims=1)                      # [b, T, Nsc]
+    # Select the reference antenna by a one-hot sum: tf.gather(batch_dims=1) on
+    # complex64 crashed natively (double free) inside a parallel tf.data map.
+    pick = tf.cast(tf.one_hot(m0, tf.shape(h)[2]), h.dtype)[:, None, :, None]
+    ref = tf.reduce_sum(h * pick, axis=2)                             # [b, T, Nsc]
     phi = tf.where(tf.abs(ref) >= eps_angle, tf.math.angle(ref), tf.zeros_like(tf.abs(ref)))
     rot = tf.exp(tf.complex(tf.zeros_like(phi), -phi))[:, :, None, :]
     return h * rot

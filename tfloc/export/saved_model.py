@@ -6,16 +6,16 @@ import os
 import keras
 import tensorflow as tf
 
-from tfloc.layers import AngleDelayTransform
+from tfloc.layers import CSIFeatures
 from tfloc.utils import atomic_dir
 
 
-def serving_model(model: keras.Model, csi_shape, num_delay_taps: int,
-                  representation: str, normalization: str, use_sector: bool) -> keras.Model:
+def serving_model(model: keras.Model, csi_shape, num_delay_taps: int, representation: str,
+                  normalization: str, use_sector: bool, array_shape=(1, 1, 1)) -> keras.Model:
     """Wraps a feature-domain model so it takes raw CSI [batch, *csi_shape] (and the sector)."""
     csi = keras.Input(shape=tuple(csi_shape), name="csi")
-    feats = AngleDelayTransform(num_delay_taps, representation, normalization,
-                                name="angle_delay")(csi)
+    feats = CSIFeatures(num_delay_taps, representation, normalization, array_shape,
+                        name="csi_features")(csi)
     inputs, model_in = {"csi": csi}, {"features": feats}
     if use_sector:
         inputs["sector"] = model_in["sector"] = keras.Input(shape=(), dtype="int32", name="sector")
@@ -24,7 +24,7 @@ def serving_model(model: keras.Model, csi_shape, num_delay_taps: int,
 
 def export_saved_model(model: keras.Model, csi_shape, export_root: str, model_name: str,
                        version: int, *, num_delay_taps: int, representation: str,
-                       normalization: str, use_sector: bool) -> str:
+                       normalization: str, use_sector: bool, array_shape=(1, 1, 1)) -> str:
     """Writes ``export_root/<model_name>/<version>/`` (TF Serving layout), atomically.
 
     Signature ``serving_default``: ``csi`` float32 [batch, *csi_shape] (real, imag
@@ -34,7 +34,7 @@ def export_saved_model(model: keras.Model, csi_shape, export_root: str, model_na
     naming the input.
     """
     serve_model = serving_model(model, csi_shape, num_delay_taps, representation,
-                                normalization, use_sector)
+                                normalization, use_sector, array_shape)
     csi_spec = tf.TensorSpec([None, *csi_shape], tf.float32, name="csi")
     shape_msg = f"input 'csi' must have shape [batch, {', '.join(map(str, csi_shape))}]"
 

@@ -1,4 +1,4 @@
 """Custom Keras layers (all registered for serialisation under package 'tfloc')."""
-from tfloc.layers.angle_delay import AffineOutput, AngleDelayTransform, CoordinateChannels
+from tfloc.layers.features import AffineOutput, CoordinateChannels, CSIFeatures
 
-__all__ = ["AffineOutput", "AngleDelayTransform", "CoordinateChannels"]
+__all__ = ["AffineOutput", "CoordinateChannels", "CSIFeatures"]

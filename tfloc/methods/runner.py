@@ -21,7 +21,8 @@ def prepare_data(cfg: ExperimentConfig, progress: bool = True):
     paths, cache, hit = load_or_trace(cfg.simulation, cfg.runtime.cache_dir, progress=progress)
     log.info("%s paths: %s (%d UEs, %d with no path)", "cached" if hit else "traced",
              cache, paths.num_ue, int((paths.num_paths == 0).sum()))
-    pipeline = CSIPipeline(paths, cfg.data, seed=cfg.runtime.seed)
+    pipeline = CSIPipeline(paths, cfg.data, seed=cfg.runtime.seed,
+                           array_shape=cfg.simulation.bs_array.shape)
     splits = make_splits(paths, cfg.data, seed=cfg.runtime.seed)
     return paths, pipeline, splits, {"cache_dir": cache, "cache_hit": hit}
 
@@ -70,7 +71,8 @@ def export_run(run_dir: str, cfg: ExperimentConfig, model, pipeline) -> str:
     return export_saved_model(model, pipeline.csi_shape, os.path.join(run_dir, "export"),
                               cfg.export.model_name, cfg.export.version,
                               num_delay_taps=d.num_delay_taps, representation=d.representation,
-                              normalization=d.normalization, use_sector=d.use_sector)
+                              normalization=d.normalization, use_sector=d.use_sector,
+                              array_shape=pipeline.array_shape)
 
 
 def load_run_config(run_dir: str) -> ExperimentConfig:

@@ -4,18 +4,20 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfloc.data.features import angle_delay_features
+from tfloc.data.features import csi_features, feature_shape
 
 
 @keras.saving.register_keras_serializable(package="tfloc")
-class AngleDelayTransform(keras.layers.Layer):
-    """Raw CSI -> angle-delay features, so a served model takes CSI.
+class CSIFeatures(keras.layers.Layer):
+    """Raw CSI -> model features (any form of :func:`tfloc.data.csi_features`),
+    so a served model takes CSI.
 
     Parameters
     ----------
     num_delay_taps : int
-    representation : "magnitude" | "real_imag"
-    normalization : "none" | "sample_max" | "sample_power"
+    representation : "magnitude" | "real_imag" | "adp" | "real_csi" | "sample_covariance" | "stabilized"
+    normalization : "none" | "sample_max" | "sample_power" | "antenna" | "subcarrier" | "matrix"
+    array_shape : (rows, cols, polarisations) of the BS array
 
     Input
     -----
@@ -23,27 +25,29 @@ class AngleDelayTransform(keras.layers.Layer):
 
     Output
     ------
-    [batch, num_bs_ant, num_delay_taps, C], float32
+    [batch, H, W, C], float32
     """
 
     def __init__(self, num_delay_taps: int, representation: str = "magnitude",
-                 normalization: str = "sample_max", **kwargs):
+                 normalization: str = "sample_max", array_shape=(1, 1, 1), **kwargs):
         super().__init__(**kwargs)
         self.num_delay_taps = int(num_delay_taps)
         self.representation = representation
         self.normalization = normalization
+        self.array_shape = tuple(int(v) for v in array_shape)
 
     def call(self, csi):
-        return angle_delay_features(tf.cast(csi, tf.float32), self.num_delay_taps,
-                                    self.representation, self.normalization)
+        return csi_features(tf.cast(csi, tf.float32), self.num_delay_taps,
+                            self.representation, self.normalization, self.array_shape)
 
     def compute_output_shape(self, input_shape):
-        c = input_shape[1] * (1 if self.representation == "magnitude" else 2)
-        return (input_shape[0], input_shape[2], self.num_delay_taps, c)
+        return (input_shape[0], *feature_shape(input_shape[1:], self.num_delay_taps,
+                                               self.representation, self.array_shape))
 
     def get_config(self):
         return {**super().get_config(), "num_delay_taps": self.num_delay_taps,
-                "representation": self.representation, "normalization": self.normalization}
+                "representation": self.representation, "normalization": self.normalization,
+                "array_shape": list(self.array_shape)}
 
 
 @keras.saving.register_keras_serializable(package="tfloc")
