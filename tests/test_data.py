@@ -193,3 +193,25 @@ def test_seed002_normalizations_on_features(rng, mode, axes):
     x = tf.constant(rng.normal(size=(2, 2, 8, 10, 2)).astype(np.float32))
     y = csi_features(x, 10, "real_csi", mode).numpy()
     np.testing.assert_allclose(np.abs(y).max(axis=axes), 1.0, rtol=1e-5)
+
+
+def test_fresh_samples_every_epoch(small_paths):
+    """Seed 004 protocol: each epoch draws new UEs from the pool; val/test stay fixed."""
+    cfg = DataConfig(num_subcarriers=16, subcarrier_spacing_hz=6e6, num_delay_taps=8,
+                     batch_size=8, fresh_samples_per_epoch=24)
+    splits = make_splits(small_paths, cfg, seed=1)
+    assert len(splits.unlabelled) == 0                # the whole pool is labelled
+    assert len(np.intersect1d(splits.train, np.concatenate([splits.val, splits.test]))) == 0
+    pipe = CSIPipeline(small_paths, cfg, seed=1)
+    ds = pipe.csi_dataset(splits.train, training=True)
+    pool = {tuple(p) for p in small_paths.positions[splits.train, :2]}
+    epochs = []
+    for _ in range(3):
+        pos = np.concatenate([y.numpy() for _, y in ds])
+        assert len(pos) == 24 and len({tuple(p) for p in pos}) == 24  # 24 distinct UEs
+        assert {tuple(p) for p in pos} <= pool
+        epochs.append({tuple(p) for p in pos})
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2]
+    # evaluation sets are not drawn: all of them, every pass
+    n_val = sum(len(y) for _, y in pipe.csi_dataset(splits.val, training=False))
+    assert n_val == len(splits.val)

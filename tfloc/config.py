@@ -104,6 +104,9 @@ class DataConfig:
     val_fraction: float = _f(0.05, min=0.0, max=1.0)
     test_fraction: float = _f(0.2, min=0.0, max=1.0)
     batch_size: int = _f(16, min=1)
+    fresh_samples_per_epoch: int = _f(0, min=0, doc="seed 004 protocol: >0 trains each epoch on "
+                                      "this many UEs drawn anew from every UE outside val/test "
+                                      "(labelled_fraction is then unused); 0 = off")
 
 
 @dataclass

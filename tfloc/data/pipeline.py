@@ -45,6 +45,8 @@ def make_splits(paths: PathSet, cfg: DataConfig, seed: int) -> Splits:
         raise ConfigError(f"simulation.ue_grid.spacing_m: only {n} UEs have paths, too few for "
                           "the configured data splits; use a finer grid")
     test, val = perm[:n_test], perm[n_test:n_test + n_val]
+    if cfg.fresh_samples_per_epoch:  # seed 004: the whole pool is labelled, drawn per epoch
+        n_train = n - n_test - n_val
     train = perm[n_test + n_val:n_test + n_val + n_train]
     unlabelled = perm[n_test + n_val + n_train:]
     return Splits(train=np.sort(train), val=np.sort(val), test=np.sort(test),
@@ -76,17 +78,26 @@ class CSIPipeline:
         """Shape of one CSI sample: [num_ue_ant, num_bs_ant, num_subcarriers, 2]."""
         return (self.num_ue_ant, self.num_bs_ant, self.cfg.num_subcarriers, 2)
 
-    def _clean_csi(self, index: np.ndarray) -> tf.data.Dataset:
-        """Noise-free CSI per UE, synthesised in the graph and cached in memory."""
+    def _clean_csi(self, index: np.ndarray, draw_per_epoch: int = 0) -> tf.data.Dataset:
+        """Noise-free CSI per UE, synthesised in the graph.
+
+        Fixed sets are cached in memory (synthesis is deterministic: pay it once).
+        With ``draw_per_epoch`` each pass draws that many UEs of ``index`` anew and
+        synthesises them from the compact paths, so a large pool never has to fit
+        in memory as CSI.
+        """
         sub = self.paths.select(index)
         a, tau = sub.padded(min(self.cfg.max_paths, max(1, int(sub.num_paths.max(initial=1)))))
         pos = sub.positions[:, :2].astype(np.float32)
         sector = sub.sector.astype(np.int32)
         freqs = self.frequencies
-        ds = tf.data.Dataset.from_tensor_slices((a, tau, sector, pos)).batch(256)
-        ds = ds.map(lambda a_, t_, s_, p_: (paths_to_csi(a_, t_, freqs), s_, p_),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.unbatch().cache()  # CSI synthesis is deterministic: pay it once
+        ds = tf.data.Dataset.from_tensor_slices((a, tau, sector, pos))
+        if draw_per_epoch:
+            ds = ds.shuffle(len(index), seed=self.seed, reshuffle_each_iteration=True)
+            ds = ds.take(min(draw_per_epoch, len(index)))
+        ds = ds.batch(256).map(lambda a_, t_, s_, p_: (paths_to_csi(a_, t_, freqs), s_, p_),
+                               num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+        return ds if draw_per_epoch else ds.cache()
 
     def _impair(self, h, seed):
         """TA error and AWGN on a batch of clean CSI; returns real-stacked CSI."""
@@ -108,8 +119,9 @@ class CSIPipeline:
         evaluation sets get the same draws on every pass (same seed).
         """
         bsz = batch_size or self.cfg.batch_size
-        ds = self._clean_csi(index)
-        if training:
+        fresh = self.cfg.fresh_samples_per_epoch if training else 0
+        ds = self._clean_csi(index, draw_per_epoch=fresh)
+        if training and not fresh:  # fresh draws arrive shuffled already
             ds = ds.shuffle(len(index), seed=self.seed, reshuffle_each_iteration=True)
         ds = ds.batch(bsz)
         base = self.seed * 1000 + split_seed_offset
