@@ -12,9 +12,6 @@ from tfloc.data.csi import (add_awgn, paths_to_csi, subcarrier_frequencies,
 from tfloc.data.features import csi_features
 from tfloc.sim.paths import PathSet
 
-SPLITS = ("train", "val", "test", "unlabelled")
-
-
 @dataclass
 class Splits:
     """UE indices (into the PathSet) of each split; UEs with no path are in none."""
