@@ -29,6 +29,15 @@ def test_defaults_and_override():
     assert cfg.model.resnet.depth == 34
 
 
+def test_exponent_floats_without_a_dot(tmp_path):
+    # YAML 1.1 reads 1e-3 as a string; numbers must still work in files and --set
+    cfg = load_config(_write(tmp_path, "training: {learning_rate: 1e-3}\n"),
+                      ["data.subcarrier_spacing_hz=240e3"])
+    assert cfg.training.learning_rate == 1e-3 and cfg.data.subcarrier_spacing_hz == 240e3
+    with pytest.raises(ConfigError, match="training.learning_rate: expected a number, got 'fast'"):
+        load_config(_write(tmp_path, "training: {learning_rate: fast}\n"))
+
+
 def test_round_trip_through_dict():
     cfg = load_config(None, ["simulation.ue_grid.spacing_m=2.5"])
     assert from_dict(to_dict(cfg)) == cfg
