@@ -139,7 +139,7 @@ def test_csi_only_export_when_sector_unused(tmp_path):
     model = build_resnet(ResNetConfig(width=4), (8, 6, 2))
     path = export_saved_model(model, (2, 8, 10, 2), str(tmp_path), "m", 3, num_delay_taps=6,
                               representation="magnitude", normalization="sample_max",
-                              use_sector=False)
+                              num_sectors=0)
     f = tf.saved_model.load(path).signatures["serving_default"]
     assert set(f.structured_input_signature[1]) == {"csi"}
     out = f(csi=tf.random.normal((5, 2, 8, 10, 2)))
