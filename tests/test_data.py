@@ -215,3 +215,31 @@ def test_fresh_samples_every_epoch(small_paths):
     # evaluation sets are not drawn: all of them, every pass
     n_val = sum(len(y) for _, y in pipe.csi_dataset(splits.val, training=False))
     assert n_val == len(splits.val)
+
+
+def test_environments_from_sectors(small_paths):
+    from tfloc.data.environments import make_environments, multi_environment_dataset, split_by_sector
+    cfg = DataConfig(num_subcarriers=16, subcarrier_spacing_hz=6e6, num_delay_taps=8, batch_size=8,
+                     labelled_fraction=0.3, val_fraction=0.1, test_fraction=0.2)
+    views = split_by_sector(small_paths)
+    assert sorted(views) == ["sector0", "sector1", "sector2"]
+    assert sum(v.num_ue for v in views.values()) == small_paths.num_ue
+    for s, name in enumerate(sorted(views)):
+        assert np.all(views[name].sector == s)
+    envs = make_environments(views, cfg, seed=3)
+    # sources sector0 + sector1, target sector2 kept unseen
+    ds = multi_environment_dataset(envs, ["sector0", "sector1"], "train", training=True)
+    ids, n = [], 0
+    for x, y in ds:
+        assert x["features"].shape[1:] == (32, 8, 2) and y.shape[1:] == (2,)
+        ids.append(x["environment"].numpy())
+        n += len(y)
+    ids = np.concatenate(ids)
+    assert set(ids) == {0, 1} and n <= len(envs["sector0"].splits.train) + len(envs["sector1"].splits.train)
+    # evaluation: every sample of each environment, tagged in order
+    ev = multi_environment_dataset(envs, ["sector2"], "test", training=False)
+    got = np.concatenate([y.numpy() for _, y in ev])
+    np.testing.assert_allclose(np.sort(got[:, 0]),
+                               np.sort(views["sector2"].positions[envs["sector2"].splits.test, 0]))
+    with pytest.raises(KeyError, match="unknown environment"):
+        multi_environment_dataset(envs, ["sector9"], training=False)
