@@ -128,8 +128,7 @@ def bench_pipeline(pipe, idx, cfg):
 def bench_training(cfg, input_shape, steps=60):
     import keras
     from tfloc.models import build_model
-    from tfloc.methods.runner import num_sectors as sectors_of
-    num_sectors = sectors_of(cfg)
+    num_sectors = cfg.num_model_sectors
     model = build_model(cfg.model, input_shape, num_sectors=num_sectors)
     model.compile(keras.optimizers.Adam(1e-3), "mse")
     b = cfg.data.batch_size
@@ -149,13 +148,12 @@ def bench_training(cfg, input_shape, steps=60):
 def bench_serving(cfg, model, pipe, reps=(200, 20)):
     import tensorflow as tf
     from tfloc.export import export_saved_model
-    from tfloc.methods.runner import num_sectors
     d = cfg.data
     with tempfile.TemporaryDirectory() as tmp:
         csi_shape = pipe.csi_shape
         path = export_saved_model(model, csi_shape, tmp, "bench", 1, num_delay_taps=d.num_delay_taps,
                                   representation=d.representation, normalization=d.normalization,
-                                  num_sectors=num_sectors(cfg), array_shape=pipe.array_shape)
+                                  num_sectors=cfg.num_model_sectors, array_shape=pipe.array_shape)
         size_mb = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs) / 2**20
         f = tf.saved_model.load(path).signatures["serving_default"]
         out = {"export_size_mb": size_mb}

@@ -173,6 +173,11 @@ class ExperimentConfig:
     export: ExportConfig = _f(factory=ExportConfig)
     runtime: RuntimeConfig = _f(factory=RuntimeConfig)
 
+    @property
+    def num_model_sectors(self) -> int:
+        """Sectors the model is told about (0: the model takes CSI alone)."""
+        return len(self.simulation.sector_azimuths_deg) if self.data.use_sector else 0
+
 
 # --------------------------------------------------------------------------- #
 # Loading, overriding, checking

@@ -97,9 +97,9 @@ def csi_features(csi: tf.Tensor, num_delay_taps: int, representation: str = "mag
     elif representation == "real_csi":
         x = ri_channels(tf.transpose(h, [0, 2, 3, 1]))
     elif representation == "sample_covariance":
-        n = tf.cast(tf.shape(h)[-1], h.dtype)
-        r = tf.linalg.matmul(h, h, adjoint_b=True) / n           # [b, ue, bs, bs]
-        x = ri_channels(tf.transpose(r, [0, 2, 3, 1]))
+        r = T.sample_covariance(h)                                # [b, ue, bs, bs, 2]
+        r = tf.transpose(r, [0, 2, 3, 4, 1])                      # [b, bs, bs, 2, ue]
+        x = tf.reshape(r, [-1, r.shape[1], r.shape[2], 2 * r.shape[4]])  # real..., imag...
     else:  # stabilized
         hb, _ = T.gain_normalize(h, eps=1e-12)
         x = T.stack_and_reshape(T.phase_stabilize(hb))

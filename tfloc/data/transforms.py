@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfloc.data.csi import to_real_imag
+
 
 # --------------------------------------------------------------------------- #
 # Seed 004: estimation and edge preprocessing
@@ -89,7 +91,7 @@ def phase_stabilize(h: tf.Tensor, eps_angle: float = 1e-6) -> tf.Tensor:
 
 def stack_and_reshape(h: tf.Tensor) -> tf.Tensor:
     """[batch, T, Nr, Nsc] complex -> [batch, T*Nr, Nsc, 2] real (seed 004, eq. 13-14)."""
-    x = tf.stack([tf.math.real(h), tf.math.imag(h)], axis=-1)
+    x = to_real_imag(h)
     s = tf.shape(x)
     return tf.reshape(x, [s[0], s[1] * s[2], s[3], 2])
 
@@ -132,14 +134,14 @@ def angle_delay_power_profile(h: tf.Tensor, num_rows: int, num_cols: int) -> tf.
 
 def real_csi(h: tf.Tensor) -> tf.Tensor:
     """Real-valued CSI (RCSI): [batch, M, N] complex -> [batch, M, N, 2] (real, imag)."""
-    return tf.stack([tf.math.real(h), tf.math.imag(h)], axis=-1)
+    return to_real_imag(h)
 
 
 def sample_covariance(h: tf.Tensor) -> tf.Tensor:
-    """Sample covariance over subcarriers, ``R = H H^H / N``, as [batch, M, M, 2] real."""
+    """Sample covariance over subcarriers, ``R = H H^H / N``: [..., M, N] complex ->
+    [..., M, M, 2] real."""
     n = tf.cast(tf.shape(h)[-1], h.dtype)
-    r = tf.linalg.matmul(h, h, adjoint_b=True) / n
-    return tf.stack([tf.math.real(r), tf.math.imag(r)], axis=-1)
+    return to_real_imag(tf.linalg.matmul(h, h, adjoint_b=True) / n)
 
 
 NORMALIZATIONS = ("antenna", "subcarrier", "matrix", "none")

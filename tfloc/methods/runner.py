@@ -65,18 +65,13 @@ def train_and_evaluate(cfg: ExperimentConfig, run_dir: str) -> dict:
     return report
 
 
-def num_sectors(cfg: ExperimentConfig) -> int:
-    """Sectors the model is told about (0: the model takes CSI alone)."""
-    return len(cfg.simulation.sector_azimuths_deg) if cfg.data.use_sector else 0
-
-
 def export_run(run_dir: str, cfg: ExperimentConfig, model, pipeline) -> str:
     from tfloc.export import export_saved_model
     d = cfg.data
     return export_saved_model(model, pipeline.csi_shape, os.path.join(run_dir, "export"),
                               cfg.export.model_name, cfg.export.version,
                               num_delay_taps=d.num_delay_taps, representation=d.representation,
-                              normalization=d.normalization, num_sectors=num_sectors(cfg),
+                              normalization=d.normalization, num_sectors=cfg.num_model_sectors,
                               array_shape=pipeline.array_shape)
 
 

@@ -35,9 +35,8 @@ class SupervisedTask:
         # Standardise targets inside the model: the net predicts ~N(0, 1) coordinates.
         offset = train_positions.mean(axis=0)
         scale = train_positions.std(axis=0) + 1e-6
-        from tfloc.methods.runner import num_sectors
         return build_model(self.cfg.model, input_shape, output_dim=2, target_offset=offset,
-                           target_scale=scale, num_sectors=num_sectors(self.cfg))
+                           target_scale=scale, num_sectors=self.cfg.num_model_sectors)
 
     def build_losses(self):
         return build_loss(self.cfg.training.loss)
