@@ -50,7 +50,7 @@ def test_sharded_build_equals_single(sim_cfg, single, tmp_path):
     with pytest.raises(CacheError, match="chunks not traced yet"):
         b.merge()
     n1 = b.build(shard=(1, 2), progress=False)
-    assert n0 > 0 and n1 > 0 and n0 + n1 == len(b.plan()["bounds"])
+    assert n0 > 0 and n1 > 0 and n0 + n1 == len(b.plan()["chunks"])
     _same(b.merge(), single)
     assert not os.path.exists(b.build_dir)
     _same(PathSet.load(b.final_dir), single)
@@ -70,7 +70,7 @@ def test_killed_build_resumes_without_loss(sim_cfg, single, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    n_chunks = len(b.plan()["bounds"])
+    n_chunks = len(b.plan()["chunks"])
     partial = len([d for d in os.listdir(chunks) if d.startswith("chunk-")])
     assert 3 <= partial < n_chunks, "the build must be interrupted midway"
     assert not os.path.exists(b.final_dir)

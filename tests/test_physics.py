@@ -20,7 +20,7 @@ def _free_space_cfg():
 @pytest.mark.parametrize("distance_m", [10.0, 100.0, 1000.0])
 def test_free_space_gain_matches_friis(distance_m):
     tr = SiteTracer(_free_space_cfg())
-    tr.set_sector(0.0)
+    tr.set_sector(0)
     res = tr.trace(np.array([[distance_m, 0.0, 10.0]], np.float32))
     assert len(res["tau"][0]) == 1 and res["los"][0]          # nothing to reflect from
     gain_db = 10 * np.log10(np.sum(np.abs(res["a"][0]) ** 2))
@@ -35,7 +35,7 @@ def test_synthetic_array_matches_explicit_trace(small_sim_cfg):
     import mitsuba as mi
     from sionna.rt import PathSolver
     tr = SiteTracer(small_sim_cfg)
-    tr.set_sector(small_sim_cfg.sector_azimuths_deg[0])
+    tr.set_sector(0)
     # two LOS UEs in front of sector 0 (boresight 30 degrees), 40-70 m from the BS
     tr._set_receivers(np.array([[140.0, -80.0, 1.5], [150.0, -60.0, 1.5]], np.float32))
     freqs = mi.Float(np.linspace(-50e6, 50e6, 33) + 0.0)

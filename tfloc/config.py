@@ -60,6 +60,34 @@ class UEGridConfig:
     spacing_m: float = _f(2.0, min=0.05, doc="1.0 is the paper scale (~40,000 UEs)")
     height_m: float = _f(1.5, min=0.0)
     exclude_indoor: bool = _f(True)
+    sampling: str = _f("grid", choices=["grid", "uniform"],
+                       doc="grid: every spacing_m; uniform: num_ues random positions in the box")
+    num_ues: int = _f(2000, min=1, doc="positions drawn when sampling is uniform (before indoor ones drop)")
+    height_range_m: List[float] = _f(factory=list, doc="[low, high]: heights uniform in it "
+                                     "(seed 004: [0, 30]); empty: height_m")
+    regions_m: List[List[float]] = _f(factory=list, doc="rectangles [x0, x1, y0, y1] the UEs must "
+                                      "lie in (e.g. sidewalks); empty: the whole box")
+    seed: int = _f(0, min=0, doc="seed of uniform positions and heights")
+
+
+@dataclass
+class BaseStationConfig:
+    """One BS panel of a multi-BS site; every UE is traced against every panel."""
+    position_m: List[float] = _f(factory=lambda: [0.0, 0.0, 10.0])
+    azimuth_deg: float = _f(0.0)
+    downtilt_deg: float = _f(10.0, min=-90.0, max=90.0)
+
+
+@dataclass
+class CarsConfig:
+    """Moving cars (seed 002): each realization is a snapshot of the traffic."""
+    num_realizations: int = _f(0, min=0, doc="0: the scene as loaded; paper: 120")
+    name_regex: str = _f("car", doc="scene objects that are cars")
+    lanes_y_m: List[float] = _f(factory=lambda: [-4.9, -1.65, 2.35, 5.6])
+    speeds_mps: List[float] = _f(factory=lambda: [13.9, 9.7, -11.1, -8.3],
+                                 doc="signed speed along x of each lane")
+    x_range_m: List[float] = _f(factory=lambda: [-75.0, 75.0], doc="cars wrap around in this range")
+    interval_s: float = _f(0.7, min=0.0, doc="time between realizations")
 
 
 @dataclass
@@ -76,6 +104,11 @@ class SimulationConfig:
     ue_array: ArrayConfig = _f(factory=lambda: ArrayConfig(num_rows=1, num_cols=1,
                                                            pattern="iso", polarization="cross"))
     ue_grid: UEGridConfig = _f(factory=UEGridConfig)
+    base_stations: List[BaseStationConfig] = _f(
+        factory=list, doc="multi-BS site (every UE traced against every BS); empty: the scene's "
+        "own sites, else the sectored site of bs_position_m / sector_azimuths_deg")
+    scene_seed: int = _f(4, min=0, doc="seed of procedural scenes (campus)")
+    cars: CarsConfig = _f(factory=CarsConfig)
     max_depth: int = _f(2, min=0, max=10)
     samples_per_src: int = _f(100_000, min=1000)
     max_num_paths_per_src: int = _f(2_000_000, min=1000)
@@ -90,9 +123,20 @@ class DataConfig:
     """CSI synthesis, impairments, features and splits (``tfloc.data``)."""
     num_subcarriers: int = _f(136, min=2, doc="paper: 408 (8-comb SRS, 100 MHz)")
     subcarrier_spacing_hz: float = _f(720e3, min=1e3, doc="effective SRS spacing; paper: 240e3")
+    subcarrier_stride: int = _f(1, min=1, doc="keep every n-th subcarrier (seed 004: 288 at "
+                                "60 kHz, one per resource block: 12)")
+    num_slots: int = _f(1, min=1, doc="time slots T per snapshot (seed 004: 10); they differ by "
+                        "the Doppler of a UE moving at ue_speed_mps")
+    ue_speed_mps: float = _f(1.0, min=0.0, doc="slot-to-slot variation: each path gets a random "
+                             "Doppler shift up to ue_speed / wavelength")
+    slot_duration_s: float = _f(0.25e-3, min=0.0, doc="slot length (60 kHz SCS: 0.25 ms)")
+    position_dims: int = _f(2, choices=[2, 3], doc="label: (x, y) or (x, y, z)")
     snr_db: List[float] = _f(factory=lambda: [20.0, 20.0], doc="[low, high], drawn per sample")
     ta_max_ns: float = _f(5.0, min=0.0, doc="timing-advance error, uniform in +-ta_max_ns")
     max_paths: int = _f(32, min=1, doc="strongest paths kept per UE for CSI synthesis")
+    max_paths_range: List[int] = _f(factory=list, min=1, doc="[low, high]: keep P ~ U{low..high} "
+                                    "strongest paths, drawn per realization (seed 002: [10, 25]); "
+                                    "empty: max_paths")
     num_delay_taps: int = _f(64, min=1, doc="delay taps kept after the IDFT over subcarriers")
     representation: str = _f("magnitude", choices=["magnitude", "real_imag", "adp", "real_csi",
                                                     "sample_covariance", "stabilized"],
@@ -103,6 +147,11 @@ class DataConfig:
     labelled_fraction: float = _f(0.1, min=0.0, max=1.0)
     val_fraction: float = _f(0.05, min=0.0, max=1.0)
     test_fraction: float = _f(0.2, min=0.0, max=1.0)
+    split_by: str = _f("random", choices=["random", "realization"],
+                       doc="realization: train / val / test are consecutive blocks of car "
+                       "realizations (seed 002), sizes from realization_splits")
+    realization_splits: List[int] = _f(factory=lambda: [50, 20, 50], min=1,
+                                       doc="[train, val, test] realizations (seed 002: of 120)")
     batch_size: int = _f(16, min=1)
     fresh_samples_per_epoch: int = _f(0, min=0, doc="seed 004 protocol: >0 trains each epoch on "
                                       "this many UEs drawn anew from every UE outside val/test "
@@ -198,6 +247,14 @@ def _coerce(value: Any, tp, where: str):
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list of {_type_name(item_tp)}, got {value!r}")
+        if dataclasses.is_dataclass(item_tp):
+            items = []
+            for i, v in enumerate(value):
+                _coerce(v, item_tp, f"{where}[{i}]")
+                item = item_tp()
+                _merge(item, v, f"{where}[{i}].")
+                items.append(item)
+            return items
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
@@ -248,8 +305,13 @@ def _check_ranges(obj, prefix: str = ""):
         if dataclasses.is_dataclass(value):
             _check_ranges(value, where + ".")
             continue
+        if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            for i, v in enumerate(value):
+                _check_ranges(v, f"{where}[{i}].")
+            continue
         meta = f.metadata
         items = value if isinstance(value, list) else [value]
+        items = [u for v in items for u in (v if isinstance(v, list) else [v])]
         for v in items:
             if meta.get("min") is not None and v < meta["min"]:
                 raise ConfigError(f"{where}: {v!r} is below the minimum {meta['min']}")
@@ -278,10 +340,37 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError("simulation.sector_azimuths_deg: needs at least one sector")
     _check_pair(sim.ue_grid.x_range_m, "simulation.ue_grid.x_range_m", positive=True)
     _check_pair(sim.ue_grid.y_range_m, "simulation.ue_grid.y_range_m", positive=True)
+    g = sim.ue_grid
+    if g.height_range_m:
+        _check_pair(g.height_range_m, "simulation.ue_grid.height_range_m")
+    for i, r in enumerate(g.regions_m):
+        if len(r) != 4 or r[1] <= r[0] or r[3] <= r[2]:
+            raise ConfigError(f"simulation.ue_grid.regions_m[{i}]: expected [x0, x1, y0, y1] with "
+                              f"x0 < x1 and y0 < y1, got {r!r}")
+    for i, b in enumerate(sim.base_stations):
+        if len(b.position_m) != 3:
+            raise ConfigError(f"simulation.base_stations[{i}].position_m: expected [x, y, z], "
+                              f"got {b.position_m!r}")
+    cars = sim.cars
+    if len(cars.speeds_mps) != len(cars.lanes_y_m):
+        raise ConfigError(f"simulation.cars.speeds_mps: {len(cars.speeds_mps)} speeds for "
+                          f"{len(cars.lanes_y_m)} lanes (need one per lane)")
+    _check_pair(cars.x_range_m, "simulation.cars.x_range_m", positive=True)
     _check_pair(data.snr_db, "data.snr_db")
-    if data.num_delay_taps > data.num_subcarriers:
-        raise ConfigError(f"data.num_delay_taps: {data.num_delay_taps} exceeds "
-                          f"data.num_subcarriers ({data.num_subcarriers})")
+    kept = -(-data.num_subcarriers // data.subcarrier_stride)
+    if data.num_delay_taps > kept:
+        raise ConfigError(f"data.num_delay_taps: {data.num_delay_taps} exceeds the "
+                          f"{kept} subcarriers kept (num_subcarriers / subcarrier_stride)")
+    if data.max_paths_range:
+        _check_pair(data.max_paths_range, "data.max_paths_range")
+    if data.split_by == "realization":
+        if len(data.realization_splits) != 3:
+            raise ConfigError(f"data.realization_splits: expected [train, val, test], got "
+                              f"{data.realization_splits!r}")
+        if sum(data.realization_splits) > max(sim.cars.num_realizations, 1):
+            raise ConfigError(f"data.realization_splits: {data.realization_splits} needs "
+                              f"{sum(data.realization_splits)} realizations, "
+                              f"simulation.cars.num_realizations is {sim.cars.num_realizations}")
     total = data.labelled_fraction + data.val_fraction + data.test_fraction
     if total > 1.0 + 1e-9:
         raise ConfigError(f"data: labelled_fraction + val_fraction + test_fraction = {total:g} > 1")

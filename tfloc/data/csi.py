@@ -75,3 +75,26 @@ def to_real_imag(h: tf.Tensor) -> tf.Tensor:
 def from_real_imag(x: tf.Tensor) -> tf.Tensor:
     """float32 [..., n, 2] -> complex64 [..., n]."""
     return tf.complex(x[..., 0], x[..., 1])
+
+
+def slot_variation(a: tf.Tensor, num_slots: int, max_doppler_hz: float, slot_s: float,
+                   seed: tf.Tensor) -> tf.Tensor:
+    """Path coefficients over ``num_slots`` slots of a slowly moving UE.
+
+    Path ``p`` gets a Doppler shift ``f_p = max_doppler_hz * cos(alpha_p)`` with
+    ``alpha_p ~ U(0, 2 pi)`` (a random direction of motion relative to the path),
+    so slot ``t`` sees ``a_p exp(j 2 pi f_p t slot_s)``: a small, physically
+    consistent slot-to-slot variation (delays move by far less than a sample).
+
+    Input: a [batch, num_paths, ...] complex64; seed [2] int (stateless).
+    Output: [batch, num_slots, num_paths, ...] complex64.
+    """
+    shape = tf.shape(a)[:2]
+    alpha = tf.random.stateless_uniform(shape, seed, 0.0, 2.0 * np.pi)
+    f_d = max_doppler_hz * tf.cos(alpha)                                # [b, P]
+    t = tf.range(num_slots, dtype=tf.float32) * slot_s                  # [T]
+    phase = 2.0 * np.pi * f_d[:, None, :] * t[None, :, None]           # [b, T, P]
+    rot = tf.exp(tf.complex(tf.zeros_like(phase), phase))
+    extra = len(a.shape) - 2
+    rot = tf.reshape(rot, tf.concat([tf.shape(rot), tf.ones([extra], tf.int32)], 0))
+    return a[:, None] * rot

@@ -7,14 +7,18 @@ import numpy as np
 import tensorflow as tf
 
 from tfloc.config import DataConfig
-from tfloc.data.csi import (add_awgn, paths_to_csi, subcarrier_frequencies,
+from tfloc.data.csi import (add_awgn, paths_to_csi, slot_variation, subcarrier_frequencies,
                             timing_advance_shift, to_real_imag)
 from tfloc.data.features import csi_features
 from tfloc.sim.paths import PathSet
 
 @dataclass
 class Splits:
-    """UE indices (into the PathSet) of each split; UEs with no path are in none."""
+    """Row indices (into the PathSet) of each split; samples with no path are in none.
+
+    On multi-BS sites each entry is a row of ``[n, L]`` indices, one per BS
+    (see :func:`sample_groups`); otherwise a flat ``[n]`` array.
+    """
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
@@ -22,15 +26,48 @@ class Splits:
     no_path: np.ndarray
 
 
-def make_splits(paths: PathSet, cfg: DataConfig, seed: int) -> Splits:
-    """Random split of the UEs that have paths, fixed by ``seed``.
+def sample_groups(paths: PathSet) -> np.ndarray:
+    """[num_samples, L] rows of each sample: one UE position (and realization) seen by L BSs.
 
-    As in seed 000, the labelled training set is a uniformly random
-    ``labelled_fraction`` of all UEs (so anchors are unevenly spaced); the
-    validation and test sets are further random fractions; the rest is unlabelled.
+    A PathSet stores the L links of a sample as consecutive rows (tfloc.sim);
+    a sectored or single-BS site has L = 1.
     """
-    has_path = paths.num_paths > 0
+    n = paths.num_ue
+    if n == 0:
+        return np.zeros((0, 1), np.int64)
+    key = paths.ue_id.astype(np.int64) * 65536 + paths.realization
+    L = int(np.argmax(key != key[0])) if np.any(key != key[0]) else n
+    groups = np.arange(n).reshape(-1, L) if n % L == 0 else None
+    if groups is None or np.any(key[groups] != key[groups[:, :1]]):
+        raise ValueError("PathSet rows are not grouped by (ue_id, realization) in equal runs")
+    return groups
+
+
+def make_splits(paths: PathSet, cfg: DataConfig, seed: int) -> Splits:
+    """Splits the samples that have paths, fixed by ``seed``.
+
+    ``split_by: random`` (seed 000): the labelled training set is a uniformly
+    random ``labelled_fraction`` of all samples (so anchors are unevenly
+    spaced); validation and test are further random fractions; the rest is
+    unlabelled. ``split_by: realization`` (seed 002): train, validation and test
+    are the first, next and last blocks of realizations (``realization_splits``).
+    """
+    groups = sample_groups(paths)
+    has_path = (paths.num_paths[groups] > 0).any(axis=1)
     candidates = np.flatnonzero(has_path)
+
+    def rows(i):
+        i = np.sort(i)
+        return groups[i] if groups.shape[1] > 1 else groups[i, 0]
+    if cfg.split_by == "realization":
+        real = paths.realization[groups[:, 0]]
+        n_tr, n_va, n_te = cfg.realization_splits
+        last = int(real.max(initial=0)) + 1
+        blocks = [(0, n_tr), (n_tr, n_tr + n_va), (last - n_te, last)]
+        train, val, test = (candidates[(real[candidates] >= lo) & (real[candidates] < hi)]
+                            for lo, hi in blocks)
+        return Splits(train=rows(train), val=rows(val), test=rows(test),
+                      unlabelled=rows(np.zeros(0, np.int64)), no_path=rows(np.flatnonzero(~has_path)))
     rng = np.random.default_rng(seed)
     perm = rng.permutation(candidates)
     n = len(candidates)
@@ -46,8 +83,8 @@ def make_splits(paths: PathSet, cfg: DataConfig, seed: int) -> Splits:
         n_train = n - n_test - n_val
     train = perm[n_test + n_val:n_test + n_val + n_train]
     unlabelled = perm[n_test + n_val + n_train:]
-    return Splits(train=np.sort(train), val=np.sort(val), test=np.sort(test),
-                  unlabelled=np.sort(unlabelled), no_path=np.flatnonzero(~has_path))
+    return Splits(train=rows(train), val=rows(val), test=rows(test),
+                  unlabelled=rows(unlabelled), no_path=rows(np.flatnonzero(~has_path)))
 
 
 class CSIPipeline:
@@ -61,56 +98,112 @@ class CSIPipeline:
     array_shape : (rows, cols, polarisations) of the BS array (for ``adp`` features)
     """
 
-    def __init__(self, paths: PathSet, cfg: DataConfig, seed: int, array_shape=(1, 1, 1)):
+    def __init__(self, paths: PathSet, cfg: DataConfig, seed: int, array_shape=(1, 1, 1),
+                 frequency_hz: float = 3.5e9):
         self.paths = paths
         self.cfg = cfg
         self.seed = seed
         self.array_shape = tuple(array_shape)
-        self.frequencies = subcarrier_frequencies(cfg.num_subcarriers, cfg.subcarrier_spacing_hz)
+        self.frequencies = subcarrier_frequencies(cfg.num_subcarriers,
+                                                  cfg.subcarrier_spacing_hz)[::cfg.subcarrier_stride]
         self.num_ue_ant = int(paths.a.shape[1])
         self.num_bs_ant = int(paths.a.shape[2])
+        self.max_doppler_hz = cfg.ue_speed_mps * frequency_hz / 299_792_458.0
+        self.bs_positions = np.asarray(paths.meta.get("bs_positions", [[0.0, 0.0, 0.0]]), np.float32)
+
+    @property
+    def num_subcarriers(self) -> int:
+        """Subcarriers kept (``num_subcarriers / subcarrier_stride``)."""
+        return int(self.frequencies.shape[0])
 
     @property
     def csi_shape(self):
-        """Shape of one CSI sample: [num_ue_ant, num_bs_ant, num_subcarriers, 2]."""
-        return (self.num_ue_ant, self.num_bs_ant, self.cfg.num_subcarriers, 2)
+        """Shape of one link's CSI: [num_slots * num_ue_ant, num_bs_ant, subcarriers kept, 2]
+        (slot-major over the first axis); multi-BS samples have L of them."""
+        return (self.cfg.num_slots * self.num_ue_ant, self.num_bs_ant, self.num_subcarriers, 2)
+
+    def _padded(self, sub: PathSet):
+        """Dense paths of ``sub``; with ``max_paths_range`` each realization keeps
+        its own random number of strongest paths (seed 002)."""
+        c = self.cfg
+        most = max(c.max_paths_range) if c.max_paths_range else c.max_paths
+        a, tau = sub.padded(min(most, max(1, int(sub.num_paths.max(initial=1)))))
+        if c.max_paths_range:
+            lo, hi = c.max_paths_range
+            keep = np.array([np.random.default_rng([self.seed, int(r)]).integers(lo, hi + 1)
+                             for r in range(int(sub.realization.max(initial=0)) + 1)])
+            mask = np.arange(a.shape[1])[None] < keep[sub.realization][:, None]
+            a, tau = a * mask[:, :, None, None], tau * mask
+        return a, tau
+
+    def _synthesize(self, a, tau, seed):
+        """Paths [b, (L,) P, ue, bs] -> clean CSI [b, (L,) T*ue, bs, sc] (slot-major)."""
+        c = self.cfg
+        lead = tf.shape(a)[:-3]
+        a = tf.reshape(a, tf.concat([[-1], tf.shape(a)[-3:]], 0))
+        tau = tf.reshape(tau, [-1, tf.shape(tau)[-1]])
+        if c.num_slots > 1:
+            a_t = slot_variation(a, c.num_slots, self.max_doppler_hz, c.slot_duration_s, seed)
+            a_t = tf.reshape(a_t, tf.concat([[-1], tf.shape(a)[1:]], 0))   # [b*T, P, ue, bs]
+            tau = tf.repeat(tau, c.num_slots, axis=0)
+            h = paths_to_csi(a_t, tau, self.frequencies)
+        else:
+            h = paths_to_csi(a, tau, self.frequencies)
+        return tf.reshape(h, tf.concat([lead, [c.num_slots * self.num_ue_ant, self.num_bs_ant,
+                                               self.num_subcarriers]], 0))
 
     def _clean_csi(self, index: np.ndarray, draw_per_epoch: int = 0) -> tf.data.Dataset:
-        """Noise-free CSI per UE, synthesised in the graph.
+        """Noise-free CSI per sample, synthesised in the graph.
 
-        Fixed sets are cached in memory (synthesis is deterministic: pay it once).
-        With ``draw_per_epoch`` each pass draws that many UEs of ``index`` anew and
-        synthesises them from the compact paths, so a large pool never has to fit
-        in memory as CSI.
+        ``index`` is [n] rows, or [n, L] rows of multi-BS samples. Fixed sets
+        are cached in memory (synthesis, slot variation included, is
+        deterministic: pay it once). With ``draw_per_epoch`` each pass draws
+        that many samples of ``index`` anew, with new slot variation, and
+        synthesises them from the compact paths, so a large pool never has to
+        fit in memory as CSI.
         """
-        sub = self.paths.select(index)
-        a, tau = sub.padded(min(self.cfg.max_paths, max(1, int(sub.num_paths.max(initial=1)))))
-        pos = sub.positions[:, :2].astype(np.float32)
-        sector = sub.sector.astype(np.int32)
-        freqs = self.frequencies
-        ds = tf.data.Dataset.from_tensor_slices((a, tau, sector, pos))
+        index = np.asarray(index)
+        n = index.shape[0]
+        sub = self.paths.select(index.reshape(-1))
+        a, tau = self._padded(sub)
+        dims = self.cfg.position_dims
+        pos = sub.positions[:, :dims].astype(np.float32)
+        side = sub.sector.astype(np.int32)
+        if index.ndim == 2:  # [n * L] -> [n, L]: a sample is seen by L BSs
+            L = index.shape[1]
+            a, tau = a.reshape((n, L) + a.shape[1:]), tau.reshape(n, L, -1)
+            pos = pos[::L]
+            side = np.broadcast_to(self.bs_positions[None], (n,) + self.bs_positions.shape).copy()
+        ds = tf.data.Dataset.from_tensor_slices((a, tau, side, pos))
         if draw_per_epoch:
-            ds = ds.shuffle(len(index), seed=self.seed, reshuffle_each_iteration=True)
-            ds = ds.take(min(draw_per_epoch, len(index)))
-        ds = ds.batch(256).map(lambda a_, t_, s_, p_: (paths_to_csi(a_, t_, freqs), s_, p_),
-                               num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+            ds = ds.shuffle(n, seed=self.seed, reshuffle_each_iteration=True)
+            ds = ds.take(min(draw_per_epoch, n))
+            seeds = tf.data.Dataset.random(seed=self.seed + 1, rerandomize_each_iteration=True).batch(2)
+        else:
+            seeds = tf.data.Dataset.counter().map(
+                lambda i: tf.stack([tf.constant(self.seed + 1, tf.int64), i]))
+        ds = tf.data.Dataset.zip((ds.batch(256), seeds))
+        ds = ds.map(lambda x, sd: (self._synthesize(x[0], x[1], sd), x[2], x[3]),
+                    num_parallel_calls=tf.data.AUTOTUNE).unbatch()
         return ds if draw_per_epoch else ds.cache()
 
     def _impair(self, h, seed):
-        """TA error and AWGN on a batch of clean CSI; returns real-stacked CSI."""
+        """TA error and AWGN, drawn per link, on a batch of clean CSI; returns real-stacked CSI."""
         c = self.cfg
+        shape = tf.shape(h)
+        h = tf.reshape(h, tf.concat([[-1], shape[-3:]], 0))
         b = tf.shape(h)[0]
         s1, s2, s3 = (tf.random.experimental.stateless_fold_in(seed, i) for i in range(3))
         ta = tf.random.stateless_uniform([b], s1, -c.ta_max_ns, c.ta_max_ns) * 1e-9
         snr = tf.random.stateless_uniform([b], s2, c.snr_db[0], c.snr_db[1] + 1e-6)
         h = timing_advance_shift(h, self.frequencies, ta)
         h = add_awgn(h, snr, s3)
-        return to_real_imag(h)
+        return to_real_imag(tf.reshape(h, shape))
 
     def csi_dataset(self, index: np.ndarray, *, training: bool, batch_size: int | None = None,
                     split_seed_offset: int = 0) -> tf.data.Dataset:
-        """({"csi": [B, num_ue_ant, num_bs_ant, num_subcarriers, 2] float32,
-        "sector": [B] int32}, position [B, 2] float32).
+        """({"csi": [B, (L,) T*num_ue_ant, num_bs_ant, subcarriers, 2] float32,
+        "sector": [B] int32 or, multi-BS, "bs_positions": [B, L, 3]}, position [B, dims]).
 
         Training sets are reshuffled and get fresh TA/noise draws every epoch;
         evaluation sets get the same draws on every pass (same seed).
@@ -128,14 +221,19 @@ class CSIPipeline:
             seeds = tf.data.Dataset.counter().map(
                 lambda i: tf.stack([tf.constant(base, tf.int64), i]))
         ds = tf.data.Dataset.zip((ds, seeds))
-        ds = ds.map(lambda hsp, s: ({"csi": self._impair(hsp[0], s), "sector": hsp[1]}, hsp[2]),
+        side_key = "bs_positions" if np.ndim(index) == 2 else "sector"
+        ds = ds.map(lambda hsp, s: ({"csi": self._impair(hsp[0], s), side_key: hsp[1]}, hsp[2]),
                     num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def features(self, csi: tf.Tensor) -> tf.Tensor:
+        """Features of [B, ...] single-link or [B, L, ...] multi-BS CSI (per link)."""
         c = self.cfg
-        return csi_features(csi, c.num_delay_taps, c.representation, c.normalization,
-                            self.array_shape)
+        lead = tf.shape(csi)[:-4]
+        flat = tf.reshape(csi, tf.concat([[-1], tf.shape(csi)[-4:]], 0))
+        f = csi_features(flat, c.num_delay_taps, c.representation, c.normalization,
+                         self.array_shape)
+        return tf.reshape(f, tf.concat([lead, tf.shape(f)[1:]], 0))
 
     def feature_dataset(self, index: np.ndarray, *, training: bool,
                         split_seed_offset: int = 0) -> tf.data.Dataset:
@@ -147,7 +245,9 @@ class CSIPipeline:
 
         def to_features(x, y):
             out = {"features": self.features(x["csi"])}
-            if self.cfg.use_sector:
+            if "bs_positions" in x:
+                out["bs_positions"] = x["bs_positions"]
+            elif self.cfg.use_sector:
                 out["sector"] = x["sector"]
             return out, y
         return ds.map(to_features,

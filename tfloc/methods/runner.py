@@ -22,7 +22,8 @@ def prepare_data(cfg: ExperimentConfig, progress: bool = True):
     log.info("%s paths: %s (%d UEs, %d with no path)", "cached" if hit else "traced",
              cache, paths.num_ue, int((paths.num_paths == 0).sum()))
     pipeline = CSIPipeline(paths, cfg.data, seed=cfg.runtime.seed,
-                           array_shape=cfg.simulation.bs_array.shape)
+                           array_shape=cfg.simulation.bs_array.shape,
+                           frequency_hz=cfg.simulation.frequency_hz)
     splits = make_splits(paths, cfg.data, seed=cfg.runtime.seed)
     return paths, pipeline, splits, {"cache_dir": cache, "cache_hit": hit}
 

@@ -33,13 +33,15 @@ from tfloc.utils import atomic_write_json
 log = logging.getLogger(__name__)
 
 #: bump when the traced content changes, so old caches are not reused
-TRACER_VERSION = 1
+TRACER_VERSION = 2
 
 
 def cache_key(cfg: SimulationConfig) -> str:
     """Hash of everything that changes the traced paths."""
     import sionna.rt
+    from tfloc.sim.campus import CAMPUS_VERSION
     payload = {"sim": dataclasses.asdict(cfg), "tracer_version": TRACER_VERSION,
+               "campus_version": CAMPUS_VERSION,
                "sionna_rt": getattr(sionna.rt, "__version__", "?")}
     payload["sim"].pop("receivers_per_batch")  # batching does not change the paths
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -105,7 +107,7 @@ class DatasetBuild:
         return os.path.join(self.build_dir, "chunks", f"chunk-{c:05d}")
 
     def missing_chunks(self, plan: dict) -> list[int]:
-        return [c for c in range(len(plan["bounds"])) if not os.path.isdir(self.chunk_dir(c))]
+        return [c for c in range(len(plan["chunks"])) if not os.path.isdir(self.chunk_dir(c))]
 
     # -- trace ---------------------------------------------------------------- #
     def build(self, shard: tuple[int, int] = (0, 1), progress: bool = True) -> int:
@@ -114,17 +116,15 @@ class DatasetBuild:
         plan = self.plan()
         i, n = shard
         todo = [c for c in self.missing_chunks(plan) if c % n == i]
-        bounds = plan["bounds"]
-        total = int(sum(bounds[c][1] - bounds[c][0] for c in todo))
+        from tfloc.sim.tracer import trace_chunk
+        chunks = plan["chunks"]
+        total = int(sum(chunks[c][2] - chunks[c][1] for c in todo))
         desc = f"ray tracing {self.cfg.scene}" + (f" (shard {i}/{n})" if n > 1 else "")
         with tqdm(total=total, unit="rx", desc=desc, disable=not progress,
                   dynamic_ncols=True) as bar:
             for c in todo:
-                start, end = bounds[c]
-                part = self.tracer.trace_pathset(plan["positions"][start:end],
-                                                 int(plan["sectors"][start]))
-                part.save(self.chunk_dir(c))
-                bar.update(int(end - start))
+                trace_chunk(self.tracer, plan, c).save(self.chunk_dir(c))
+                bar.update(int(chunks[c][2] - chunks[c][1]))
         return len(todo)
 
     # -- merge ---------------------------------------------------------------- #
@@ -134,11 +134,14 @@ class DatasetBuild:
         plan = self.plan()
         missing = self.missing_chunks(plan)
         if missing:
-            raise CacheError(f"{self.build_dir}: {len(missing)} of {len(plan['bounds'])} chunks "
+            raise CacheError(f"{self.build_dir}: {len(missing)} of {len(plan['chunks'])} chunks "
                              f"not traced yet (first: chunk-{missing[0]:05d}); run build for every shard")
-        parts = [PathSet.load(self.chunk_dir(c)) for c in range(len(plan["bounds"]))]
+        parts = [PathSet.load(self.chunk_dir(c)) for c in range(len(plan["chunks"]))]
         ps = PathSet.concatenate(parts)
-        if ps.num_ue != len(plan["positions"]) or not np.array_equal(ps.positions, plan["positions"]):
+        expected = np.concatenate([np.arange(s, e) for _, s, e in plan["chunks"]])
+        links = np.repeat(expected, ps.num_ue // max(len(expected), 1))
+        if len(links) != ps.num_ue or not np.array_equal(ps.ue_id, links) or \
+                not np.array_equal(ps.positions, plan["positions"][links]):
             raise CacheError(f"{self.build_dir}: chunks do not match the plan; delete it and rebuild")
         ps.meta = site_meta(self.cfg, ps, plan, sum(p.meta["trace_s"] for p in parts))
         ps.save(self.final_dir)

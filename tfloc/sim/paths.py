@@ -32,6 +32,12 @@ class PathSet:
         Path coefficients per antenna pair (synthetic-array phases included).
     tau : [num_paths_total], float32 -- delays [s]
     theta_t, phi_t, theta_r, phi_r : [num_paths_total], float32 -- angles [rad]
+    ue_id : [num_ue], int32 -- the UE position a row belongs to; a multi-BS site
+        has one row per (UE, BS), so rows sharing ``ue_id`` and ``realization``
+        form one sample (default: one row per UE)
+    realization : [num_ue], int16 -- moving-object realization (default 0)
+    condition : [num_ue], int8 -- tfloc.sim.tracer.CONDITIONS code: 0 LOS,
+        1 NLOS by static objects, 2 NLOS by cars, 3 no path (default from ``los``)
     meta : dict -- counts and provenance (indoor UEs excluded, timings, ...)
     """
     positions: np.ndarray
@@ -44,10 +50,25 @@ class PathSet:
     phi_t: np.ndarray
     theta_r: np.ndarray
     phi_r: np.ndarray
+    ue_id: np.ndarray | None = None
+    realization: np.ndarray | None = None
+    condition: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
     _ARRAYS = ("positions", "sector", "los", "offsets", "a", "tau",
-               "theta_t", "phi_t", "theta_r", "phi_r")
+               "theta_t", "phi_t", "theta_r", "phi_r", "ue_id", "realization", "condition")
+    _PER_UE = ("positions", "sector", "los", "ue_id", "realization", "condition")
+    _PER_PATH = ("a", "tau", "theta_t", "phi_t", "theta_r", "phi_r")
+
+    def __post_init__(self):
+        n = self.num_ue
+        if self.ue_id is None:
+            self.ue_id = np.arange(n, dtype=np.int32)
+        if self.realization is None:
+            self.realization = np.zeros(n, np.int16)
+        if self.condition is None:
+            self.condition = np.where(np.diff(self.offsets) == 0, 3,
+                                      np.where(self.los, 0, 1)).astype(np.int8)
 
     @property
     def num_ue(self) -> int:
@@ -72,12 +93,10 @@ class PathSet:
         path_idx = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]
                                   or [np.zeros(0, np.int64)]).astype(np.int64)
         counts = ends - starts
-        per_path = {k: getattr(self, k)[path_idx]
-                    for k in ("a", "tau", "theta_t", "phi_t", "theta_r", "phi_r")}
-        return PathSet(positions=self.positions[index], sector=self.sector[index],
-                       los=self.los[index],
-                       offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                       meta=dict(self.meta), **per_path)
+        per_path = {k: getattr(self, k)[path_idx] for k in self._PER_PATH}
+        per_ue = {k: getattr(self, k)[index] for k in self._PER_UE}
+        return PathSet(offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                       meta=dict(self.meta), **per_ue, **per_path)
 
     def padded(self, max_paths: int):
         """Dense per-UE arrays keeping each UE's ``max_paths`` strongest paths.

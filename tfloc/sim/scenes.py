@@ -1,30 +1,66 @@
-"""Scene registry: a config names a scene, this module loads it into Sionna RT."""
+"""Scene registry: a config names a scene, this module loads it into Sionna RT.
+
+A registered scene is a callable ``(seed) -> path`` of a Mitsuba XML file
+(``seed`` matters only to procedural scenes). Scenes that come with their own
+BS sites list them in :data:`SCENE_SITES`.
+"""
 from __future__ import annotations
 
 import os
 
 from tfloc.registry import Registry
 
-#: name -> zero-argument callable returning the path of a Mitsuba XML scene
+#: name -> callable(seed) returning the path of a Mitsuba XML scene (None: empty)
 SCENES: Registry = Registry("scene")
+#: name -> callable(seed) returning the scene's BS sites
+#: ([{"position": [x, y, z], "azimuth_deg": a, "downtilt_deg": t}, ...])
+SCENE_SITES: dict = {}
 
 
 @SCENES.register("etoile")
-def _etoile() -> str:
+def _etoile(seed: int = 0) -> str:
     import sionna.rt
     return sionna.rt.scene.etoile
 
 
 @SCENES.register("empty")
-def _empty() -> None:
+def _empty(seed: int = 0) -> None:
     """No geometry at all: free space (used by the physics checks)."""
     return None
 
 
-def scene_file(name: str) -> str | None:
+@SCENES.register("campus")
+def _campus(seed: int = 4) -> str:
+    """Ours, procedural (tfloc.sim.campus); generated on first use."""
+    from tfloc.sim.campus import generate_campus
+    return generate_campus(seed)
+
+
+def _campus_sites(seed: int = 4) -> list[dict]:
+    from tfloc.sim.campus import load_sites
+    return load_sites(seed)
+
+
+SCENE_SITES["campus"] = _campus_sites
+
+
+@SCENES.register("street-canyon")
+def _street_canyon(seed: int = 0) -> str:
+    """Sionna's ``simple_street_canyon_with_cars`` (8 movable cars, four lanes here)."""
+    import sionna.rt
+    return sionna.rt.scene.simple_street_canyon_with_cars
+
+
+# A lamp-post small cell on the facade of the middle south building, 5 m up,
+# facing the street: low enough that passing cars shadow the far sidewalk.
+SCENE_SITES["street-canyon"] = lambda seed=0: [
+    {"position": [0.0, -8.0, 5.0], "azimuth_deg": 90.0, "downtilt_deg": 10.0}]
+
+
+def scene_file(name: str, seed: int = 0) -> str | None:
     """Resolves a registered scene name or an XML path to a file path (None: empty)."""
     if name in SCENES:
-        return SCENES.get(name)()
+        return SCENES.get(name)(seed)
     if name.endswith(".xml") and os.path.isfile(name):
         return name
     if name.endswith(".xml"):
@@ -40,10 +76,14 @@ def check_scene_name(name: str):
     scene_file(name)
 
 
-def load_scene(name: str):
-    """Loads a scene by registered name or XML path (``sionna.rt.load_scene``)."""
+def load_scene(name: str, seed: int = 0, movable_regex: str | None = None):
+    """Loads a scene by registered name or XML path (``sionna.rt.load_scene``).
+
+    Objects matching ``movable_regex`` stay separate (so they can be moved);
+    all others are merged per material, which makes tracing faster.
+    """
     import sionna.rt
-    path = scene_file(name)
+    path = scene_file(name, seed)
     if path is None:
         return sionna.rt.load_scene()
-    return sionna.rt.load_scene(path, merge_shapes=True)
+    return sionna.rt.load_scene(path, merge_shapes=True, merge_shapes_exclude_regex=movable_regex)
