@@ -104,7 +104,9 @@ def test_inspect_cli(single, tmp_path):
     r = subprocess.run([sys.executable, "-m", "tfloc.sim", "inspect", str(tmp_path / "entry")],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert f"UEs traced: {single.num_ue}" in r.stdout and "per sector" in r.stdout
+    assert f"UE positions: {single.num_ue} " in r.stdout and "per sector" in r.stdout
+    n_los = int(single.los.sum())
+    assert f"conditions: LOS {n_los} " in r.stdout
     assert (tmp_path / "entry" / "coverage.png").stat().st_size > 10_000
     r = subprocess.run([sys.executable, "-m", "tfloc.sim", "inspect", str(tmp_path / "nope")],
                        cwd=REPO, capture_output=True, text=True, timeout=300)

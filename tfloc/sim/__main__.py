@@ -24,6 +24,7 @@ def _parser():
     s = sub.add_parser("inspect", help="print counts and write maps of a cache entry")
     s.add_argument("directory")
     s.add_argument("--out", help="where to write the PNG maps (default: the entry directory)")
+    s.add_argument("--realization", type=int, default=0, help="car realization the maps show")
     return p
 
 
@@ -36,7 +37,7 @@ def main(argv=None):
         from tfloc.sim.inspect import describe, write_maps
         ps = PathSet.load(args.directory)
         print(describe(ps))
-        for path in write_maps(ps, args.out or args.directory):
+        for path in write_maps(ps, args.out or args.directory, realization=args.realization):
             print(f"wrote {path}")
         return 0
     from tfloc.config import load_config

@@ -130,7 +130,7 @@ class DatasetBuild:
     # -- merge ---------------------------------------------------------------- #
     def merge(self) -> PathSet:
         """Joins all chunks into the cache entry and removes the build directory."""
-        from tfloc.sim.tracer import site_meta
+        from tfloc.sim.tracer import car_meta, site_meta
         plan = self.plan()
         missing = self.missing_chunks(plan)
         if missing:
@@ -144,6 +144,7 @@ class DatasetBuild:
                 not np.array_equal(ps.positions, plan["positions"][links]):
             raise CacheError(f"{self.build_dir}: chunks do not match the plan; delete it and rebuild")
         ps.meta = site_meta(self.cfg, ps, plan, sum(p.meta["trace_s"] for p in parts))
+        ps.meta.update(car_meta(self.tracer) if self.cfg.cars.num_realizations else {})
         ps.save(self.final_dir)
         atomic_write_json(os.path.join(self.final_dir, "simulation.json"), dataclasses.asdict(self.cfg))
         shutil.rmtree(self.build_dir, ignore_errors=True)

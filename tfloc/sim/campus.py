@@ -19,7 +19,7 @@ import numpy as np
 from tfloc.utils import atomic_dir
 
 #: bump when the generated geometry changes (it is part of the path-cache key)
-CAMPUS_VERSION = 1
+CAMPUS_VERSION = 2
 #: the UE area of seed 004: 220 x 300 m
 AREA_M = (220.0, 300.0)
 #: ITU materials (Sionna RT ``itu-radio-material`` types) of building facades
@@ -133,7 +133,8 @@ def layout(seed: int) -> dict:
             b = max(inside, key=lambda b: b["height"])
             corners = np.array([[b["x0"], b["y0"]], [b["x1"], b["y0"]], [b["x1"], b["y1"]], [b["x0"], b["y1"]]])
             c = corners[np.argmin(np.linalg.norm(corners - centre, axis=1))]
-            c = c + 1.0 * np.sign(centre - c)  # 1 m inside the roof edge
+            inward = np.array([(b["x0"] + b["x1"]) / 2, (b["y0"] + b["y1"]) / 2]) - c
+            c = c + 1.0 * np.sign(inward)  # 1 m inside the roof edge
             pos = [round(float(c[0]), 2), round(float(c[1]), 2), round(b["height"] + 4.0, 2)]
             d = centre - c
             sites.append({"position": pos,

@@ -102,16 +102,20 @@ class SiteTracer:
     def car_positions(self, realization: int) -> np.ndarray:
         """[num_cars, 3] positions of realization ``realization``.
 
-        Car ``i`` drives in lane ``i % num_lanes`` at that lane's speed, starting
-        from its x in the scene file, and wraps around ``cars.x_range_m``.
+        Car ``i`` drives in lane ``i % num_lanes`` at that lane's speed; the cars
+        of a lane start evenly spaced over ``cars.x_range_m`` (lanes staggered)
+        and wrap around it.
         """
         c = self.cfg.cars
         lo, hi = c.x_range_m
+        n_lanes = len(c.lanes_y_m)
+        per_lane = -(-len(self.cars) // n_lanes)
         t = realization * c.interval_s
         out = []
         for i, home in enumerate(self._car_home):
-            lane = i % len(c.lanes_y_m)
-            x = lo + (home[0] + c.speeds_mps[lane] * t - lo) % (hi - lo)
+            lane, k = i % n_lanes, i // n_lanes
+            x0 = lo + (hi - lo) * (k + (lane + 0.5) / n_lanes) / per_lane
+            x = lo + (x0 + c.speeds_mps[lane] * t - lo) % (hi - lo)
             out.append([x, c.lanes_y_m[lane], home[2]])
         return np.array(out)
 
@@ -307,7 +311,7 @@ def site_meta(cfg: SimulationConfig, ps: PathSet, plan: dict, trace_s: float) ->
     n_rx = len(plan["positions"]) * n_real
     return {
         "scene": cfg.scene,
-        "site": "sectored" if sectored else "multi_bs",
+        "site": "sectored" if sectored else ("multi_bs" if len(panels) > 1 else "single_bs"),
         "n_grid": int(plan["n_grid"]),
         "n_indoor_excluded": int(plan["n_indoor"]),
         "n_ue": int(len(plan["positions"])),
@@ -324,6 +328,14 @@ def site_meta(cfg: SimulationConfig, ps: PathSet, plan: dict, trace_s: float) ->
     }
 
 
+def car_meta(tracer: SiteTracer) -> dict:
+    """Where the cars stood in each realization (for maps): {"car_positions": [[[x, y, z], ...], ...]}."""
+    if not tracer.has_cars:
+        return {}
+    return {"car_positions": [np.round(tracer.car_positions(r), 3).tolist()
+                              for r in range(tracer.cfg.cars.num_realizations)]}
+
+
 def trace_site(cfg: SimulationConfig, progress: bool = True) -> PathSet:
     """Traces the configured UEs of a site in memory (no cache; see tfloc.sim.build)."""
     from tqdm.auto import tqdm
@@ -338,4 +350,5 @@ def trace_site(cfg: SimulationConfig, progress: bool = True) -> PathSet:
             bar.update(int(end - start))
     ps = PathSet.concatenate(parts)
     ps.meta = site_meta(cfg, ps, plan, sum(p.meta["trace_s"] for p in parts))
+    ps.meta.update(car_meta(tracer))
     return ps
