@@ -2,11 +2,15 @@
 """Throughput benchmarks of tfloc on this machine; writes JSON and prints a table.
 
     python benchmarks/bench.py [--config configs/etoile_supervised.yaml] [--out FILE]
+    python benchmarks/bench.py --scenes [--out FILE]
 
 Measures: receivers ray traced per second (after JIT warm-up), CSI samples per
 second synthesised by the tf.data pipeline against a plain NumPy
 implementation of the same math (outputs compared), training samples per
-second, and SavedModel latency at batch 1 and 256.
+second, and SavedModel latency at batch 1 and 256. ``--scenes`` builds each
+scene's default dataset (configs/data/*.yaml) from scratch instead: wall
+time, receivers per second, peak memory, cache size, and the samples per
+second of its pipeline from cache to batched features.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ def bench_tracing(cfg, n_warm=64):
     pos = grid[~is_indoor(tr.scene.mi_scene, grid)]
     sec = sector_of(pos, cfg.simulation.bs_position_m, cfg.simulation.sector_azimuths_deg)
     pos = pos[sec == 0]
-    tr.set_sector(cfg.simulation.sector_azimuths_deg[0])
+    tr.set_sector(0)
     tr.trace(pos[:n_warm])  # JIT warm-up
     bs = cfg.simulation.receivers_per_batch
     n = min(len(pos), 4 * bs)
@@ -57,25 +61,71 @@ def bench_tracing(cfg, n_warm=64):
             "receivers_per_batch": bs}
 
 
-def bench_build(config_path: str):
+_CHILD = """
+import resource, runpy, sys
+sys.argv = ["tfloc.sim"] + sys.argv[1:]
+try:
+    runpy.run_module("tfloc.sim", run_name="__main__")
+except SystemExit as e:
+    if e.code:
+        raise
+print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def bench_build(config_path: str, keep_dir: str | None = None):
     """A default dataset build from scratch in a child process: wall time and peak memory."""
-    import resource
     import subprocess
     with tempfile.TemporaryDirectory() as tmp:
+        cache = keep_dir or tmp
         t = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "tfloc.sim", "build", "--config", config_path,
-                            "--set", f"runtime.cache_dir={tmp}"], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-c", _CHILD, "build", "--config", config_path,
+                            "--set", f"runtime.cache_dir={cache}"], capture_output=True, text=True)
         dt = time.perf_counter() - t
         if r.returncode != 0:
             raise RuntimeError(f"build failed: {r.stderr[-2000:]}")
+        peak_mb = int(r.stdout.split("PEAK_KB")[-1].split()[0]) / 1024  # Linux: KiB
         from tfloc.sim import PathSet
-        entry = [d for d in os.listdir(tmp) if not d.endswith(".build")][0]
-        ps = PathSet.load(os.path.join(tmp, entry))
-        size_mb = sum(os.path.getsize(os.path.join(tmp, entry, f)) for f in os.listdir(os.path.join(tmp, entry))) / 2**20
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
-    return {"ues": ps.num_ue, "wall_s": dt, "trace_s": ps.meta["trace_s"],
-            "receivers_per_s": ps.meta["receivers_per_s"], "peak_rss_mb": peak_mb,
-            "cache_mb": size_mb}
+        entry = [d for d in os.listdir(cache) if not d.endswith(".build")][0]
+        ps = PathSet.load(os.path.join(cache, entry))
+        size_mb = sum(os.path.getsize(os.path.join(cache, entry, f))
+                      for f in os.listdir(os.path.join(cache, entry))) / 2**20
+    m = ps.meta
+    return {"ues": m["n_ue"], "realizations": m.get("n_realizations", 1), "links": ps.num_ue,
+            "wall_s": dt, "trace_s": m["trace_s"], "receivers_per_s": m["receivers_per_s"],
+            "links_per_s": ps.num_ue / max(m["trace_s"], 1e-9), "peak_rss_mb": peak_mb,
+            "cache_mb": size_mb, "conditions": m.get("conditions")}
+
+
+def bench_scene_pipeline(config_path: str, cache_dir: str, passes: int = 3):
+    """Samples/s from the path cache to batched training features (fresh noise each pass)."""
+    from tfloc.config import load_config
+    from tfloc.methods.runner import load_dataset
+    cfg = load_config(config_path, [f"runtime.cache_dir={cache_dir}"])
+    _, pipe, splits, _ = load_dataset(cfg, progress=False)
+    ds = pipe.feature_dataset(splits.train, training=True)
+    shape = None
+    for x, _ in ds.take(1):
+        shape = list(x["features"].shape[1:])
+    times = []
+    for _ in range(passes):  # the first pass also synthesises the cached clean CSI
+        t = time.perf_counter()
+        n = sum(int(y.shape[0]) for _, y in ds)
+        times.append(time.perf_counter() - t)
+    return {"train_samples": n, "feature_shape": shape,
+            "first_pass_samples_per_s": n / times[0],
+            "cached_pass_samples_per_s": n / float(np.median(times[1:]))}
+
+
+def bench_scenes(names=("etoile", "campus", "street_canyon")):
+    out = {}
+    for name in names:
+        path = os.path.join("configs", "data", f"{name}.yaml")
+        print(f"{name}: default build from scratch ...", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            out[name] = {"build": bench_build(path, keep_dir=tmp),
+                         "pipeline": bench_scene_pipeline(path, tmp)}
+    return out
 
 
 def bench_pipeline(pipe, idx, cfg):
@@ -178,7 +228,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/etoile_supervised.yaml")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<time>.json)")
+    p.add_argument("--scenes", action="store_true", help="per-scene default builds and pipelines")
     args = p.parse_args(argv)
+    if args.scenes:
+        return _main_scenes(args)
     from tfloc.config import load_config
     from tfloc.methods.runner import prepare_data
     cfg = load_config(args.config)
@@ -214,6 +267,27 @@ def main(argv=None):
           f"| SavedModel latency, batch 1 (median) | {r['serving']['latency_ms_batch1_median']:.1f} ms |\n"
           f"| SavedModel latency, batch 256 (median) | {r['serving']['latency_ms_batch256_median']:.1f} ms |\n"
           f"| SavedModel size | {r['serving']['export_size_mb']:.1f} MB |\n\nwritten to {out}")
+    return results
+
+
+def _main_scenes(args):
+    results = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+               "scenes": bench_scenes()}
+    out = args.out or os.path.join("benchmarks", "results",
+                                   f"scenes-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump(results, fh, indent=2)
+    print("\n| scene | UEs x realizations | links | build wall | receivers/s | links/s | peak memory "
+          "| cache | pipeline samples/s (first / cached pass) |\n|---|---|---|---|---|---|---|---|---|")
+    for name, r in results["scenes"].items():
+        b, q = r["build"], r["pipeline"]
+        print(f"| {name} | {b['ues']} x {b['realizations']} | {b['links']} | {b['wall_s']:.0f} s "
+              f"| {b['receivers_per_s']:.0f} | {b['links_per_s']:.0f} | {b['peak_rss_mb']:.0f} MB "
+              f"| {b['cache_mb']:.1f} MB | {q['first_pass_samples_per_s']:.0f} / "
+              f"{q['cached_pass_samples_per_s']:.0f} |")
+    print(f"\nwritten to {out}")
     return results
 
 

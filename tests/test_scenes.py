@@ -205,3 +205,13 @@ def test_car_on_the_los_line_makes_nlos_by_car():
         tr.car_positions = lambda r, c=cars: c
         conds[name] = int(tr.trace_pathset(ue, realization=0, static_los=static).condition[0])
     assert conds == {"clear": LOS, "blocked": NLOS_CAR}
+
+
+def test_supervised_refuses_multi_bs_datasets_before_tracing(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "train.py", "--config", "configs/data/campus.yaml",
+                        "--set", f"runtime.cache_dir={tmp_path}"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "method 'supervised' trains on one link per UE" in r.stderr
+    assert not os.listdir(tmp_path)                                   # nothing traced

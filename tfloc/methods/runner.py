@@ -14,7 +14,7 @@ CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.keras"
 
 
-def prepare_data(cfg: ExperimentConfig, progress: bool = True):
+def load_dataset(cfg: ExperimentConfig, progress: bool = True):
     """Traced paths (from the cache when possible), the CSI pipeline and the splits."""
     from tfloc.data import CSIPipeline, make_splits
     from tfloc.sim import load_or_trace
@@ -26,6 +26,19 @@ def prepare_data(cfg: ExperimentConfig, progress: bool = True):
                            frequency_hz=cfg.simulation.frequency_hz)
     splits = make_splits(paths, cfg.data, seed=cfg.runtime.seed)
     return paths, pipeline, splits, {"cache_dir": cache, "cache_hit": hit}
+
+
+def prepare_data(cfg: ExperimentConfig, progress: bool = True):
+    """:func:`load_dataset`, after checking (before any tracing) that the method can use it."""
+    from tfloc.config import ConfigError
+    from tfloc.sim.tracer import site_panels
+    sectored, panels = site_panels(cfg.simulation)
+    if cfg.method == "supervised" and ((not sectored and len(panels) > 1)
+                                       or cfg.data.position_dims != 2):
+        raise ConfigError("method 'supervised' trains on one link per UE and 2D positions; this "
+                          "config has a multi-BS site or data.position_dims: 3 (build such "
+                          "datasets with python -m tfloc.sim build)")
+    return load_dataset(cfg, progress)
 
 
 def train_and_evaluate(cfg: ExperimentConfig, run_dir: str) -> dict:

@@ -39,10 +39,11 @@ TRACER_VERSION = 2
 def cache_key(cfg: SimulationConfig) -> str:
     """Hash of everything that changes the traced paths."""
     import sionna.rt
-    from tfloc.sim.campus import CAMPUS_VERSION
     payload = {"sim": dataclasses.asdict(cfg), "tracer_version": TRACER_VERSION,
-               "campus_version": CAMPUS_VERSION,
                "sionna_rt": getattr(sionna.rt, "__version__", "?")}
+    if cfg.scene == "campus":  # the generated geometry is part of what was traced
+        from tfloc.sim.campus import CAMPUS_VERSION
+        payload["campus_version"] = CAMPUS_VERSION
     payload["sim"].pop("receivers_per_batch")  # batching does not change the paths
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
