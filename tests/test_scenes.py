@@ -215,3 +215,24 @@ def test_supervised_refuses_multi_bs_datasets_before_tracing(tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "method 'supervised' trains on one link per UE" in r.stderr
     assert not os.listdir(tmp_path)                                   # nothing traced
+
+
+@pytest.mark.slow
+def test_car_placement_does_not_depend_on_move_history():
+    from tfloc.sim.tracer import SiteTracer
+    cfg = load_config(os.path.join(REPO, "configs", "data", "street_canyon.yaml")).simulation
+    tr = SiteTracer(cfg)
+    params = tr.scene.mi_scene_params
+
+    def vertices():
+        return [np.array(params[tr._vertex_key(c)]).copy() for c in tr.cars]
+    tr.set_realization(3)
+    direct = vertices()
+    for r in (7, None, 1, 9, 3):
+        tr.set_realization(r)
+    for v, w in zip(direct, vertices()):
+        np.testing.assert_array_equal(v, w)
+    centres = np.array([np.array(c.position).reshape(-1)[:3] for c in tr.cars])
+    np.testing.assert_allclose(centres, tr.car_positions(3), atol=1e-3)
+    lanes = np.array(cfg.cars.lanes_y_m)
+    assert np.all(np.min(np.abs(centres[:, 1:2] - lanes[None]), axis=1) < 1e-3)  # on a lane

@@ -86,6 +86,9 @@ class SiteTracer:
                 raise ValueError(f"simulation.cars: no object of scene '{cfg.scene}' matches "
                                  f"name_regex '{cfg.cars.name_regex}'")
             self._car_home = [np.array(o.position).reshape(-1)[:3].astype(np.float64) for o in self.cars]
+            params = self.scene.mi_scene_params
+            self._car_vertices = [np.array(params[self._vertex_key(o)], np.float64).reshape(-1, 3)
+                                  for o in self.cars]
         self.solver = PathSolver()
         self._receivers = []
 
@@ -119,14 +122,28 @@ class SiteTracer:
             out.append([x, c.lanes_y_m[lane], home[2]])
         return np.array(out)
 
+    @staticmethod
+    def _vertex_key(obj) -> str:
+        return obj.mi_mesh.id() + ".vertex_positions"
+
     def set_realization(self, realization: int | None):
-        """Moves the cars to a realization's traffic (None: parks them underground)."""
+        """Moves the cars to a realization's traffic (None: parks them underground).
+
+        Vertices are placed from the scene file's copy, not moved from where
+        they are: Sionna's ``position`` setter translates the current float32
+        vertices, so positions would drift with the order of the moves and a
+        sharded build would differ from a single one.
+        """
         if not self.has_cars:
             return
+        import mitsuba as mi
         pos = (np.array([h + [0.0, 0.0, -100.0] for h in self._car_home]) if realization is None
                else self.car_positions(realization))
-        for car, p in zip(self.cars, pos):
-            car.position = [float(v) for v in p]
+        params = self.scene.mi_scene_params
+        for car, verts, home, p in zip(self.cars, self._car_vertices, self._car_home, pos):
+            params[self._vertex_key(car)] = mi.Float((verts + (p - home)).astype(np.float32).ravel())
+        params.update()
+        self.scene.scene_geometry_updated()
 
     def _set_receivers(self, positions: np.ndarray):
         from sionna.rt import Receiver
