@@ -236,3 +236,15 @@ def test_car_placement_does_not_depend_on_move_history():
     np.testing.assert_allclose(centres, tr.car_positions(3), atol=1e-3)
     lanes = np.array(cfg.cars.lanes_y_m)
     assert np.all(np.min(np.abs(centres[:, 1:2] - lanes[None]), axis=1) < 1e-3)  # on a lane
+
+
+@pytest.mark.slow
+def test_cars_in_a_scene_without_cars_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "tfloc.sim", "build", "--config",
+                        "configs/data/etoile.yaml", "--set", "simulation.cars.num_realizations=2",
+                        "--set", f"runtime.cache_dir={tmp_path}"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert "no object of scene 'etoile' matches name_regex 'car'" in r.stderr

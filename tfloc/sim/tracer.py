@@ -83,7 +83,8 @@ class SiteTracer:
             self.cars = [o for name, o in sorted(self.scene.objects.items())
                          if re.search(cfg.cars.name_regex, name)]
             if not self.cars:
-                raise ValueError(f"simulation.cars: no object of scene '{cfg.scene}' matches "
+                from tfloc.config import ConfigError
+                raise ConfigError(f"simulation.cars: no object of scene '{cfg.scene}' matches "
                                  f"name_regex '{cfg.cars.name_regex}'")
             self._car_home = [np.array(o.position).reshape(-1)[:3].astype(np.float64) for o in self.cars]
             params = self.scene.mi_scene_params
