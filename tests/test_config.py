@@ -16,7 +16,7 @@ def _write(tmp_path, text):
     return str(p)
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml"))))
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)))
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert isinstance(cfg, ExperimentConfig)

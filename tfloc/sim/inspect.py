@@ -5,9 +5,9 @@ import os
 
 import numpy as np
 
-from tfloc.sim.paths import PathSet
+from tfloc.sim.paths import CONDITIONS, PathSet
 
-#: colours of tfloc.sim.tracer.CONDITIONS in the maps
+#: colours of tfloc.sim.paths.CONDITIONS in the maps
 _CONDITION_COLORS = ("tab:green", "tab:orange", "tab:red", "0.6")
 
 
@@ -17,7 +17,6 @@ def _pct(part, whole) -> str:
 
 def describe(ps: PathSet) -> str:
     """Counts a person checks first: UEs, links, paths per link, conditions, per sector or BS."""
-    from tfloc.sim.tracer import CONDITIONS
     n = ps.num_paths
     has = n > 0
     m = ps.meta
@@ -62,7 +61,6 @@ def write_maps(ps: PathSet, out_dir: str, realization: int = 0) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from tfloc.sim.tracer import CONDITIONS
     os.makedirs(out_dir, exist_ok=True)
     sel = ps.realization == realization
     multi = ps.meta.get("site", "sectored") != "sectored"
@@ -71,6 +69,7 @@ def write_maps(ps: PathSet, out_dir: str, realization: int = 0) -> list[str]:
         bs = bs[:1]  # the sectors of one site share the position
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), dpi=110, sharex=True, sharey=True)
     ax = axes[0]
+    g = None
     if multi and len(bs) > 1:  # a UE's condition towards each BS: show the best one
         from tfloc.data.pipeline import sample_groups
         g = sample_groups(ps)
@@ -89,12 +88,8 @@ def write_maps(ps: PathSet, out_dir: str, realization: int = 0) -> list[str]:
     ax.set_title(title)
     ax.legend(markerscale=3, fontsize=8, loc="upper right")
     ax = axes[1]
-    if multi and len(bs) > 1:
-        from tfloc.data.pipeline import sample_groups
-        g = sample_groups(ps)
-        g = g[ps.realization[g[:, 0]] == realization]
-        n_los = ps.los[g].sum(axis=1)
-        sc = ax.scatter(ps.positions[g[:, 0], 0], ps.positions[g[:, 0], 1], s=4, c=n_los,
+    if g is not None:
+        sc = ax.scatter(xy[:, 0], xy[:, 1], s=4, c=ps.los[g].sum(axis=1),
                         cmap="viridis", vmin=0, vmax=len(bs))
         fig.colorbar(sc, ax=ax, label="BSs in LOS")
         ax.set_title("BSs in line of sight")

@@ -11,6 +11,11 @@ import numpy as np
 from tfloc.utils import atomic_dir
 
 
+#: propagation condition codes stored per link (seed 002's labels)
+CONDITIONS = ("LOS", "NLOS-static", "NLOS-car", "no path")
+LOS, NLOS_STATIC, NLOS_CAR, NO_PATH = range(4)
+
+
 class CacheError(RuntimeError):
     """A cache entry is missing, corrupt or truncated."""
 
@@ -36,7 +41,7 @@ class PathSet:
         has one row per (UE, BS), so rows sharing ``ue_id`` and ``realization``
         form one sample (default: one row per UE)
     realization : [num_ue], int16 -- moving-object realization (default 0)
-    condition : [num_ue], int8 -- tfloc.sim.tracer.CONDITIONS code: 0 LOS,
+    condition : [num_ue], int8 -- :data:`CONDITIONS` code: 0 LOS,
         1 NLOS by static objects, 2 NLOS by cars, 3 no path (default from ``los``)
     meta : dict -- counts and provenance (indoor UEs excluded, timings, ...)
     """
@@ -67,8 +72,8 @@ class PathSet:
         if self.realization is None:
             self.realization = np.zeros(n, np.int16)
         if self.condition is None:
-            self.condition = np.where(np.diff(self.offsets) == 0, 3,
-                                      np.where(self.los, 0, 1)).astype(np.int8)
+            self.condition = np.where(np.diff(self.offsets) == 0, NO_PATH,
+                                      np.where(self.los, LOS, NLOS_STATIC)).astype(np.int8)
 
     @property
     def num_ue(self) -> int:

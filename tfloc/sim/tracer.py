@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from tfloc.config import ArrayConfig, SimulationConfig, UEGridConfig
-from tfloc.sim.paths import PathSet
+from tfloc.sim.paths import CONDITIONS, LOS, NLOS_CAR, NLOS_STATIC, NO_PATH, PathSet
 from tfloc.sim.site import is_indoor, sector_of, ue_grid
 
 
@@ -18,9 +18,6 @@ def _planar_array(cfg: ArrayConfig):
                        pattern=cfg.pattern, polarization=cfg.polarization)
 
 
-#: propagation condition codes stored per link (seed 002's labels)
-CONDITIONS = ("LOS", "NLOS-static", "NLOS-car", "no path")
-LOS, NLOS_STATIC, NLOS_CAR, NO_PATH = range(4)
 
 
 def site_panels(cfg: SimulationConfig) -> tuple[bool, list[dict]]:
@@ -231,10 +228,10 @@ class SiteTracer:
         L, n = self.num_links, len(positions)
         ue_id = np.arange(n) if ue_id is None else np.asarray(ue_id)
         los = np.array(res["los"], bool)
-        blocked_by_cars = (static_los.reshape(-1) if static_los is not None
-                           else np.zeros(n * L, bool))
+        los_without_cars = (static_los.reshape(-1) if static_los is not None
+                            else np.zeros(n * L, bool))
         condition = np.where(counts == 0, NO_PATH, np.where(
-            los, LOS, np.where(blocked_by_cars, NLOS_CAR, NLOS_STATIC))).astype(np.int8)
+            los, LOS, np.where(los_without_cars, NLOS_CAR, NLOS_STATIC))).astype(np.int8)
 
         def cat(k, shape):
             return np.concatenate(res[k]) if counts.sum() else np.zeros(shape, np.float32)
