@@ -99,10 +99,11 @@ def bench_build(config_path: str, keep_dir: str | None = None):
 
 def bench_scene_pipeline(config_path: str, cache_dir: str, passes: int = 3):
     """Samples/s from the path cache to batched training features (fresh noise each pass)."""
-    from tfloc.config import load_config
-    from tfloc.methods.runner import load_dataset
+    from tfloc.experiment import load_config
+    from tfloc.methods.runner import load_data
     cfg = load_config(config_path, [f"runtime.cache_dir={cache_dir}"])
-    _, pipe, splits, _ = load_dataset(cfg, progress=False)
+    data = load_data(cfg, progress=False)
+    pipe, splits = data.pipeline, data.splits
     ds = pipe.feature_dataset(splits.train, training=True)
     shape = None
     for x, _ in ds.take(1):
@@ -110,7 +111,7 @@ def bench_scene_pipeline(config_path: str, cache_dir: str, passes: int = 3):
     times = []
     for _ in range(passes):  # the first pass also synthesises the cached clean CSI
         t = time.perf_counter()
-        n = sum(int(y.shape[0]) for _, y in ds)
+        n = sum(int(y["position"].shape[0]) for _, y in ds)
         times.append(time.perf_counter() - t)
     return {"train_samples": n, "feature_shape": shape,
             "first_pass_samples_per_s": n / times[0],
@@ -175,35 +176,44 @@ def bench_pipeline(pipe, idx, cfg):
             "numpy_samples_per_s_range": [n / max(times_np), n / min(times_np)]}
 
 
-def bench_training(cfg, input_shape, steps=60):
+def bench_training(cfg, spec, steps=60):
+    """Supervised training steps (the TaskTrainer every method uses) on random features."""
     import keras
+    import tensorflow as tf
+    from tfloc.losses import build_loss
+    from tfloc.methods.task import TaskTrainer
     from tfloc.models import build_model
-    num_sectors = cfg.num_model_sectors
-    model = build_model(cfg.model, input_shape, num_sectors=num_sectors)
-    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    model = build_model(cfg.model, spec)
+    loss = build_loss(cfg.training.loss, spec)
     b = cfg.data.batch_size
     n = b * steps
-    x = {"features": np.random.default_rng(0).random((n, *input_shape), np.float32)}
-    if num_sectors:
-        x["sector"] = np.random.default_rng(2).integers(0, num_sectors, n).astype(np.int32)
-    y = np.random.default_rng(1).normal(size=(n, 2)).astype(np.float32)
-    model.fit(x, y, batch_size=b, epochs=1, verbose=0, steps_per_epoch=3)
+    rng = np.random.default_rng(0)
+    x = {"features": rng.random((n, *spec.feature_shape), np.float32)}
+    if spec.num_sectors:
+        x["sector"] = rng.integers(0, spec.num_sectors, n).astype(np.int32)
+    y = {"position": rng.normal(size=(n, spec.position_dims)).astype(np.float32)}
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(b)
+
+    def loss_fn(batch):
+        value = tf.reduce_mean(loss(batch[1], model(batch[0], training=True)))
+        return {"loss": value}
+    trainer = TaskTrainer({"inference": model}, loss_fn, ["loss"], None, [])
+    trainer.compile(keras.optimizers.Adam(1e-3))
+    trainer.fit(ds.take(3), epochs=1, verbose=0)
     t = time.perf_counter()
-    model.fit(x, y, batch_size=b, epochs=1, verbose=0)
+    trainer.fit(ds, epochs=1, verbose=0)
     dt = time.perf_counter() - t
     return {"model": model.name, "parameters": int(model.count_params()), "batch_size": b,
             "train_samples_per_s": b * steps / dt}, model
 
 
-def bench_serving(cfg, model, pipe, reps=(200, 20)):
+def bench_serving(cfg, model, pipe, spec, reps=(200, 20)):
     import tensorflow as tf
-    from tfloc.export import export_saved_model
+    from tfloc.export import ServingModule
     d = cfg.data
     with tempfile.TemporaryDirectory() as tmp:
         csi_shape = pipe.csi_shape
-        path = export_saved_model(model, csi_shape, tmp, "bench", 1, num_delay_taps=d.num_delay_taps,
-                                  representation=d.representation, normalization=d.normalization,
-                                  num_sectors=cfg.num_model_sectors, array_shape=pipe.array_shape)
+        path = ServingModule("bench", model, spec).write(os.path.join(tmp, "bench", "1"))
         size_mb = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs) / 2**20
         f = tf.saved_model.load(path).signatures["serving_default"]
         out = {"export_size_mb": size_mb}
@@ -232,8 +242,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.scenes:
         return _main_scenes(args)
-    from tfloc.config import load_config
-    from tfloc.methods.runner import prepare_data
+    from tfloc.experiment import load_config
+    from tfloc.methods.runner import load_data
     cfg = load_config(args.config)
     results = {"config": args.config, "time": datetime.datetime.now().isoformat(timespec="seconds"),
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
@@ -242,14 +252,14 @@ def main(argv=None):
     print("ray tracing ...", flush=True)
     results["tracing"] = bench_tracing(cfg)
     print("pipeline ...", flush=True)
-    paths, pipe, splits, _ = prepare_data(cfg, progress=False)
+    data = load_data(cfg, progress=False)
+    paths, pipe = data.paths, data.pipeline
     idx = np.flatnonzero(paths.num_paths > 0)[:2048]
     results["pipeline"] = bench_pipeline(pipe, idx, cfg)
-    f, _ = next(iter(pipe.feature_dataset(idx[:8], training=False)))
     print("training ...", flush=True)
-    results["training"], model = bench_training(cfg, tuple(f["features"].shape[1:]))
+    results["training"], model = bench_training(cfg, data.spec)
     print("serving ...", flush=True)
-    results["serving"] = bench_serving(cfg, model, pipe)
+    results["serving"] = bench_serving(cfg, model, pipe, data.spec)
     out = args.out or os.path.join("benchmarks", "results",
                                    f"bench-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="session")
 def small_sim_cfg():
     """The shipped etoile site with a coarse grid: a few hundred UEs."""
-    from tfloc.config import load_config
+    from tfloc.experiment import load_config
     cfg = load_config(os.path.join(REPO, "configs", "etoile_supervised.yaml"),
                       ["simulation.ue_grid.spacing_m=15.0"])
     return cfg.simulation
@@ -27,3 +27,15 @@ def small_paths(small_sim_cfg):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def make_spec(feature_shape=(16, 8, 2), dims=2, num_sectors=0, links=1, csi_shape=(2, 16, 12, 2),
+              representation="magnitude", mean=None, std=None):
+    """A DataSpec for model tests, without tracing anything."""
+    from tfloc.data.spec import DataSpec
+    return DataSpec(site="multi_bs" if links > 1 else ("sectored" if num_sectors else "single_bs"),
+                    links=links, csi_shape=tuple(csi_shape), feature_shape=tuple(feature_shape),
+                    position_dims=dims, num_sectors=num_sectors, has_car_conditions=False,
+                    num_delay_taps=feature_shape[1], representation=representation,
+                    normalization="sample_max", array_shape=(1, 1, 1),
+                    target_mean=tuple(mean or [0.0] * dims), target_std=tuple(std or [1.0] * dims))

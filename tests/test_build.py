@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tfloc.config import load_config
+from tfloc.experiment import load_config
 from tfloc.sim import CacheError, DatasetBuild, PathSet, load_or_trace
 from tfloc.sim.build import parse_shard
 

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from tfloc.config import ConfigError, ExperimentConfig, load_config, to_dict, from_dict
+from tfloc.config import ConfigError, to_dict
+from tfloc.experiment import ExperimentConfig, from_dict, load_config
 
 from conftest import REPO
 
@@ -49,8 +50,6 @@ def test_round_trip_through_dict():
     ("training: {epochs: 0}", "training.epochs: 0 is below the minimum 1"),
     ("data: {snr_db: [20, 10]}", "data.snr_db: range [20.0, 10.0] is negative"),
     ("data: {representation: phase}", "data.representation: 'phase' is not one of"),
-    ("simulation: {scene: atlantis}", "simulation.scene: unknown scene 'atlantis'"),
-    ("simulation: {scene: /nope/missing.xml}", "does not exist"),
     ("model: {type: transformer9000}", "model.type: unknown model 'transformer9000'"),
     ("simulation: {ue_grid: 3}", "simulation.ue_grid: expected a mapping"),
     ("data: {labelled_fraction: 0.9, test_fraction: 0.5}", "> 1"),
@@ -80,6 +79,9 @@ def test_bad_override_syntax():
 @pytest.mark.parametrize("args, needle", [
     (["--config", "/nope/missing.yaml"], "config file not found"),
     (["--config", "BAD", "--set", "data.snr_db=[30, 5]"], "data.snr_db: range [30.0, 5.0] is negative"),
+    (["--config", "BAD", "--set", "simulation.scene=atlantis"], "simulation.scene: unknown scene 'atlantis'"),
+    (["--config", "BAD", "--set", "simulation.scene=/nope/missing.xml"], "does not exist"),
+    (["--config", "BAD", "--set", "method=nope"], "method.type: unknown method 'nope'"),
 ])
 def test_cli_user_errors_exit_2_one_line(tmp_path, args, needle):
     good = _write(tmp_path, "name: t\n")

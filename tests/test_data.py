@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfloc.config import DataConfig
+from tfloc.data.config import DataConfig
 from tfloc.data import (CSIPipeline, add_awgn, csi_features, make_splits, paths_to_csi,
                         subcarrier_frequencies, timing_advance_shift, to_real_imag)
 
@@ -106,6 +106,7 @@ def test_pipeline_shapes_and_noise_protocol(small_paths):
     idx = np.flatnonzero(small_paths.num_paths > 0)[:20]
     x, y = next(iter(pipe.csi_dataset(idx, training=False)))
     assert x["csi"].shape == (8, 2, 32, 32, 2) and x["csi"].dtype == tf.float32
+    y = y["position"]
     assert y.shape == (8, 2)
     np.testing.assert_array_equal(x["sector"], small_paths.sector[idx[:8]])
     np.testing.assert_allclose(y, small_paths.positions[idx[:8], :2])
@@ -115,8 +116,8 @@ def test_pipeline_shapes_and_noise_protocol(small_paths):
     ev = pipe.csi_dataset(idx, training=False)
     np.testing.assert_array_equal(next(iter(ev))[0]["csi"], next(iter(ev))[0]["csi"])
     tr = pipe.csi_dataset(idx[:8], training=True)
-    e1 = sorted(map(tuple, next(iter(tr))[1].numpy()))
-    e2 = sorted(map(tuple, next(iter(tr))[1].numpy()))
+    e1 = sorted(map(tuple, next(iter(tr))[1]["position"].numpy()))
+    e2 = sorted(map(tuple, next(iter(tr))[1]["position"].numpy()))
     assert e1 == e2  # same samples
     a1 = np.sort(next(iter(tr))[0]["csi"].numpy().ravel())
     a2 = np.sort(next(iter(tr))[0]["csi"].numpy().ravel())
@@ -207,13 +208,13 @@ def test_fresh_samples_every_epoch(small_paths):
     pool = {tuple(p) for p in small_paths.positions[splits.train, :2]}
     epochs = []
     for _ in range(3):
-        pos = np.concatenate([y.numpy() for _, y in ds])
+        pos = np.concatenate([y["position"].numpy() for _, y in ds])
         assert len(pos) == 24 and len({tuple(p) for p in pos}) == 24  # 24 distinct UEs
         assert {tuple(p) for p in pos} <= pool
         epochs.append({tuple(p) for p in pos})
     assert epochs[0] != epochs[1] and epochs[1] != epochs[2]
     # evaluation sets are not drawn: all of them, every pass
-    n_val = sum(len(y) for _, y in pipe.csi_dataset(splits.val, training=False))
+    n_val = sum(len(y["position"]) for _, y in pipe.csi_dataset(splits.val, training=False))
     assert n_val == len(splits.val)
 
 
@@ -231,14 +232,14 @@ def test_environments_from_sectors(small_paths):
     ds = multi_environment_dataset(envs, ["sector0", "sector1"], "train", training=True)
     ids, n = [], 0
     for x, y in ds:
-        assert x["features"].shape[1:] == (32, 8, 2) and y.shape[1:] == (2,)
+        assert x["features"].shape[1:] == (32, 8, 2) and y["position"].shape[1:] == (2,)
         ids.append(x["environment"].numpy())
-        n += len(y)
+        n += len(y["position"])
     ids = np.concatenate(ids)
     assert set(ids) == {0, 1} and n <= len(envs["sector0"].splits.train) + len(envs["sector1"].splits.train)
     # evaluation: every sample of each environment, tagged in order
     ev = multi_environment_dataset(envs, ["sector2"], "test", training=False)
-    got = np.concatenate([y.numpy() for _, y in ev])
+    got = np.concatenate([y["position"].numpy() for _, y in ev])
     np.testing.assert_allclose(np.sort(got[:, 0]),
                                np.sort(views["sector2"].positions[envs["sector2"].splits.test, 0]))
     with pytest.raises(KeyError, match="unknown environment"):

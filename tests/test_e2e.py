@@ -71,16 +71,17 @@ def served(run_dir):
     """CSI of test UEs, the Keras model's positions for it, and the export path."""
     import keras
     from tfloc.layers import CSIFeatures
-    from tfloc.methods.runner import load_run_config, prepare_data
+    from tfloc.methods.runner import load_data, load_run_config
     cfg = load_run_config(str(run_dir))
-    _, pipe, splits, _ = prepare_data(cfg, progress=False)
+    data = load_data(cfg, progress=False)
+    pipe, splits = data.pipeline, data.splits
     x, _ = next(iter(pipe.csi_dataset(splits.test[:16], training=False)))
     csi, sector = x["csi"].numpy(), x["sector"].numpy()
     model = keras.models.load_model(run_dir / "model.keras")
     d = cfg.data
     feats = CSIFeatures(d.num_delay_taps, d.representation, d.normalization,
                         cfg.simulation.bs_array.shape)(csi)
-    expected = model.predict({"features": feats, "sector": sector}, verbose=0)
+    expected = model.predict({"features": feats, "sector": sector}, verbose=0)["position"]
     np.save(run_dir.parent / "csi.npy", csi)
     np.save(run_dir.parent / "sector.npy", sector)
     return csi, sector, expected, run_dir / "export" / "etoile_supervised" / "1"
@@ -133,13 +134,12 @@ def test_serving_rejects_bad_csi(served):
 def test_csi_only_export_when_sector_unused(tmp_path):
     """use_sector=false: the signature is exactly csi -> position."""
     import tensorflow as tf
-    from tfloc.config import ResNetConfig
-    from tfloc.export import export_saved_model
-    from tfloc.models.resnet import build_resnet
-    model = build_resnet(ResNetConfig(width=4), (8, 6, 2))
-    path = export_saved_model(model, (2, 8, 10, 2), str(tmp_path), "m", 3, num_delay_taps=6,
-                              representation="magnitude", normalization="sample_max",
-                              num_sectors=0)
+    from conftest import make_spec
+    from tfloc.export import ServingModule
+    from tfloc.models.resnet import ResNetConfig, build_resnet
+    spec = make_spec((8, 6, 2), csi_shape=(2, 8, 10, 2))
+    model = build_resnet(ResNetConfig(width=4), spec)
+    path = ServingModule("m", model, spec).write(str(tmp_path / "m" / "3"))
     f = tf.saved_model.load(path).signatures["serving_default"]
     assert set(f.structured_input_signature[1]) == {"csi"}
     out = f(csi=tf.random.normal((5, 2, 8, 10, 2)))

@@ -3,9 +3,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfloc.config import ModelConfig, ResNetConfig
+from tfloc.models import ModelConfig
+from tfloc.models.resnet import ResNetConfig
 from tfloc.layers import AffineOutput, CSIFeatures
 from tfloc.models import MODELS, build_model
+
+from conftest import make_spec
 
 
 def _roundtrip(layer, x, tmp_path):
@@ -44,24 +47,26 @@ def test_affine_output_roundtrip(tmp_path):
 
 @pytest.mark.parametrize("depth", [18, 34])
 def test_resnet_shapes_and_save(tmp_path, depth):
-    cfg = ModelConfig(type="resnet", resnet=ResNetConfig(depth=depth, width=8))
-    m = build_model(cfg, (32, 16, 2), target_offset=(100.0, -100.0), target_scale=(50.0, 50.0))
+    cfg = ModelConfig("resnet")
+    cfg.resnet.depth, cfg.resnet.width = depth, 8
+    m = build_model(cfg, make_spec((32, 16, 2), mean=[100.0, -100.0], std=[50.0, 50.0]))
     x = np.random.default_rng(0).normal(size=(4, 32, 16, 2)).astype(np.float32)
-    y = m({"features": x})
+    y = m({"features": x})["position"]
     assert y.shape == (4, 2)
     n_convs = sum(isinstance(l, keras.layers.Conv2D) and "proj" not in l.name for l in m.layers)
     assert n_convs == depth - 1  # ResNet-N: N-1 convolutions + the dense head
     path = str(tmp_path / "r.keras")
     m.save(path)
-    np.testing.assert_allclose(keras.models.load_model(path)({"features": x}), y, atol=1e-5)
+    np.testing.assert_allclose(keras.models.load_model(path)({"features": x})["position"], y, atol=1e-5)
 
 
 def test_resnet_with_sector_input_uses_it():
-    cfg = ModelConfig(type="resnet", resnet=ResNetConfig(width=8))
-    m = build_model(cfg, (16, 8, 2), num_sectors=3)
+    cfg = ModelConfig("resnet")
+    cfg.resnet.width = 8
+    m = build_model(cfg, make_spec((16, 8, 2), num_sectors=3))
     x = np.random.default_rng(0).normal(size=(2, 16, 8, 2)).astype(np.float32)
-    y0 = m({"features": x, "sector": np.array([0, 0], np.int32)})
-    y1 = m({"features": x, "sector": np.array([1, 2], np.int32)})
+    y0 = m({"features": x, "sector": np.array([0, 0], np.int32)})["position"]
+    y1 = m({"features": x, "sector": np.array([1, 2], np.int32)})["position"]
     assert y0.shape == (2, 2) and not np.allclose(y0, y1)
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tfloc.metrics import MeanDistanceError, error_summary, position_errors_m
-from tfloc.methods.knn import SectorKNN, fit_knn
+from tfloc.evaluation.knn import SectorKNN, fit_knn
 
 
 def test_error_summary_matches_numpy(rng):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tfloc.config import ArrayConfig, SimulationConfig
+from tfloc.sim.config import ArrayConfig, SimulationConfig
 from tfloc.sim import SiteTracer
 
 pytestmark = pytest.mark.slow  # real Sionna RT; deselect with -m 'not slow'

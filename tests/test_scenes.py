@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfloc.config import ConfigError, DataConfig, load_config
+from tfloc.config import ConfigError
+from tfloc.data.config import DataConfig
+from tfloc.experiment import load_config
 from tfloc.sim.paths import PathSet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,7 +108,8 @@ def test_sample_groups_and_multi_bs_dataset():
     x, y = next(iter(pipe.feature_dataset(sp.test, training=False)))
     assert x["features"].shape == (4, 3, 5 * 8, 4, 2)         # [B, L, T*Nr, Nsc, 2]
     np.testing.assert_allclose(x["bs_positions"][0], ps.meta["bs_positions"], rtol=1e-6)
-    np.testing.assert_allclose(y, ps.positions[sp.test[:4, 0]], rtol=1e-6)
+    np.testing.assert_allclose(y["position"], ps.positions[sp.test[:4, 0]], rtol=1e-6)
+    assert y["condition"].shape == (4, 3)                     # a condition per link
 
 
 def test_subcarrier_stride_keeps_one_per_resource_block():
@@ -208,7 +211,7 @@ def test_supervised_refuses_multi_bs_datasets_before_tracing(tmp_path):
     r = subprocess.run([sys.executable, "train.py", "--config", "configs/data/campus.yaml",
                         "--set", f"runtime.cache_dir={tmp_path}"],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "method 'supervised' trains on one link per UE" in r.stderr
+    assert r.returncode == 2 and "method 'supervised' trains on one link per sample" in r.stderr
     assert not os.listdir(tmp_path)                                   # nothing traced
 
 

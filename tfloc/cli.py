@@ -42,22 +42,33 @@ def train_main(argv=None):
     p.add_argument("--run-dir", help="where to write logs, model, report and export "
                                      "(default: <runtime.runs_dir>/<name>-<timestamp>)")
     args = p.parse_args(argv)
-    from tfloc.config import load_config
+    from tfloc.experiment import load_config
     cfg = load_config(args.config, args.overrides)
     run_dir = args.run_dir or os.path.join(
         cfg.runtime.runs_dir, f"{cfg.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     logging.getLogger("tfloc").info("run directory: %s", run_dir)
     from tfloc.methods import train_and_evaluate
     report = train_and_evaluate(cfg, run_dir)
-    m, k = report["model"], report["baselines"]["knn"]
-    print(f"\nrun: {run_dir}\n"
-          f"test error (n={report['n_test']}):  model mean {m['mean_m']:.2f} m, "
-          f"p50 {m['p50_m']:.2f}, p67 {m['p67_m']:.2f}, p80 {m['p80_m']:.2f}, p90 {m['p90_m']:.2f} m\n"
-          f"                    kNN   mean {k['mean_m']:.2f} m, p50 {k['p50_m']:.2f}, "
-          f"p67 {k['p67_m']:.2f}, p80 {k['p80_m']:.2f}, p90 {k['p90_m']:.2f} m\n"
+    print(f"\nrun: {run_dir}\n{summary_lines(report)}\n"
           f"report: {os.path.join(run_dir, 'report.json')}  |  "
           f"tensorboard --logdir {os.path.join(run_dir, 'tensorboard')}")
     return report
+
+
+def summary_lines(report: dict) -> str:
+    """The test numbers of a report, one line per method (model first, then baselines)."""
+    def line(who, s):
+        return (f"  {who:<8} mean {s['mean_m']:.2f} m, p50 {s['p50_m']:.2f}, p67 {s['p67_m']:.2f}, "
+                f"p80 {s['p80_m']:.2f}, p90 {s['p90_m']:.2f} m, RMSE {s['rmse_m']:.2f} m")
+    rows = [f"test error (n={report['n_test']}):"]
+    if "mean_m" in report.get("model", {}):
+        rows.append(line("model", report["model"]))
+    for name, s in report.get("baselines", {}).items():
+        rows.append(line(name, s))
+    if "condition" in report:
+        c = report["condition"]
+        rows.append(f"  condition accuracy {100 * c['accuracy']:.1f} % over {', '.join(c['classes'])}")
+    return "\n".join(rows)
 
 
 def evaluate_main(argv=None):
@@ -68,6 +79,5 @@ def evaluate_main(argv=None):
         raise FileNotFoundError(f"{args.run_dir}: run directory not found")
     from tfloc.methods import evaluate_run
     report = evaluate_run(args.run_dir)
-    print(f"model mean {report['model']['mean_m']:.2f} m | kNN mean "
-          f"{report['baselines']['knn']['mean_m']:.2f} m -> {os.path.join(args.run_dir, 'report.json')}")
+    print(f"{summary_lines(report)}\n-> {os.path.join(args.run_dir, 'report.json')}")
     return report

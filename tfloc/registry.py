@@ -7,7 +7,11 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A named table of components (models, losses, scenes, ...).
+    """A named table of components (models, losses, methods, scenes, ...).
+
+    Each entry may carry an option dataclass (``config=``): a config's
+    :class:`tfloc.config.OneOf` over this registry then accepts exactly those
+    options under the entry's name.
 
     Parameters
     ----------
@@ -18,13 +22,15 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._items: Dict[str, T] = {}
+        self._configs: Dict[str, type | None] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator that registers ``obj`` under ``name``."""
+    def register(self, name: str, config: type | None = None) -> Callable[[T], T]:
+        """Decorator that registers ``obj`` under ``name`` (with its option dataclass)."""
         def deco(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} '{name}' is already registered")
             self._items[name] = obj
+            self._configs[name] = config
             return obj
         return deco
 
@@ -34,6 +40,11 @@ class Registry(Generic[T]):
         except KeyError:
             raise KeyError(f"unknown {self.kind} '{name}'; registered: "
                            f"{', '.join(sorted(self._items))}") from None
+
+    def config(self, name: str) -> type | None:
+        """The option dataclass registered with ``name`` (None: no options)."""
+        self.get(name)
+        return self._configs[name]
 
     def names(self):
         return sorted(self._items)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from tfloc.config import DataConfig
+from tfloc.data.config import DataConfig
 from tfloc.data.pipeline import CSIPipeline, Splits, make_splits
 from tfloc.sim.paths import PathSet
 
@@ -52,7 +52,8 @@ def multi_environment_dataset(envs: dict, names: list, split: str = "train", *,
                               training: bool, weights=None, seed: int = 0) -> tf.data.Dataset:
     """Features of several environments in one stream, each sample tagged.
 
-    Output elements: ({"features": [B, H, W, C], "environment": [B] int32}, position [B, 2]),
+    Output elements: ({"features": [B, H, W, C], "environment": [B] int32}, labels) with
+    the labels of :meth:`CSIPipeline.csi_dataset`,
     where ``environment`` indexes ``names``. Training streams sample the
     environments at random (``weights``, default by size) and end when any
     source is exhausted; evaluation streams concatenate them in order.

@@ -56,7 +56,8 @@ def csi_features(csi: tf.Tensor, num_delay_taps: int, representation: str = "mag
 
     Input
     -----
-    csi : [batch, num_ue_ant, num_bs_ant, num_subcarriers, 2], tf.float32 (real, imag)
+    csi : [batch, ..., num_ue_ant, num_bs_ant, num_subcarriers, 2], tf.float32 (real, imag);
+        leading dimensions (e.g. one CSI per BS) are kept: output [batch, ..., H, W, C]
     num_delay_taps : delay taps kept by the angle-delay forms (paths arrive early)
     array_shape : (rows, cols, polarisations) of the BS array, for ``adp``
 
@@ -79,6 +80,12 @@ def csi_features(csi: tf.Tensor, num_delay_taps: int, representation: str = "mag
     ``sample_power`` (unit mean square), ``antenna`` (unit peak per row H),
     ``subcarrier`` (unit peak per column W, seed 002) or ``none``.
     """
+    csi = tf.cast(csi, tf.float32)
+    if len(csi.shape) != 5:
+        lead = tf.shape(csi)[:-4]
+        flat = tf.reshape(csi, tf.concat([[-1], tf.shape(csi)[-4:]], 0))
+        f = csi_features(flat, num_delay_taps, representation, normalization, array_shape)
+        return tf.reshape(f, tf.concat([lead, tf.shape(f)[1:]], 0))
     if representation not in REPRESENTATIONS:
         raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
     if normalization not in NORMALIZATIONS:

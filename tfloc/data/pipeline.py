@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from tfloc.config import DataConfig
+from tfloc.data.config import DataConfig
 from tfloc.data.csi import (add_awgn, paths_to_csi, slot_variation, subcarrier_frequencies,
                             timing_advance_shift, to_real_imag)
 from tfloc.data.features import csi_features
@@ -50,7 +50,8 @@ def make_splits(paths: PathSet, cfg: DataConfig, seed: int) -> Splits:
     random ``labelled_fraction`` of all samples (so anchors are unevenly
     spaced); validation and test are further random fractions; the rest is
     unlabelled. ``split_by: realization`` (seed 002): train, validation and test
-    are the first, next and last blocks of realizations (``realization_splits``).
+    are the first, next and last blocks of realizations (``realization_splits``);
+    a 4th entry makes the realizations after validation an unlabelled block.
     """
     groups = sample_groups(paths)
     has_path = (paths.num_paths[groups] > 0).any(axis=1)
@@ -61,13 +62,15 @@ def make_splits(paths: PathSet, cfg: DataConfig, seed: int) -> Splits:
         return groups[i] if groups.shape[1] > 1 else groups[i, 0]
     if cfg.split_by == "realization":
         real = paths.realization[groups[:, 0]]
-        n_tr, n_va, n_te = cfg.realization_splits
+        n_tr, n_va, n_te = cfg.realization_splits[:3]
+        n_un = cfg.realization_splits[3] if len(cfg.realization_splits) > 3 else 0
         last = int(real.max(initial=0)) + 1
-        blocks = [(0, n_tr), (n_tr, n_tr + n_va), (last - n_te, last)]
-        train, val, test = (candidates[(real[candidates] >= lo) & (real[candidates] < hi)]
-                            for lo, hi in blocks)
+        blocks = [(0, n_tr), (n_tr, n_tr + n_va), (last - n_te, last),
+                  (n_tr + n_va, n_tr + n_va + n_un)]
+        train, val, test, unlabelled = (
+            candidates[(real[candidates] >= lo) & (real[candidates] < hi)] for lo, hi in blocks)
         return Splits(train=rows(train), val=rows(val), test=rows(test),
-                      unlabelled=rows(np.zeros(0, np.int64)), no_path=rows(np.flatnonzero(~has_path)))
+                      unlabelled=rows(unlabelled), no_path=rows(np.flatnonzero(~has_path)))
     rng = np.random.default_rng(seed)
     perm = rng.permutation(candidates)
     n = len(candidates)
@@ -169,12 +172,14 @@ class CSIPipeline:
         dims = self.cfg.position_dims
         pos = sub.positions[:, :dims].astype(np.float32)
         side = sub.sector.astype(np.int32)
+        cond = sub.condition.astype(np.int32)
         if index.ndim == 2:  # [n * L] -> [n, L]: a sample is seen by L BSs
             L = index.shape[1]
             a, tau = a.reshape((n, L) + a.shape[1:]), tau.reshape(n, L, -1)
             pos = pos[::L]
+            cond = cond.reshape(n, L)
             side = np.broadcast_to(self.bs_positions[None], (n,) + self.bs_positions.shape).copy()
-        ds = tf.data.Dataset.from_tensor_slices((a, tau, side, pos))
+        ds = tf.data.Dataset.from_tensor_slices((a, tau, side, {"position": pos, "condition": cond}))
         if draw_per_epoch:
             ds = ds.shuffle(n, seed=self.seed, reshuffle_each_iteration=True)
             ds = ds.take(min(draw_per_epoch, n))
@@ -203,7 +208,11 @@ class CSIPipeline:
     def csi_dataset(self, index: np.ndarray, *, training: bool, batch_size: int | None = None,
                     split_seed_offset: int = 0) -> tf.data.Dataset:
         """({"csi": [B, (L,) T*num_ue_ant, num_bs_ant, subcarriers, 2] float32,
-        "sector": [B] int32 or, multi-BS, "bs_positions": [B, L, 3]}, position [B, dims]).
+        "sector": [B] int32 or, multi-BS, "bs_positions": [B, L, 3]},
+        {"position": [B, dims] float32, "condition": [B (, L)] int32}).
+
+        ``condition`` is the PathSet's propagation-condition code per link
+        (:data:`tfloc.sim.paths.CONDITIONS`).
 
         Training sets are reshuffled and get fresh TA/noise draws every epoch;
         evaluation sets get the same draws on every pass (same seed).
@@ -224,20 +233,21 @@ class CSIPipeline:
         side_key = "bs_positions" if np.ndim(index) == 2 else "sector"
         ds = ds.map(lambda hsp, s: ({"csi": self._impair(hsp[0], s), side_key: hsp[1]}, hsp[2]),
                     num_parallel_calls=tf.data.AUTOTUNE)
+        n = min(fresh, len(index)) if fresh else len(index)
+        # unbatch() hides the length: state it, so Keras knows the steps per epoch
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // bsz)))
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def features(self, csi: tf.Tensor) -> tf.Tensor:
         """Features of [B, ...] single-link or [B, L, ...] multi-BS CSI (per link)."""
         c = self.cfg
-        lead = tf.shape(csi)[:-4]
-        flat = tf.reshape(csi, tf.concat([[-1], tf.shape(csi)[-4:]], 0))
-        f = csi_features(flat, c.num_delay_taps, c.representation, c.normalization,
-                         self.array_shape)
-        return tf.reshape(f, tf.concat([lead, tf.shape(f)[1:]], 0))
+        return csi_features(csi, c.num_delay_taps, c.representation, c.normalization,
+                            self.array_shape)
 
     def feature_dataset(self, index: np.ndarray, *, training: bool,
                         split_seed_offset: int = 0) -> tf.data.Dataset:
-        """({"features": [B, H, W, C][, "sector": [B]]}, position [B, 2]) (see csi_features).
+        """({"features": [B, (L,) H, W, C][, "sector": [B]]}, labels) (see csi_features
+        and :meth:`csi_dataset` for the labels).
 
         ``sector`` is included when ``DataConfig.use_sector`` is set.
         """
@@ -255,9 +265,12 @@ class CSIPipeline:
 
 
 def dataset_to_numpy(ds: tf.data.Dataset):
-    """Materialises a finite (x, y) dataset: x a dict of NumPy arrays, y an array."""
+    """Materialises a finite (x, y) dataset of dicts: (dict of arrays, dict of arrays)."""
     xs, ys = [], []
     for x, y in ds:
         xs.append({k: v.numpy() for k, v in x.items()})
-        ys.append(y.numpy())
-    return {k: np.concatenate([x[k] for x in xs]) for k in xs[0]}, np.concatenate(ys)
+        ys.append({k: v.numpy() for k, v in y.items()})
+    if not xs:
+        raise ValueError("empty dataset")
+    return ({k: np.concatenate([x[k] for x in xs]) for k in xs[0]},
+            {k: np.concatenate([y[k] for y in ys]) for k in ys[0]})

@@ -1,4 +1,5 @@
 """Export: SavedModels in the TF Serving layout that take raw CSI."""
-from tfloc.export.saved_model import export_saved_model, serving_model
+from tfloc.export.config import ExportConfig
+from tfloc.export.saved_model import ExportModule, ServingModule
 
-__all__ = ["export_saved_model", "serving_model"]
+__all__ = ["ExportConfig", "ExportModule", "ServingModule"]

@@ -1,6 +1,12 @@
-"""Export for TF Serving: raw CSI in, position out, features computed in the graph."""
+"""Export for TF Serving: raw CSI in, the method's named outputs out, features in the graph.
+
+A method serves one or more :class:`ExportModule` s; the runner writes each to
+``export/<name>/<version>/`` (the TF Serving layout), atomically, with
+``assets.extra/tfloc.json`` describing inputs, outputs and condition classes.
+"""
 from __future__ import annotations
 
+import json
 import os
 
 import keras
@@ -9,59 +15,97 @@ import tensorflow as tf
 from tfloc.layers import CSIFeatures
 from tfloc.utils import atomic_dir
 
-
-def serving_model(model: keras.Model, csi_shape, num_delay_taps: int, representation: str,
-                  normalization: str, num_sectors: int, array_shape=(1, 1, 1)) -> keras.Model:
-    """Wraps a feature-domain model so it takes raw CSI [batch, *csi_shape] (and the sector)."""
-    csi = keras.Input(shape=tuple(csi_shape), name="csi")
-    feats = CSIFeatures(num_delay_taps, representation, normalization, array_shape,
-                        name="csi_features")(csi)
-    inputs, model_in = {"csi": csi}, {"features": feats}
-    if num_sectors:
-        inputs["sector"] = model_in["sector"] = keras.Input(shape=(), dtype="int32", name="sector")
-    return keras.Model(inputs, model(model_in), name="serving")
+#: units and meaning of the outputs a method may serve (for tfloc.json)
+OUTPUT_DOCS = {"position": "metres, scene coordinates",
+               "position_std": "metres, 1-sigma per axis",
+               "condition_probs": "probability of each condition class"}
 
 
-def export_saved_model(model: keras.Model, csi_shape, export_root: str, model_name: str,
-                       version: int, *, num_delay_taps: int, representation: str,
-                       normalization: str, num_sectors: int, array_shape=(1, 1, 1)) -> str:
-    """Writes ``export_root/<model_name>/<version>/`` (TF Serving layout), atomically.
+class ExportModule:
+    """One SavedModel a method serves. Subclasses implement :meth:`build_archive`."""
 
-    Signature ``serving_default``: ``csi`` float32 [batch, *csi_shape] (real, imag
-    last) and, if ``num_sectors > 0``, ``sector`` int32 [batch] (the serving
-    sector's index) -> ``position`` float32 [batch, 2]. CSI of the wrong shape or
-    with NaN/Inf, and sector indices outside [0, num_sectors), are rejected with an
-    InvalidArgumentError naming the input.
+    def __init__(self, name: str, metadata: dict | None = None):
+        self.name = name
+        self.metadata = dict(metadata or {})
+
+    def build_archive(self) -> keras.export.ExportArchive:
+        raise NotImplementedError
+
+    def write(self, path: str) -> str:
+        archive = self.build_archive()
+        with atomic_dir(path) as tmp:
+            archive.write_out(tmp, verbose=False)
+            os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+            with open(os.path.join(tmp, "assets.extra", "tfloc.json"), "w") as fh:
+                json.dump(self.metadata, fh, indent=2)
+        return path
+
+
+class ServingModule(ExportModule):
+    """Serves a feature-domain model on raw CSI.
+
+    Signature ``serving_default``: the named inputs of ``spec.serving_inputs``
+    -- ``csi`` float32 [batch, (L,) *csi_shape] (real, imag last), and
+    ``sector`` int32 [batch] or ``bs_positions`` float32 [batch, L, 3] where
+    the model takes them -- and the model outputs named in ``outputs``.
+    CSI of the wrong shape or with NaN/Inf, and sector indices out of range, are
+    rejected with an InvalidArgumentError naming the input.
     """
-    serve_model = serving_model(model, csi_shape, num_delay_taps, representation,
-                                normalization, num_sectors, array_shape)
-    csi_spec = tf.TensorSpec([None, *csi_shape], tf.float32, name="csi")
-    shape_msg = f"input 'csi' must have shape [batch, {', '.join(map(str, csi_shape))}]"
 
-    def check_csi(csi):
-        # A loaded signature does not enforce static shapes, and the transform would
-        # accept another subcarrier count, so check explicitly.
-        tf.debugging.assert_equal(tf.shape(csi)[1:], tf.constant(csi_shape, tf.int32), shape_msg)
-        tf.debugging.assert_all_finite(csi, "input 'csi' contains NaN or Inf values")
+    def __init__(self, name: str, model: keras.Model, spec, outputs=("position",),
+                 metadata: dict | None = None):
+        missing = [o for o in outputs if o not in model.output]
+        if missing:
+            raise ValueError(f"model '{model.name}' has no output(s) {missing}; "
+                             f"it has {sorted(model.output)}")
+        self.model, self.spec, self.outputs = model, spec, tuple(outputs)
+        inputs = {k: {"shape": [None, *s], "dtype": d} for k, (s, d) in spec.serving_inputs.items()}
+        super().__init__(name, {"inputs": inputs,
+                                "outputs": {o: OUTPUT_DOCS.get(o, "") for o in self.outputs},
+                                **(metadata or {})})
 
-    archive = keras.export.ExportArchive()
-    archive.track(serve_model)
-    if num_sectors:
-        def serve(csi, sector):
-            check_csi(csi)
-            tf.debugging.assert_equal(tf.shape(sector)[0], tf.shape(csi)[0],
-                                      "inputs 'csi' and 'sector' differ in batch size")
-            tf.debugging.assert_less(sector, num_sectors, f"input 'sector' must be < {num_sectors}")
-            tf.debugging.assert_non_negative(sector, "input 'sector' must be >= 0")
-            return {"position": serve_model({"csi": csi, "sector": sector}, training=False)}
-        specs = [csi_spec, tf.TensorSpec([None], tf.int32, name="sector")]
-    else:
-        def serve(csi):
-            check_csi(csi)
-            return {"position": serve_model({"csi": csi}, training=False)}
-        specs = [csi_spec]
-    archive.add_endpoint(name="serving_default", fn=serve, input_signature=specs)
-    path = os.path.join(export_root, model_name, str(version))
-    with atomic_dir(path) as tmp:
-        archive.write_out(tmp, verbose=False)
-    return path
+    def serving_model(self) -> keras.Model:
+        """The model on raw CSI (features computed by :class:`CSIFeatures`)."""
+        s = self.spec
+        inputs = {name: keras.Input(shape=shape, dtype=dtype, name=name)
+                  for name, (shape, dtype) in s.serving_inputs.items()}
+        feats = CSIFeatures(s.num_delay_taps, s.representation, s.normalization, s.array_shape,
+                            name="csi_features")(inputs["csi"])
+        model_in = {"features": feats, **{k: v for k, v in inputs.items() if k != "csi"}}
+        out = self.model(model_in)
+        return keras.Model(inputs, {k: out[k] for k in self.outputs}, name="serving")
+
+    def build_archive(self):
+        s = self.spec
+        serve_model = self.serving_model()
+        names = list(s.serving_inputs)
+        specs = [tf.TensorSpec([None, *shape], dtype, name=name)
+                 for name, (shape, dtype) in s.serving_inputs.items()]
+        csi_shape = list(s.serving_inputs["csi"][0])
+        shape_msg = f"input 'csi' must have shape [batch, {', '.join(map(str, csi_shape))}]"
+        num_sectors = s.num_sectors
+
+        def serve(*args):
+            x = dict(zip(names, args))
+            csi = x["csi"]
+            # A loaded signature does not enforce static shapes, and the transform would
+            # accept another subcarrier count, so check explicitly.
+            tf.debugging.assert_equal(tf.shape(csi)[1:], tf.constant(csi_shape, tf.int32), shape_msg)
+            tf.debugging.assert_all_finite(csi, "input 'csi' contains NaN or Inf values")
+            for k, v in x.items():
+                if k != "csi":
+                    tf.debugging.assert_equal(tf.shape(v)[0], tf.shape(csi)[0],
+                                              f"inputs 'csi' and '{k}' differ in batch size")
+            if "sector" in x:
+                tf.debugging.assert_less(x["sector"], num_sectors,
+                                         f"input 'sector' must be < {num_sectors}")
+                tf.debugging.assert_non_negative(x["sector"], "input 'sector' must be >= 0")
+            if "bs_positions" in x:
+                tf.debugging.assert_all_finite(x["bs_positions"],
+                                               "input 'bs_positions' contains NaN or Inf values")
+            return serve_model(x, training=False)
+
+        archive = keras.export.ExportArchive()
+        archive.track(serve_model)
+        archive.add_endpoint(name="serving_default", fn=serve, input_signature=specs)
+        return archive

@@ -1,4 +1,5 @@
 """Custom Keras layers (all registered for serialisation under package 'tfloc')."""
 from tfloc.layers.features import AffineOutput, CoordinateChannels, CSIFeatures
+from tfloc.layers.gradient_reversal import GradientReversal
 
-__all__ = ["AffineOutput", "CoordinateChannels", "CSIFeatures"]
+__all__ = ["AffineOutput", "CoordinateChannels", "CSIFeatures", "GradientReversal"]

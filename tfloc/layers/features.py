@@ -21,11 +21,12 @@ class CSIFeatures(keras.layers.Layer):
 
     Input
     -----
-    csi : [batch, num_ue_ant, num_bs_ant, num_subcarriers, 2], float32
+    csi : [batch, ..., num_ue_ant, num_bs_ant, num_subcarriers, 2], float32
+        any leading dimensions (e.g. one CSI per BS: [batch, L, ...])
 
     Output
     ------
-    [batch, H, W, C], float32
+    [batch, ..., H, W, C], float32
     """
 
     def __init__(self, num_delay_taps: int, representation: str = "magnitude",
@@ -37,12 +38,12 @@ class CSIFeatures(keras.layers.Layer):
         self.array_shape = tuple(int(v) for v in array_shape)
 
     def call(self, csi):
-        return csi_features(tf.cast(csi, tf.float32), self.num_delay_taps,
-                            self.representation, self.normalization, self.array_shape)
+        return csi_features(csi, self.num_delay_taps, self.representation, self.normalization,
+                            self.array_shape)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], *feature_shape(input_shape[1:], self.num_delay_taps,
-                                               self.representation, self.array_shape))
+        return (*input_shape[:-4], *feature_shape(input_shape[-4:], self.num_delay_taps,
+                                                  self.representation, self.array_shape))
 
     def get_config(self):
         return {**super().get_config(), "num_delay_taps": self.num_delay_taps,

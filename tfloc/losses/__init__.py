@@ -1,25 +1,57 @@
-"""Losses, chosen by registered name (``training.loss``)."""
-import keras
+"""Losses, chosen by registered name (``training.loss``), and the seed-002 loss terms.
 
+A registered loss is a factory ``(options, spec) -> fn(labels, outputs) -> [b]``
+(per-sample values): ``labels`` and ``outputs`` are the dicts of named tensors
+the pipeline and the models produce. Positions are compared in units of the
+training labels' spread (``spec.target_std``), so loss weights mean the same on
+every site.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tfloc.config import OneOf, param
 from tfloc.registry import Registry
+from tfloc.losses.alignment import (coral, global_alignment, lambda_ramp, local_alignment, mmd,
+                                    multilinear_map, batch_distribution, symmetric_kl, weight_l2)
+from tfloc.losses.classification import focal_cross_entropy
+from tfloc.losses.regression import position_huber, standardized_squared_error
+from tfloc.losses.uncertainty import HomoscedasticWeighting, gaussian_nll
 
 LOSSES: Registry = Registry("loss")
 
 
+class LossConfig(OneOf):
+    """``training.loss: {type: huber, huber: {delta: 0.5}}`` or just ``mse``."""
+    registry = LOSSES
+    default = "mse"
+
+
 @LOSSES.register("mse")
-def mse():
-    """Mean squared position error [m^2]."""
-    return keras.losses.MeanSquaredError(name="mse")
+def _mse(options, spec):
+    """Squared position error in units of the label spread, summed over axes (seed 002 eq. 8)."""
+    return lambda labels, outputs: standardized_squared_error(
+        labels["position"], outputs["position"], spec.target_std)
 
 
-@LOSSES.register("huber")
-def huber():
-    """Huber loss with a 1 m knee: MSE near the target, L1 on outliers."""
-    return keras.losses.Huber(delta=1.0, name="huber")
+@dataclass
+class HuberOptions:
+    delta: float = param(1.0, min=1e-6, doc="knee, in units of the label spread")
 
 
-def build_loss(name: str):
-    return LOSSES.get(name)()
+@LOSSES.register("huber", config=HuberOptions)
+def _huber(options, spec):
+    """Huber loss of the standardised position error: MSE near the target, L1 on outliers."""
+    return lambda labels, outputs: position_huber(labels["position"], outputs["position"],
+                                                  spec.target_std, options.delta)
 
 
-__all__ = ["LOSSES", "build_loss"]
+def build_loss(loss_cfg: LossConfig, spec):
+    """The per-sample loss function chosen by ``loss_cfg``."""
+    return LOSSES.get(loss_cfg.type)(loss_cfg.options, spec)
+
+
+__all__ = ["LOSSES", "LossConfig", "build_loss", "standardized_squared_error", "position_huber",
+           "focal_cross_entropy", "batch_distribution", "symmetric_kl", "multilinear_map",
+           "local_alignment", "global_alignment", "lambda_ramp", "weight_l2", "mmd", "coral",
+           "gaussian_nll", "HomoscedasticWeighting"]

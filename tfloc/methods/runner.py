@@ -1,11 +1,13 @@
-"""End-to-end runs: trace (cached) -> data -> train -> evaluate -> export."""
+"""End-to-end runs: check -> trace (cached) -> data -> task hooks -> evaluate -> export.
+
+The runner knows no method: it calls the :class:`tfloc.methods.task.Task` hooks.
+"""
 from __future__ import annotations
 
 import logging
 import os
 import time
 
-from tfloc.config import ExperimentConfig, dump_yaml, from_dict
 from tfloc.methods.registry import METHODS
 
 log = logging.getLogger("tfloc")
@@ -14,154 +16,131 @@ CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.keras"
 
 
-def load_dataset(cfg: ExperimentConfig, progress: bool = True):
-    """Traced paths (from the cache when possible), the CSI pipeline and the splits."""
+def make_task(cfg):
+    """The configured task, after the checks that need no tracing (scene name, method vs data)."""
+    from tfloc.data.spec import DataSpec
+    from tfloc.sim.scenes import check_scene_config
+    check_scene_config(cfg.simulation)
+    task = METHODS.get(cfg.method.type)(cfg)
+    task.check(DataSpec.from_config(cfg))
+    return task
+
+
+def load_data(cfg, progress: bool = True):
+    """Traced paths (from the cache when possible), the CSI pipeline, the splits and the spec."""
     from tfloc.data import CSIPipeline, make_splits
+    from tfloc.data.spec import DataSpec
+    from tfloc.methods.task import DataBundle
     from tfloc.sim import load_or_trace
     paths, cache, hit = load_or_trace(cfg.simulation, cfg.runtime.cache_dir, progress=progress)
-    log.info("%s paths: %s (%d UEs, %d with no path)", "cached" if hit else "traced",
+    log.info("%s paths: %s (%d links, %d with no path)", "cached" if hit else "traced",
              cache, paths.num_ue, int((paths.num_paths == 0).sum()))
     pipeline = CSIPipeline(paths, cfg.data, seed=cfg.runtime.seed,
                            array_shape=cfg.simulation.bs_array.shape,
                            frequency_hz=cfg.simulation.frequency_hz)
     splits = make_splits(paths, cfg.data, seed=cfg.runtime.seed)
-    return paths, pipeline, splits, {"cache_dir": cache, "cache_hit": hit}
+    train_rows = splits.train if splits.train.ndim == 1 else splits.train[:, 0]
+    spec = DataSpec.from_config(cfg).with_targets(paths.positions[train_rows])
+    return DataBundle(paths, pipeline, splits, spec, {"cache_dir": cache, "cache_hit": hit})
 
 
-def prepare_data(cfg: ExperimentConfig, progress: bool = True):
-    """:func:`load_dataset`, after checking (before any tracing) that the method can use it."""
-    from tfloc.config import ConfigError
-    from tfloc.sim.tracer import site_panels
-    sectored, panels = site_panels(cfg.simulation)
-    if cfg.method == "supervised" and ((not sectored and len(panels) > 1)
-                                       or cfg.data.position_dims != 2):
-        raise ConfigError("method 'supervised' trains on one link per UE and 2D positions; this "
-                          "config has a multi-BS site or data.position_dims: 3 (build such "
-                          "datasets with python -m tfloc.sim build)")
-    return load_dataset(cfg, progress)
+def prepare(cfg, progress: bool = True):
+    """(task, data): every check first, then tracing or the cache."""
+    task = make_task(cfg)
+    data = load_data(cfg, progress)
+    task.spec = data.spec
+    return task, data
 
 
-def train_and_evaluate(cfg: ExperimentConfig, run_dir: str) -> dict:
+def train_and_evaluate(cfg, run_dir: str) -> dict:
     """The whole experiment of one config; returns the report (also in run_dir)."""
+    from tfloc.config import dump_yaml
     from tfloc.utils import set_seed
     set_seed(cfg.runtime.seed)
     timings = {}
     t0 = time.time()
-    paths, pipeline, splits, sim_info = prepare_data(cfg)
+    task, data = prepare(cfg)
     timings["simulation_s"] = time.time() - t0
+    inputs = task.build_inputs(data)
     # The run directory appears only once the data is ready: a mistake found
-    # while tracing or splitting leaves no run behind.
+    # while tracing, splitting or building the inputs leaves no run behind.
     os.makedirs(run_dir, exist_ok=True)
     dump_yaml(cfg, os.path.join(run_dir, CONFIG_FILE))
-
-    task = METHODS.get(cfg.method)(cfg)
-    inputs = task.build_inputs(pipeline, splits)
-    input_shape = inputs["train"].element_spec[0]["features"].shape[1:]
-    model = task.build_model(input_shape, paths.positions[splits.train, :2])
-    log.info("model %s: %d parameters, input %s; %d labelled training UEs",
-             model.name, model.count_params(), tuple(input_shape), len(splits.train))
+    models = task.build_models(data.spec)
+    net = models["inference"]
+    log.info("method %s, model %s: %d parameters, inputs %s; %d labelled training samples",
+             cfg.method.type, net.name, net.count_params(),
+             {k: v[0] for k, v in data.spec.model_inputs.items()}, len(data.splits.train))
     _log_config_text(cfg, run_dir)
     t1 = time.time()
-    history = task.train(model, inputs, run_dir)
+    facts = task.train(models, inputs, run_dir)
     timings["training_s"] = time.time() - t1
-    timings["epochs"] = len(history.history["loss"])
-
-    tmp = os.path.join(run_dir, ".tmp-" + MODEL_FILE)
-    model.save(tmp)
-    os.replace(tmp, os.path.join(run_dir, MODEL_FILE))
-
-    report = evaluate_run(run_dir, model=model, data=(paths, pipeline, splits, sim_info),
-                          extra={"timings_s": timings})
+    timings.update(facts)
+    save_models(run_dir, models)
+    report = evaluate(cfg, run_dir, task, models, data, extra={"timings_s": timings})
     if cfg.export.enabled:
         t2 = time.time()
-        path = export_run(run_dir, cfg, model, pipeline)
-        log.info("exported SavedModel to %s (%.1f s)", path, time.time() - t2)
+        for module in task.export_modules(models, data.spec):
+            path = module.write(os.path.join(run_dir, "export", module.name, str(cfg.export.version)))
+            log.info("exported SavedModel %s (%.1f s)", path, time.time() - t2)
     return report
 
 
-def export_run(run_dir: str, cfg: ExperimentConfig, model, pipeline) -> str:
-    from tfloc.export import export_saved_model
-    d = cfg.data
-    return export_saved_model(model, pipeline.csi_shape, os.path.join(run_dir, "export"),
-                              cfg.export.model_name, cfg.export.version,
-                              num_delay_taps=d.num_delay_taps, representation=d.representation,
-                              normalization=d.normalization, num_sectors=cfg.num_model_sectors,
-                              array_shape=pipeline.array_shape)
+def save_models(run_dir: str, models: dict):
+    """``model.keras`` (inference) and ``models/<name>.keras`` for the others, atomically."""
+    for name, model in models.items():
+        final = (os.path.join(run_dir, MODEL_FILE) if name == "inference"
+                 else os.path.join(run_dir, "models", f"{name}.keras"))
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(final), ".tmp-" + os.path.basename(final))
+        model.save(tmp)
+        os.replace(tmp, final)
 
 
-def load_run_config(run_dir: str) -> ExperimentConfig:
-    import yaml
-    from tfloc.config import ConfigError
-    path = os.path.join(run_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise ConfigError(f"{run_dir}: not a run directory ({CONFIG_FILE} missing)")
-    with open(path) as fh:
-        try:
-            return from_dict(yaml.safe_load(fh))
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
+def load_run_config(run_dir: str):
+    from tfloc.experiment import load_run_config as load
+    return load(os.path.join(run_dir, CONFIG_FILE))
 
 
-def evaluate_run(run_dir: str, model=None, data=None, extra: dict | None = None) -> dict:
-    """Scores a run on its test set against the kNN baseline.
-
-    Writes ``report.json`` and ``cdf.png`` into ``run_dir`` and the CDF and
-    summary to TensorBoard. Reuses the run's cached paths and seeds, so the test
-    set (positions and noise) is the one of the training run.
-    """
-    import keras
+def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = None) -> dict:
+    """Scores the inference model on the test split with the configured evaluators,
+    builds the report, then writes it (report.json, cdf.png, figures, TensorBoard)."""
     from tfloc.data import dataset_to_numpy
-    from tfloc.methods.knn import fit_knn
-    from tfloc.metrics import cdf_figure, error_summary, position_errors_m
-    from tfloc.utils import atomic_write_json
-
-    cfg = load_run_config(run_dir)
-    if data is None:
-        data = prepare_data(cfg)
-    paths, pipeline, splits, sim_info = data
-    if model is None:
-        model_path = os.path.join(run_dir, MODEL_FILE)
-        if not os.path.isfile(model_path):
-            raise FileNotFoundError(f"{run_dir}: no trained model ({MODEL_FILE} missing)")
-        model = keras.models.load_model(model_path)
+    from tfloc.evaluation import EvalContext, run_evaluators, write_report
 
     t0 = time.time()
-    x_test, y_test = dataset_to_numpy(pipeline.feature_dataset(splits.test, training=False,
-                                                               split_seed_offset=3))
-    pred = model.predict(x_test, batch_size=256, verbose=0)
-    err_model = position_errors_m(pred, y_test)
+    p, s = data.pipeline, data.splits
+    offsets = {"train": 1, "val": 2, "test": 3}
 
-    def knn_set(x, y):
-        return x["features"], y, x.get("sector")
-    x_tr, y_tr = dataset_to_numpy(pipeline.feature_dataset(splits.train, training=False,
-                                                           split_seed_offset=1))
-    x_va, y_va = dataset_to_numpy(pipeline.feature_dataset(splits.val, training=False,
-                                                           split_seed_offset=2))
-    knn, knn_info = fit_knn(knn_set(x_tr, y_tr), knn_set(x_va, y_va), cfg.evaluation.knn_neighbors)
-    err_knn = position_errors_m(knn.predict(x_test["features"], x_test.get("sector")), y_test)
-
-    meta = paths.meta
-    test_los = paths.los[splits.test]
+    def fixed_set(split):
+        return dataset_to_numpy(p.feature_dataset(getattr(s, split), training=False,
+                                                  split_seed_offset=offsets[split]))
+    x_test, y_test = fixed_set("test")
+    net = models["inference"]
+    ctx = EvalContext(model_name=net.name, x=x_test, y=y_test,
+                      outputs=task.evaluation_outputs(models, x_test),
+                      class_names=task.class_names,
+                      to_class=(lambda c: task.condition_classes(c).numpy()) if task.class_names else None,
+                      fixed_set=fixed_set, knn_neighbors=tuple(cfg.evaluation.knn_neighbors))
+    names = cfg.evaluation.evaluators or list(task.evaluators)
+    result = run_evaluators(names, ctx)
+    meta = data.paths.meta
+    has_path = data.paths.num_paths > 0
     report = {
-        "model": {**error_summary(err_model),
-                  "los": error_summary(err_model[test_los]) if test_los.any() else None,
-                  "nlos": error_summary(err_model[~test_los]) if (~test_los).any() else None},
-        "baselines": {"knn": {**error_summary(err_knn), **knn_info}},
-        "n_test": int(len(splits.test)),
-        "n_train_labelled": int(len(splits.train)),
-        "n_val": int(len(splits.val)),
-        "n_unlabelled": int(len(splits.unlabelled)),
-        "n_no_path_excluded": int(len(splits.no_path)),
+        **result.report,
+        "n_test": int(len(s.test)), "n_train_labelled": int(len(s.train)),
+        "n_val": int(len(s.val)), "n_unlabelled": int(len(s.unlabelled)),
+        "n_no_path_excluded": int(len(s.no_path)),
         "n_indoor_excluded": int(meta.get("n_indoor_excluded", 0)),
-        "los_share": float(paths.los[paths.num_paths > 0].mean()),
+        "los_share": float(data.paths.los[has_path].mean()) if has_path.any() else 0.0,
         "per_sector": meta.get("per_sector"),
-        "simulation": {k: meta.get(k) for k in ("scene", "trace_s", "receivers_per_s",
-                                                 "mean_paths_per_ue")} | sim_info,
-        "method": cfg.method,
-        "model_name": model.name,
-        "num_parameters": int(model.count_params()),
+        "simulation": {k: meta.get(k) for k in ("scene", "site", "trace_s", "receivers_per_s",
+                                                 "mean_paths_per_ue", "conditions")} | data.info,
+        "method": cfg.method.type, "evaluators": names,
+        "model_name": net.name, "num_parameters": int(net.count_params()),
         "evaluation_s": round(time.time() - t0, 2),
     }
+    report.update(getattr(task, "report_extra", {}) or {})
     if extra:
         report.update(extra)
     prev = os.path.join(run_dir, "report.json")
@@ -169,18 +148,29 @@ def evaluate_run(run_dir: str, model=None, data=None, extra: dict | None = None)
         import json
         with open(prev) as fh:  # keep the training timings when re-scoring
             report["timings_s"] = json.load(fh).get("timings_s")
-    atomic_write_json(prev, report)
-
-    fig = cdf_figure({model.name: err_model, f"kNN (k={knn_info['k']})": err_knn},
-                     title=f"{cfg.name}: test error CDF (n={len(err_model)})")
-    tmp = os.path.join(run_dir, ".tmp-cdf.png")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, os.path.join(run_dir, "cdf.png"))
-    _log_eval_summaries(run_dir, fig, report)
-    log.info("test: model mean %.2f m (p90 %.2f m) | kNN mean %.2f m (p90 %.2f m)",
-             report["model"]["mean_m"], report["model"]["p90_m"],
-             report["baselines"]["knn"]["mean_m"], report["baselines"]["knn"]["p90_m"])
+    write_report(run_dir, report, result.curves, result.figures,
+                 title=f"{cfg.name}: test error CDF (n={len(s.test)})")
+    m = report.get("model", {})
+    if "mean_m" in m:
+        log.info("test: %s mean %.2f m (p90 %.2f m)", net.name, m["mean_m"], m["p90_m"])
     return report
+
+
+def evaluate_run(run_dir: str) -> dict:
+    """Re-scores a finished run: same cached paths, same test UEs, same noise draws."""
+    import keras
+    cfg = load_run_config(run_dir)
+    model_path = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"{run_dir}: no trained model ({MODEL_FILE} missing)")
+    task, data = prepare(cfg)
+    models = {"inference": keras.models.load_model(model_path)}
+    other = os.path.join(run_dir, "models")
+    if os.path.isdir(other):
+        for f in sorted(os.listdir(other)):
+            if f.endswith(".keras"):
+                models[f[:-6]] = keras.models.load_model(os.path.join(other, f))
+    return evaluate(cfg, run_dir, task, models, data)
 
 
 def _log_config_text(cfg, run_dir):
@@ -190,20 +180,3 @@ def _log_config_text(cfg, run_dir):
     with tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard", "config")).as_default():
         text = "```\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False) + "```"
         tf.summary.text("resolved_config", text, step=0)
-
-
-def _log_eval_summaries(run_dir, fig, report):
-    import io
-
-    import matplotlib.pyplot as plt
-    import tensorflow as tf
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    image = tf.image.decode_png(buf.getvalue(), channels=4)[None]
-    with tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard", "eval")).as_default():
-        tf.summary.image("test_error_cdf", image, step=0)
-        for who, stats in (("model", report["model"]), ("knn", report["baselines"]["knn"])):
-            for k in ("mean_m", "p50_m", "p67_m", "p80_m", "p90_m", "rmse_m"):
-                tf.summary.scalar(f"test/{who}_{k}", stats[k], step=0)
-

@@ -1,12 +1,12 @@
 """Positioning networks, chosen by registered name (``model.type``)."""
-from tfloc.models.registry import MODELS
-from tfloc.models import resnet  # noqa: F401  (registers "resnet")
+from tfloc.models.registry import MODELS, ModelConfig
+from tfloc.models import resnet, semantic_cnn  # noqa: F401  (register "resnet", "semantic_cnn")
 
 
-def build_model(model_cfg, input_shape, **kwargs):
-    """Builds ``MODELS[model_cfg.type]`` with its own config section."""
-    builder = MODELS.get(model_cfg.type)
-    return builder(getattr(model_cfg, model_cfg.type), input_shape, **kwargs)
+def build_model(model_cfg: ModelConfig, spec, *, num_conditions: int = 0, name: str | None = None):
+    """Builds ``MODELS[model_cfg.type]`` with its own options and the data spec."""
+    return MODELS.get(model_cfg.type)(model_cfg.options, spec, num_conditions=num_conditions,
+                                      name=name)
 
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "ModelConfig", "build_model"]

@@ -1,5 +1,19 @@
-"""The model registry: ``model.type`` in a config names one of these builders."""
+"""The model registry: ``model.type`` in a config names one of these builders.
+
+A builder is ``build(options, spec, *, num_conditions=0, name=None) -> keras.Model``
+where ``options`` is its registered option dataclass and ``spec`` a
+:class:`tfloc.data.spec.DataSpec`. Every model takes the named inputs of
+``spec.model_inputs`` and returns a dict: ``position`` [b, dims] in metres,
+``embedding`` [b, E] (the shared features), and with ``num_conditions > 0``
+``condition_logits`` / ``condition_probs`` [b, C].
+"""
+from tfloc.config import OneOf
 from tfloc.registry import Registry
 
-#: name -> builder(cfg_section, input_shape, output_dim, target_offset, target_scale)
 MODELS: Registry = Registry("model")
+
+
+class ModelConfig(OneOf):
+    """``model: {type: resnet, resnet: {depth: 34}}``."""
+    registry = MODELS
+    default = "resnet"

@@ -1,13 +1,33 @@
 """ResNet backbones adapted to angle-delay inputs (small maps, few channels)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 
-from tfloc.config import ResNetConfig
-from tfloc.layers import AffineOutput, CoordinateChannels
+from tfloc.config import param
+from tfloc.layers import CoordinateChannels
+from tfloc.models.heads import model_inputs, output_heads, sector_onehot
 from tfloc.models.registry import MODELS
 
 _BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+
+
+@dataclass
+class ResNetConfig:
+    depth: int = param(18, choices=[18, 34])
+    width: int = param(32, min=4, doc="filters of the first stage (torchvision: 64)")
+    stem_stride: int = param(2, min=1, max=4)
+    head_units: int = param(128, min=1)
+    # Where a peak sits in the angle-delay map is the position information
+    # (delay tap = range, angle bin = bearing); coordinate channels keep it
+    # through global pooling (flatten overfits small labelled sets).
+    coord_channels: bool = param(True)
+    pooling: str = param("avg", choices=["avg", "flatten"])
+    dropout: float = param(0.0, min=0.0, max=0.9)
+    # Small labelled sets give few steps per epoch; Keras' 0.99 leaves the
+    # inference statistics far from the data for many epochs.
+    bn_momentum: float = param(0.9, min=0.0, max=0.999)
 
 
 def _basic_block(x, filters: int, stride: int, name: str, bn_momentum: float):
@@ -23,25 +43,24 @@ def _basic_block(x, filters: int, stride: int, name: str, bn_momentum: float):
     return L.ReLU(name=name + "_out")(L.Add(name=name + "_add")([x, y]))
 
 
-@MODELS.register("resnet")
-def build_resnet(cfg: ResNetConfig, input_shape, output_dim: int = 2,
-                 target_offset=(0.0, 0.0), target_scale=(1.0, 1.0),
-                 num_sectors: int = 0) -> keras.Model:
-    """ResNet-18/34 (basic blocks) with a dense position head.
+@MODELS.register("resnet", config=ResNetConfig)
+def build_resnet(cfg: ResNetConfig, spec, *, num_conditions: int = 0, name: str | None = None):
+    """ResNet-18/34 (basic blocks) with the shared output heads.
 
     Differences from the ImageNet model, for angle-delay maps of about 32 x 64:
-    a 3x3 stem with stride ``stem_stride`` and no max-pool. With
-    ``num_sectors > 0`` the serving sector enters the head as a one-hot vector:
-    identical sector panels make the angle-delay map alone ambiguous up to the
-    rotation between sectors.
+    a 3x3 stem with stride ``stem_stride`` and no max-pool. With sectors in
+    ``spec`` the serving sector enters the heads as a one-hot vector: identical
+    sector panels make the angle-delay map alone ambiguous up to the rotation
+    between sectors.
 
-    Input: {"features": [batch, num_angles, num_delay_taps, C] float32,
-    "sector": [batch] int32 (only if num_sectors > 0)}.
-    Output: [batch, output_dim] float32, in metres.
+    Input: {"features": [batch, H, W, C] float32, "sector": [batch] int32 (if sectors)}.
+    Output: see :func:`tfloc.models.heads.output_heads`.
     """
+    if spec.links != 1:
+        raise ValueError(f"resnet takes one CSI per sample; this dataset has {spec.links} links")
     L = keras.layers
-    inp = keras.Input(shape=tuple(input_shape), name="features")
-    inputs = {"features": inp}
+    inputs = model_inputs(spec)
+    inp = inputs["features"]
     x = CoordinateChannels(name="coords")(inp) if cfg.coord_channels else inp
     x = L.Conv2D(cfg.width, 3, strides=cfg.stem_stride, padding="same", use_bias=False,
                  name="stem_conv")(x)
@@ -54,15 +73,6 @@ def build_resnet(cfg: ResNetConfig, input_shape, output_dim: int = 2,
                               cfg.bn_momentum)
     x = (L.Flatten(name="pool") if cfg.pooling == "flatten" else
          L.GlobalAveragePooling2D(name="pool"))(x)
-    if num_sectors:
-        sector = keras.Input(shape=(), dtype="int32", name="sector")
-        inputs["sector"] = sector
-        onehot = L.CategoryEncoding(num_sectors, output_mode="one_hot", name="sector_onehot")(
-            L.Reshape((1,), name="sector_column")(sector))
-        x = L.Concatenate(name="with_sector")([x, onehot])
-    x = L.Dense(cfg.head_units, activation="relu", name="head_dense")(x)
-    if cfg.dropout:
-        x = L.Dropout(cfg.dropout, name="head_dropout")(x)
-    x = L.Dense(output_dim, name="head_out")(x)
-    out = AffineOutput(target_offset, target_scale, name="position")(x)
-    return keras.Model(inputs, out, name=f"resnet{cfg.depth}")
+    out = output_heads(x, spec, num_conditions=num_conditions, units=(cfg.head_units,),
+                       dropout=cfg.dropout, side=sector_onehot(inputs, spec.num_sectors))
+    return keras.Model(inputs, out, name=name or f"resnet{cfg.depth}")

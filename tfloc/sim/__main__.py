@@ -40,9 +40,14 @@ def main(argv=None):
         for path in write_maps(ps, args.out or args.directory, realization=args.realization):
             print(f"wrote {path}")
         return 0
-    from tfloc.config import load_config
+    from tfloc.experiment import load_config
     from tfloc.sim.build import DatasetBuild, parse_shard
+    from tfloc.sim.scenes import check_scene_config
     cfg = load_config(args.config, args.overrides)
+    try:
+        check_scene_config(cfg.simulation)
+    except Exception as e:
+        raise type(e)(f"{args.config}: {e}") from None
     b = DatasetBuild(cfg.simulation, cfg.runtime.cache_dir)
     if os.path.isdir(b.final_dir):
         print(f"already built: {b.final_dir}")

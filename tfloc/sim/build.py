@@ -26,7 +26,7 @@ import zipfile
 
 import numpy as np
 
-from tfloc.config import SimulationConfig
+from tfloc.sim.config import SimulationConfig
 from tfloc.sim.paths import CacheError, PathSet
 from tfloc.utils import atomic_write_json
 

@@ -76,6 +76,15 @@ def check_scene_name(name: str):
     scene_file(name)
 
 
+def check_scene_config(sim_cfg):
+    """ConfigError naming ``simulation.scene`` if the configured scene cannot be loaded."""
+    from tfloc.config import ConfigError
+    try:
+        check_scene_name(sim_cfg.scene)
+    except KeyError as e:
+        raise ConfigError(f"simulation.scene: {e.args[0]}") from None
+
+
 def load_scene(name: str, seed: int = 0, movable_regex: str | None = None):
     """Loads a scene by registered name or XML path (``sionna.rt.load_scene``).
 

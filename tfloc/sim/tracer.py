@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from tfloc.config import ArrayConfig, SimulationConfig, UEGridConfig
+from tfloc.sim.config import ArrayConfig, SimulationConfig, UEGridConfig
 from tfloc.sim.paths import CONDITIONS, LOS, NLOS_CAR, NLOS_STATIC, NO_PATH, PathSet
 from tfloc.sim.site import is_indoor, sector_of, ue_grid
 

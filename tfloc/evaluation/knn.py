@@ -10,7 +10,9 @@ from tfloc.metrics import position_errors_m
 class SectorKNN:
     """kNN regression on flattened features, one neighbour search per sector.
 
-    With ``sector=None`` it is plain kNN over all samples. Searching only the
+    Features of any shape are flattened per sample (several links: all BSs'
+    features side by side); positions may have any number of axes. With
+    ``sector=None`` it is plain kNN over all samples. Searching only the
     fingerprints of the same sector gives kNN the information the network gets.
     """
 
@@ -20,6 +22,7 @@ class SectorKNN:
     def fit(self, x, y, sector=None):
         x = np.asarray(x).reshape(len(x), -1)
         sector = np.zeros(len(x), int) if sector is None else np.asarray(sector)
+        self.dims_ = int(np.asarray(y).shape[-1])
         self.models_ = {}
         for s in np.unique(sector):
             m = sector == s
@@ -30,7 +33,7 @@ class SectorKNN:
     def predict(self, x, sector=None):
         x = np.asarray(x).reshape(len(x), -1)
         sector = np.zeros(len(x), int) if sector is None else np.asarray(sector)
-        out = np.zeros((len(x), 2))
+        out = np.zeros((len(x), self.dims_))
         for s in np.unique(sector):
             if s not in self.models_:
                 raise ValueError(f"kNN: sector {s} has no training fingerprints")

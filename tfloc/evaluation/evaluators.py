@@ -1,0 +1,172 @@
+"""Evaluators, chosen by name (``evaluation.evaluators``), each a small function of the test outputs.
+
+An evaluator takes an :class:`EvalContext` and returns an :class:`EvalResult`:
+report entries (merged into ``report.json``), error curves (drawn in the CDF
+plot) and figures (written as PNG). Adding one never touches the trainer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from tfloc.metrics import error_summary, position_errors_m
+from tfloc.registry import Registry
+from tfloc.sim.paths import CONDITIONS
+
+EVALUATORS: Registry = Registry("evaluator")
+
+
+@dataclass
+class EvalContext:
+    """Test data and the model's outputs on it (NumPy), plus what baselines need.
+
+    Parameters
+    ----------
+    model_name : str
+    x, y : model inputs and labels of the test split ({"position", "condition"})
+    outputs : the model's outputs on ``x`` ({"position", "condition_probs", ...})
+    class_names : the model's condition classes (empty: none)
+    to_class : PathSet condition codes -> class indices (None without classes)
+    fixed_set : split name ("train", "val") -> (x, y) with fixed noise draws
+    knn_neighbors : candidate k of the kNN baseline
+    """
+    model_name: str
+    x: dict
+    y: dict
+    outputs: dict
+    class_names: tuple = ()
+    to_class: Callable | None = None
+    fixed_set: Callable | None = None
+    knn_neighbors: tuple = (1, 2, 3, 5, 10)
+
+
+@dataclass
+class EvalResult:
+    report: dict = field(default_factory=dict)
+    curves: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+
+
+def _merge(into: dict, new: dict):
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def run_evaluators(names, ctx: EvalContext) -> EvalResult:
+    """Runs the named evaluators in order and merges their results."""
+    total = EvalResult()
+    for name in names:
+        res = EVALUATORS.get(name)(ctx)
+        _merge(total.report, res.report)
+        total.curves.update(res.curves)
+        total.figures.update(res.figures)
+    return total
+
+
+def _model_errors(ctx):
+    return position_errors_m(ctx.outputs["position"], ctx.y["position"])
+
+
+@EVALUATORS.register("position")
+def position(ctx: EvalContext) -> EvalResult:
+    """Point errors in 2D or 3D: mean, 50/67/80/90 % percentiles, RMSE (sqrt of the mean
+    squared distance; seed 002's RMSE)."""
+    err = _model_errors(ctx)
+    dims = int(np.asarray(ctx.y["position"]).shape[-1])
+    return EvalResult(report={"model": {**error_summary(err), "dims": dims}},
+                      curves={ctx.model_name: err})
+
+
+@EVALUATORS.register("per_condition")
+def per_condition(ctx: EvalContext) -> EvalResult:
+    """Point errors per propagation condition of the test links (the PathSet's labels)."""
+    err = _model_errors(ctx)
+    codes = np.asarray(ctx.y["condition"])
+    if codes.ndim > 1:  # multi-BS samples: count a sample as LOS if any BS sees it
+        codes = np.where((codes == 0).any(axis=1), 0, codes.min(axis=1))
+    out = {CONDITIONS[c]: {**error_summary(err[codes == c]), "n": int((codes == c).sum())}
+           for c in np.unique(codes)}
+    return EvalResult(report={"model": {"per_condition": out}})
+
+
+def _figure_confusion(matrix, names, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(names), 1.2 + 1.1 * len(names)), dpi=120)
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{matrix[i, j]}\n{100 * share[i, j]:.0f} %", ha="center", va="center",
+                    color="white" if share[i, j] > 0.6 else "black", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=20)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@EVALUATORS.register("condition")
+def condition(ctx: EvalContext) -> EvalResult:
+    """Propagation-condition accuracy, per-class recall and the confusion matrix (PNG)."""
+    if "condition_probs" not in ctx.outputs or not ctx.class_names:
+        raise ValueError("evaluator 'condition' needs a model with a condition head "
+                         "(output 'condition_probs')")
+    true = np.asarray(ctx.to_class(ctx.y["condition"]))
+    pred = np.argmax(ctx.outputs["condition_probs"], axis=-1)
+    C = len(ctx.class_names)
+    matrix = np.zeros((C, C), np.int64)
+    np.add.at(matrix, (true, pred), 1)
+    recall = {n: (float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None)
+              for i, n in enumerate(ctx.class_names)}
+    acc = float((true == pred).mean())
+    report = {"condition": {"accuracy": acc, "classes": list(ctx.class_names),
+                            "recall": recall, "confusion": matrix.tolist(),
+                            "support": {n: int(matrix[i].sum()) for i, n in enumerate(ctx.class_names)}}}
+    fig = _figure_confusion(matrix, ctx.class_names,
+                            f"{ctx.model_name}: condition accuracy {100 * acc:.1f} % (n={len(true)})")
+    return EvalResult(report=report, figures={"confusion.png": fig})
+
+
+@EVALUATORS.register("knn")
+def knn(ctx: EvalContext) -> EvalResult:
+    """kNN fingerprinting baseline (scikit-learn) on the same features and labelled UEs;
+    k and weighting chosen on validation, per sector when the model is told the sector."""
+    from tfloc.evaluation.knn import fit_knn
+
+    def triple(x, y):
+        return x["features"], y["position"], x.get("sector")
+    reg, info = fit_knn(triple(*ctx.fixed_set("train")), triple(*ctx.fixed_set("val")),
+                        ctx.knn_neighbors)
+    err = position_errors_m(reg.predict(ctx.x["features"], ctx.x.get("sector")), ctx.y["position"])
+    return EvalResult(report={"baselines": {"knn": {**error_summary(err), **info}}},
+                      curves={f"kNN (k={info['k']})": err})
+
+
+@EVALUATORS.register("calibration")
+def calibration(ctx: EvalContext) -> EvalResult:
+    """Share of test errors inside the model's 1/2/3-sigma regions against the Gaussian's own.
+
+    With a diagonal Gaussian of D axes the squared Mahalanobis distance is
+    chi-square with D degrees of freedom, so the k-sigma region holds
+    ``chi2.cdf(k^2, D)`` of the mass (2D: 39 / 86 / 99 %).
+    """
+    from scipy.stats import chi2
+    if "position_std" not in ctx.outputs:
+        raise ValueError("evaluator 'calibration' needs a model that outputs 'position_std'")
+    e = np.asarray(ctx.outputs["position"], np.float64) - np.asarray(ctx.y["position"], np.float64)
+    std = np.asarray(ctx.outputs["position_std"], np.float64)
+    r2 = np.sum((e / std) ** 2, axis=-1)
+    D = e.shape[-1]
+    out = {f"within_{k}sigma": {"observed": float((r2 <= k * k).mean()),
+                                 "expected": float(chi2.cdf(k * k, D))} for k in (1, 2, 3)}
+    out["mean_std_m"] = float(np.sqrt((std ** 2).sum(-1)).mean())
+    return EvalResult(report={"calibration": out})

@@ -1,0 +1,206 @@
+"""The Task contract every training recipe implements, and the trainer they share.
+
+The runner (:mod:`tfloc.methods.runner`) only calls these hooks, in this order:
+
+1. ``check(spec)`` -- before anything is traced: refuse a dataset the method
+   cannot use (ConfigError naming the key).
+2. ``build_inputs(data)`` -- tf.data pipelines from the traced data; from here
+   on ``task.spec`` is the data's spec with the training targets' statistics.
+3. ``build_models(spec)`` -- named Keras models; ``inference`` is the one that
+   is evaluated and served (others: e.g. ``teacher``, ``edge``, ``cloud``).
+4. ``train(models, inputs, run_dir)`` -- returns a dict of training facts.
+5. ``export_modules(models, spec)`` -- the SavedModels the method serves.
+
+Models return dicts of named outputs (``position``, ``condition_probs``, ...);
+losses are callables of (labels, outputs); evaluators are chosen in the config
+(``evaluation.evaluators``, default :attr:`Task.evaluators`).
+"""
+from __future__ import annotations
+
+import abc
+import os
+import sys
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfloc.config import ConfigError, param
+from tfloc.losses import LossConfig
+from tfloc.sim.paths import CONDITIONS
+
+#: class names of the propagation-condition task, by number of classes, and the
+#: PathSet condition code (LOS, NLOS-static, NLOS-car) each class collects
+CONDITION_CLASSES = {3: (("LOS", "NLOS-static", "NLOS-car"), (0, 1, 2)),
+                     2: (("LOS", "NLOS"), (0, 1, 1))}
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation settings shared by every method."""
+    epochs: int = param(80, min=1)
+    learning_rate: float = param(1e-3, min=0.0)
+    loss: LossConfig = param(factory=LossConfig, doc="registered position loss (supervised)")
+    early_stopping_patience: int = param(20, min=1)
+    reduce_lr_patience: int = param(8, min=1)
+
+
+@dataclass
+class DataBundle:
+    """What the runner hands a task: traced paths, the CSI pipeline, splits and the spec."""
+    paths: object
+    pipeline: object
+    splits: object
+    spec: object
+    info: dict
+
+
+class Task(abc.ABC):
+    """A training recipe (the Model Garden's task). Subclasses register with
+    ``@METHODS.register(name, config=OptionsDataclass)``.
+
+    Class attributes
+    ----------------
+    outputs : names of the inference model's outputs that are served
+    evaluators : evaluator names run when ``evaluation.evaluators`` is empty
+    """
+    outputs: tuple = ("position",)
+    evaluators: tuple = ("position", "per_condition", "knn")
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.options = cfg.method.options
+        self.spec = None  # set by the runner once the data is loaded
+
+    # -- hooks ---------------------------------------------------------------- #
+    def check(self, spec) -> None:
+        """Raise ConfigError if the method cannot use data of this spec (before tracing)."""
+
+    @abc.abstractmethod
+    def build_inputs(self, data: DataBundle) -> dict:
+        """Named tf.data pipelines (e.g. ``train``, ``val``)."""
+
+    @abc.abstractmethod
+    def build_models(self, spec) -> dict:
+        """Named Keras models; ``inference`` maps model inputs to the output dict."""
+
+    @abc.abstractmethod
+    def train(self, models: dict, inputs: dict, run_dir: str) -> dict:
+        """Trains the models; returns facts for the report (epochs, ...)."""
+
+    def export_modules(self, models: dict, spec) -> list:
+        """SavedModels to write under ``export/<name>/<version>`` (default: one serving module)."""
+        from tfloc.export import ServingModule
+        return [ServingModule(self.cfg.export.model_name, models["inference"], spec,
+                              outputs=self.outputs,
+                              metadata={"condition_classes": list(self.class_names)})]
+
+    # -- shared helpers ------------------------------------------------------- #
+    @property
+    def class_names(self) -> tuple:
+        """Condition classes the model predicts (empty: no condition head)."""
+        return ()
+
+    def condition_classes(self, codes):
+        """PathSet condition codes [..] -> class indices of :attr:`class_names` (tf int32)."""
+        table = tf.constant(CONDITION_CLASSES[len(self.class_names)][1] + (0,), tf.int32)
+        return tf.gather(table, tf.cast(codes, tf.int32))
+
+    def evaluation_outputs(self, models: dict, x: dict) -> dict:
+        """Test-time outputs (NumPy) of the inference model on model inputs ``x``."""
+        out = models["inference"].predict(x, batch_size=256, verbose=0)
+        return {k: np.asarray(v) for k, v in out.items() if k != "embedding"}
+
+    def fit(self, trainer: "TaskTrainer", train_ds, val_ds, run_dir: str, *,
+            epochs: int | None = None, monitor: str = "val_mean_error_m", tag: str = ""):
+        """Keras fit with the house callbacks: TensorBoard (every loss term), best
+        checkpoint, early stopping (best weights restored), LR decay on plateau."""
+        t = self.cfg.training
+        trainer.compile(optimizer=keras.optimizers.Adam(t.learning_rate))
+        sub = f"-{tag}" if tag else ""
+        ckpt = os.path.join(run_dir, "checkpoints", f"best{sub}.weights.h5")
+        os.makedirs(os.path.dirname(ckpt), exist_ok=True)
+        callbacks = [
+            keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard" + sub),
+                                        write_graph=False, update_freq="epoch"),
+            keras.callbacks.ModelCheckpoint(ckpt, monitor=monitor, mode="min", save_best_only=True,
+                                            save_weights_only=True),
+            keras.callbacks.EarlyStopping(monitor=monitor, mode="min",
+                                          patience=t.early_stopping_patience,
+                                          restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", factor=0.5,
+                                              patience=t.reduce_lr_patience, min_lr=1e-5),
+        ]
+        verbose = self.cfg.runtime.verbose
+        if verbose == 1 and not sys.stdout.isatty():
+            verbose = 2  # one line per epoch in logs and CI instead of a redrawn bar
+        return trainer.fit(train_ds, validation_data=val_ds, epochs=epochs or t.epochs,
+                           callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles
+
+
+class TaskTrainer(keras.Model):
+    """Trains named models by a loss function of a batch, inside Keras' fit loop.
+
+    Any recipe (supervised, multi-task, domain adaptation, ...) gets Keras'
+    callbacks, progress and TensorBoard by giving:
+
+    - ``loss_fn(batch) -> {"loss": scalar, <term>: scalar, ...}`` computed with
+      ``training=True``; every term in ``terms`` is logged per epoch;
+    - ``val_fn(x, y) -> {<metric>: [b] per-sample values}`` on labelled
+      validation batches (logged with the ``val_`` prefix).
+
+    Parameters
+    ----------
+    models : dict of keras.Model (their weights, and those of ``extra``, are trained)
+    extra : dict of keras.layers.Layer with trainable weights the loss uses
+    """
+
+    def __init__(self, models: dict, loss_fn, terms, val_fn, val_metrics, extra=None, **kwargs):
+        super().__init__(**kwargs)
+        self.nets = dict(models)
+        self.extra = dict(extra or {})
+        self.loss_fn, self.val_fn = loss_fn, val_fn
+        self.term_trackers = [keras.metrics.Mean(name=n) for n in terms]
+        self.val_trackers = [keras.metrics.Mean(name=n) for n in val_metrics]
+        for layer in self.extra.values():
+            if not layer.built:
+                layer.build(None)
+        self.built = True  # the trained models are built; the trainer itself is never called
+
+    @property
+    def metrics(self):
+        return self.term_trackers + self.val_trackers
+
+    def call(self, x, training=False):
+        return self.nets["inference"](x, training=training)
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            terms = self.loss_fn(data)
+        variables = self.trainable_variables
+        grads = tape.gradient(terms["loss"], variables)
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        for t in self.term_trackers:
+            t.update_state(terms[t.name])
+        return {t.name: t.result() for t in self.term_trackers}
+
+    def test_step(self, data):
+        x, y = data
+        values = self.val_fn(x, y)
+        for t in self.val_trackers:
+            t.update_state(values[t.name])
+        return {t.name: t.result() for t in self.val_trackers}
+
+
+def position_error_m(labels, outputs):
+    """Per-sample Euclidean error [m] (tf), [b]."""
+    return tf.norm(tf.cast(outputs["position"], tf.float32) - tf.cast(labels["position"], tf.float32),
+                   axis=-1)
+
+
+def require(condition: bool, message: str):
+    """ConfigError(message) unless ``condition`` (for Task.check)."""
+    if not condition:
+        raise ConfigError(message)

@@ -1,0 +1,63 @@
+"""Output heads shared by every backbone: named dict outputs from a feature vector."""
+from __future__ import annotations
+
+import keras
+
+from tfloc.layers import AffineOutput
+
+
+def _mlp(x, units, batch_norm: bool, bn_momentum: float, dropout: float, name: str):
+    L = keras.layers
+    for i, u in enumerate(units):
+        x = L.Dense(u, use_bias=not batch_norm, name=f"{name}_dense{i + 1}")(x)
+        if batch_norm:
+            x = L.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn{i + 1}")(x)
+        x = L.ReLU(name=f"{name}_relu{i + 1}")(x)
+        if dropout:
+            x = L.Dropout(dropout, name=f"{name}_dropout{i + 1}")(x)
+    return x
+
+
+def output_heads(embedding, spec, *, num_conditions: int = 0, units=(128,),
+                 batch_norm: bool = False, bn_momentum: float = 0.9, dropout: float = 0.0,
+                 side=None) -> dict:
+    """The outputs every model returns, from its shared features ``embedding`` [b, E].
+
+    A coordinate head (MLP ``units``, then linear to ``spec.position_dims``
+    standardised coordinates, mapped to metres by the training labels' mean and
+    spread) and, with ``num_conditions > 0``, a condition head (MLP, then
+    ``num_conditions`` logits and their softmax). ``side`` [b, k] (e.g. the
+    sector one-hot) joins the embedding at the heads' input.
+
+    Output: {"embedding": [b, E], "position": [b, dims] metres,
+    "condition_logits", "condition_probs": [b, C] (with conditions)}.
+    """
+    L = keras.layers
+    if not spec.target_mean:
+        raise ValueError("the spec has no target statistics: call spec.with_targets(train positions)")
+    h = L.Concatenate(name="with_side")([embedding, side]) if side is not None else embedding
+    x = _mlp(h, units, batch_norm, bn_momentum, dropout, "coord")
+    x = L.Dense(spec.position_dims, name="coord_out")(x)
+    out = {"embedding": embedding,
+           "position": AffineOutput(spec.target_mean, spec.target_std, name="position")(x)}
+    if num_conditions:
+        c = _mlp(h, units, batch_norm, bn_momentum, dropout, "cond")
+        logits = L.Dense(num_conditions, name="condition_logits")(c)
+        out["condition_logits"] = logits
+        out["condition_probs"] = L.Softmax(name="condition_probs")(logits)
+    return out
+
+
+def model_inputs(spec) -> dict:
+    """keras.Input per named model input of ``spec`` (``features``, ``sector``, ...)."""
+    return {name: keras.Input(shape=shape, dtype=dtype, name=name)
+            for name, (shape, dtype) in spec.model_inputs.items()}
+
+
+def sector_onehot(inputs: dict, num_sectors: int):
+    """The ``sector`` input as a one-hot [b, num_sectors] (None without sectors)."""
+    if not num_sectors or "sector" not in inputs:
+        return None
+    L = keras.layers
+    return L.CategoryEncoding(num_sectors, output_mode="one_hot", name="sector_onehot")(
+        L.Reshape((1,), name="sector_column")(inputs["sector"]))

@@ -1,0 +1,51 @@
+"""Seed 002's network (Chu et al., section V-A): a 4-layer CNN feature net and two MLP heads."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import keras
+
+from tfloc.config import param
+from tfloc.models.heads import model_inputs, output_heads, sector_onehot
+from tfloc.models.registry import MODELS
+
+
+@dataclass
+class SemanticCNNConfig:
+    filters: List[int] = param(factory=lambda: [16, 32, 64, 64], min=1,
+                               doc="filters of the four conv-BN-maxpool-ReLU layers (Theta_1)")
+    kernel_size: int = param(3, min=1)
+    head_units: List[int] = param(factory=lambda: [256, 128], min=1,
+                                  doc="Dense-BN-ReLU layers of each head (Theta_2, Theta_3)")
+    bn_momentum: float = param(0.9, min=0.0, max=0.999)
+
+
+@MODELS.register("semantic_cnn", config=SemanticCNNConfig)
+def build_semantic_cnn(cfg: SemanticCNNConfig, spec, *, num_conditions: int = 0,
+                       name: str | None = None):
+    """Feature net Theta_1 = N x (Conv2D, BatchNorm, MaxPool, ReLU), flattened to omega;
+    coordinate head Theta_2 and condition head Theta_3 = (Dense, BN, ReLU) x 2 then linear.
+
+    Glorot (Xavier) initialisation throughout (Keras' default). The paper ends
+    Theta_3 with a sigmoid; with a cross-entropy over exclusive conditions we
+    use the softmax, which the paper's own loss (eq. 9, 18) assumes.
+
+    Input: {"features": [batch, H, W, C] (the ADP), "sector" if sectors}.
+    Output: see :func:`tfloc.models.heads.output_heads`; ``embedding`` is omega >= 0.
+    """
+    if spec.links != 1:
+        raise ValueError(f"semantic_cnn takes one CSI per sample; this dataset has {spec.links} links")
+    L = keras.layers
+    inputs = model_inputs(spec)
+    x = inputs["features"]
+    for i, f in enumerate(cfg.filters):
+        x = L.Conv2D(f, cfg.kernel_size, padding="same", name=f"theta1_conv{i + 1}")(x)
+        x = L.BatchNormalization(momentum=cfg.bn_momentum, name=f"theta1_bn{i + 1}")(x)
+        x = L.MaxPooling2D(2, padding="same", name=f"theta1_pool{i + 1}")(x)
+        x = L.ReLU(name=f"theta1_relu{i + 1}")(x)
+    omega = L.Flatten(name="omega")(x)
+    out = output_heads(omega, spec, num_conditions=num_conditions, units=tuple(cfg.head_units),
+                       batch_norm=True, bn_momentum=cfg.bn_momentum,
+                       side=sector_onehot(inputs, spec.num_sectors))
+    return keras.Model(inputs, out, name=name or "semantic_cnn")
