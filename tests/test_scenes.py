@@ -246,3 +246,37 @@ def test_cars_in_a_scene_without_cars_is_a_clear_error(tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert "no object of scene 'etoile' matches name_regex 'car'" in r.stderr
+
+
+@pytest.mark.slow
+def test_tall_vehicle_blocks_where_a_car_does_not():
+    """The LOS line to the far sidewalk crosses the inner north lane about 2.1-2.7 m up:
+    a 1.5 m car there leaves it LOS, a 3.5 m truck (a scaled copy of a car mesh) blocks it."""
+    from tfloc.sim.paths import LOS, NLOS_CAR
+    from tfloc.sim.tracer import SiteTracer, vehicle_size
+    cfg = load_config(os.path.join(REPO, "configs", "data", "street_canyon.yaml"), [
+        "simulation.cars.num_realizations=1", "data.split_by=random",
+        "simulation.cars.fleet=[{name: car, count: 1}, "
+        "{name: truck, count: 1, length_m: 8.0, width_m: 2.5, height_m: 3.5}]"]).simulation
+    tr = SiteTracer(cfg)
+    assert len(tr.cars) == 2
+    np.testing.assert_allclose(vehicle_size(tr._car_vertices[1]), [8.0, 2.5, 3.5], rtol=1e-6)
+    assert vehicle_size(tr._car_vertices[0])[2] < 1.6
+    ue = np.array([[8.0, 7.8, 1.0]], np.float32)
+    bs = np.array(tr.panels[0]["position"])
+    static = tr.static_los(ue)
+    assert static.all()
+    lane_y = cfg.cars.lanes_y_m[2]
+    s = (lane_y - bs[1]) / (ue[0, 1] - bs[1])
+    on_line = bs + s * (ue[0] - bs)
+    assert 1.6 < on_line[2] < 3.4                              # between the roofs
+    home = tr.car_positions(0)
+    far = home.copy()
+    far[:, 0] = ue[0, 0] + 40 + 10 * np.arange(len(far))
+    conds = {}
+    for name, k in (("car", 0), ("truck", 1)):
+        placed = far.copy()
+        placed[k] = [on_line[0], lane_y, home[k, 2]]
+        tr.car_positions = lambda r, c=placed: c
+        conds[name] = int(tr.trace_pathset(ue, realization=0, static_los=static).condition[0])
+    assert conds == {"car": LOS, "truck": NLOS_CAR}

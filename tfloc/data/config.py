@@ -39,7 +39,7 @@ class DataConfig:
     split_by: str = param("random", choices=["random", "realization"],
                        doc="realization: train / val / test are consecutive blocks of car "
                        "realizations (seed 002), sizes from realization_splits")
-    realization_splits: List[int] = param(factory=lambda: [50, 20, 50], min=1,
+    realization_splits: List[int] = param(factory=lambda: [50, 20, 50], min=0,
                                        doc="[train, val, test] realizations (seed 002: 50 / 20 / 50 of "
                                        "120); a 4th entry takes that many realizations after "
                                        "validation as an unlabelled block (a target domain "
@@ -61,6 +61,9 @@ class DataConfig:
         if self.split_by == "realization" and len(self.realization_splits) not in (3, 4):
             raise ConfigError(f"realization_splits: expected [train, val, test] or "
                               f"[train, val, test, unlabelled], got {self.realization_splits!r}")
+        if self.split_by == "realization" and min(self.realization_splits[:3]) < 1:
+            raise ConfigError(f"realization_splits: train, val and test need at least one "
+                              f"realization each, got {self.realization_splits!r}")
         total = self.labelled_fraction + self.val_fraction + self.test_fraction
         if total > 1.0 + 1e-9:
             raise ConfigError(f"labelled_fraction + val_fraction + test_fraction = {total:g} > 1")

@@ -58,6 +58,16 @@ class BaseStationConfig:
 
 
 @dataclass
+class VehicleConfig:
+    """A vehicle type of the traffic: the scene's car mesh scaled to these dimensions."""
+    name: str = param("car")
+    count: int = param(1, min=0, doc="vehicles of this type")
+    length_m: float = param(0.0, min=0.0, doc="0: the mesh's own length")
+    width_m: float = param(0.0, min=0.0, doc="0: the mesh's own width")
+    height_m: float = param(0.0, min=0.0, doc="0: the mesh's own height")
+
+
+@dataclass
 class CarsConfig:
     """Moving cars (seed 002): each realization is a snapshot of the traffic."""
     num_realizations: int = param(0, min=0, doc="0: the scene as loaded; paper: 120")
@@ -67,6 +77,21 @@ class CarsConfig:
                                  doc="signed speed along x of each lane")
     x_range_m: List[float] = param(factory=lambda: [-75.0, 75.0], doc="cars wrap around in this range")
     interval_s: float = param(0.7, min=0.0, doc="time between realizations")
+    fleet: List[VehicleConfig] = param(factory=list, doc="vehicle types, made from the scene's car "
+                                       "meshes (duplicated, scaled) and mixed over the lanes; "
+                                       "empty: the scene's cars as modelled")
+
+    @property
+    def vehicle_types(self) -> list:
+        """The fleet's types, one entry per vehicle, interleaved so every lane gets a mix."""
+        left = {i: v.count for i, v in enumerate(self.fleet)}
+        out = []
+        while any(left.values()):
+            for i, v in enumerate(self.fleet):
+                if left[i]:
+                    out.append(v)
+                    left[i] -= 1
+        return out
 
 
 @dataclass

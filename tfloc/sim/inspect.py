@@ -104,10 +104,12 @@ def write_maps(ps: PathSet, out_dir: str, realization: int = 0) -> list[str]:
                    for s in np.unique(ps.sector)]
         ax.legend(handles=handles, fontsize=8, loc="upper right")
     cars = ps.meta.get("car_positions", [])
+    sizes = ps.meta.get("car_sizes") or [[4.4, 1.8, 1.5]] * max((len(c) for c in cars), default=0)
     for ax in axes:
-        if realization < len(cars):  # the cars of this realization, 4.4 x 1.8 m
-            for x, y, _ in cars[realization]:
-                ax.add_patch(plt.Rectangle((x - 2.2, y - 0.9), 4.4, 1.8, color="0.2", zorder=4))
+        if realization < len(cars):  # the vehicles of this realization, darker when taller
+            for (x, y, _), (length, width, height) in zip(cars[realization], sizes):
+                ax.add_patch(plt.Rectangle((x - length / 2, y - width / 2), length, width, zorder=4,
+                                           color=str(round(max(0.0, 0.55 - 0.12 * height), 2))))
         if len(bs):
             ax.scatter(bs[:, 0], bs[:, 1], marker="^", s=80, c="k", zorder=5)
             for k, p in enumerate(bs):

@@ -6,7 +6,9 @@ BS sites list them in :data:`SCENE_SITES`.
 """
 from __future__ import annotations
 
+import copy
 import os
+import tempfile
 
 from tfloc.registry import Registry
 
@@ -85,14 +87,47 @@ def check_scene_config(sim_cfg):
         raise ConfigError(f"simulation.scene: {e.args[0]}") from None
 
 
-def load_scene(name: str, seed: int = 0, movable_regex: str | None = None):
+def with_movable_copies(path: str, movable_regex: str, total: int, out_dir: str) -> str:
+    """A copy of scene XML ``path`` holding ``total`` movable shapes (ids matching
+    ``movable_regex``): the existing ones, then copies of them in turn named
+    ``<first id>_vNN``; mesh file names become absolute. Returns the new file's path.
+    """
+    import re
+    import xml.etree.ElementTree as ET
+    tree = ET.parse(path)
+    root = tree.getroot()
+    base = os.path.dirname(os.path.abspath(path))
+    for s in root.iter("string"):
+        if s.get("name") == "filename" and not os.path.isabs(s.get("value")):
+            s.set("value", os.path.join(base, s.get("value")))
+    movable = [e for e in root.findall("shape") if re.search(movable_regex, e.get("id", ""))]
+    if not movable:
+        raise KeyError(f"scene '{path}' has no shape matching '{movable_regex}' to copy")
+    for k in range(len(movable), total):
+        e = copy.deepcopy(movable[k % len(movable)])
+        new_id = f"{movable[0].get('id')}_v{k:02d}"
+        e.set("id", new_id)
+        e.set("name", new_id)
+        root.append(e)
+    out = os.path.join(out_dir, os.path.basename(path))
+    tree.write(out)
+    return out
+
+
+def load_scene(name: str, seed: int = 0, movable_regex: str | None = None, num_movable: int = 0):
     """Loads a scene by registered name or XML path (``sionna.rt.load_scene``).
 
     Objects matching ``movable_regex`` stay separate (so they can be moved);
-    all others are merged per material, which makes tracing faster.
+    all others are merged per material, which makes tracing faster. With
+    ``num_movable`` more than the scene has, its movable shapes are duplicated
+    (:func:`with_movable_copies`) so that many can be placed.
     """
     import sionna.rt
     path = scene_file(name, seed)
     if path is None:
         return sionna.rt.load_scene()
+    if num_movable and movable_regex:
+        with tempfile.TemporaryDirectory() as tmp:
+            return sionna.rt.load_scene(with_movable_copies(path, movable_regex, num_movable, tmp),
+                                        merge_shapes=True, merge_shapes_exclude_regex=movable_regex)
     return sionna.rt.load_scene(path, merge_shapes=True, merge_shapes_exclude_regex=movable_regex)

@@ -62,8 +62,10 @@ class SiteTracer:
         from tfloc.sim.scenes import load_scene
         self.cfg = cfg
         self.has_cars = cfg.cars.num_realizations > 0
+        self.fleet = cfg.cars.vehicle_types if self.has_cars else []
         self.scene = load_scene(cfg.scene, cfg.scene_seed,
-                                movable_regex=cfg.cars.name_regex if self.has_cars else None)
+                                movable_regex=cfg.cars.name_regex if self.has_cars else None,
+                                num_movable=len(self.fleet))
         self.scene.frequency = cfg.frequency_hz
         self.scene.tx_array = _planar_array(cfg.bs_array)
         self.scene.rx_array = _planar_array(cfg.ue_array)
@@ -83,10 +85,15 @@ class SiteTracer:
                 from tfloc.config import ConfigError
                 raise ConfigError(f"simulation.cars: no object of scene '{cfg.scene}' matches "
                                  f"name_regex '{cfg.cars.name_regex}'")
+            if self.fleet:
+                self.cars = self.cars[:len(self.fleet)]
             self._car_home = [np.array(o.position).reshape(-1)[:3].astype(np.float64) for o in self.cars]
             params = self.scene.mi_scene_params
             self._car_vertices = [np.array(params[self._vertex_key(o)], np.float64).reshape(-1, 3)
                                   for o in self.cars]
+            if self.fleet:
+                self._car_vertices = [scale_vehicle(v, h, t) for v, h, t in
+                                      zip(self._car_vertices, self._car_home, self.fleet)]
         self.solver = PathSolver()
         self._receivers = []
 
@@ -251,6 +258,24 @@ class SiteTracer:
         )
 
 
+def vehicle_size(vertices: np.ndarray) -> np.ndarray:
+    """[length, width, height] of a vehicle mesh (length: the longer horizontal side)."""
+    ext = vertices.max(axis=0) - vertices.min(axis=0)
+    return np.array([max(ext[0], ext[1]), min(ext[0], ext[1]), ext[2]])
+
+
+def scale_vehicle(vertices: np.ndarray, home: np.ndarray, vtype) -> np.ndarray:
+    """A car mesh's vertices [n, 3] scaled to ``vtype``'s length, width and height (0: keep),
+    about the point under ``home`` on the mesh's floor, so it stays on the road where it was."""
+    size = vehicle_size(vertices)
+    want = np.array([vtype.length_m, vtype.width_m, vtype.height_m])
+    s = np.where(want > 0, want / size, 1.0)
+    ext = vertices.max(axis=0) - vertices.min(axis=0)
+    sx, sy = (s[0], s[1]) if ext[0] >= ext[1] else (s[1], s[0])
+    anchor = np.array([home[0], home[1], vertices[:, 2].min()])
+    return (vertices - anchor) * np.array([sx, sy, s[2]]) + anchor
+
+
 def ue_positions(g: UEGridConfig) -> np.ndarray:
     """Candidate UE positions [n, 3] of the config (before indoor ones drop)."""
     if g.sampling == "uniform":
@@ -348,7 +373,9 @@ def car_meta(tracer: SiteTracer) -> dict:
     if not tracer.has_cars:
         return {}
     return {"car_positions": [np.round(tracer.car_positions(r), 3).tolist()
-                              for r in range(tracer.cfg.cars.num_realizations)]}
+                              for r in range(tracer.cfg.cars.num_realizations)],
+            "car_sizes": [np.round(vehicle_size(v), 3).tolist() for v in tracer._car_vertices],
+            "car_types": [t.name for t in tracer.fleet] or ["car"] * len(tracer.cars)}
 
 
 def trace_site(cfg: SimulationConfig, progress: bool = True) -> PathSet:

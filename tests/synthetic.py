@@ -1,0 +1,65 @@
+"""A small synthetic PathSet (no ray tracing): one BS with a uniform planar array, UEs on
+two sidewalks, a LOS path (when not blocked) and a ground reflection, in several
+realizations with per-link propagation conditions. For fast runner and contract tests."""
+import numpy as np
+
+from tfloc.sim.paths import LOS, NLOS_CAR, NLOS_STATIC, PathSet
+
+C = 299_792_458.0
+
+
+def _upa_response(rows, cols, azimuth, elevation):
+    """Steering vector [rows * cols] (half-wavelength spacing), Sionna's column-major port order."""
+    m = np.arange(cols)[:, None] * np.sin(azimuth) * np.cos(elevation)
+    n = np.arange(rows)[None, :] * np.sin(elevation)
+    return np.exp(1j * np.pi * (m + n)).reshape(-1)
+
+
+def synthetic_pathset(n_ue=40, n_realizations=6, rows=2, cols=4, seed=0, bs=(0.0, -8.0, 5.0)):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(-30, 30, n_ue // 2)
+    pos = np.concatenate([np.stack([x, np.full_like(x, y), np.full_like(x, 1.0)], 1)
+                          for y in (-7.0, 8.0)]).astype(np.float32)
+    bs = np.asarray(bs)
+    rows_out = {k: [] for k in ("positions", "los", "condition", "ue_id", "realization")}
+    a_all, tau_all, counts = [], [], []
+    for r in range(n_realizations):
+        for i, p in enumerate(pos):
+            d = p - bs
+            dist = np.linalg.norm(d)
+            az, el = np.arctan2(d[0], d[1]), np.arcsin(d[2] / dist)
+            cond = rng.choice([LOS, NLOS_STATIC, NLOS_CAR], p=[0.6, 0.2, 0.2]) if p[1] > 0 else LOS
+            mirror = p * np.array([1, 1, -1])             # ground reflection
+            dm = mirror - bs
+            paths = [(_upa_response(rows, cols, np.arctan2(dm[0], dm[1]),
+                                    np.arcsin(dm[2] / np.linalg.norm(dm))) * 0.3 / np.linalg.norm(dm),
+                      np.linalg.norm(dm) / C)]
+            if cond == LOS:
+                paths.insert(0, (_upa_response(rows, cols, az, el) / dist, dist / C))
+            for a, t in paths:
+                a_all.append(a[None, :].astype(np.complex64))
+                tau_all.append(t)
+            counts.append(len(paths))
+            rows_out["positions"].append(p)
+            rows_out["los"].append(cond == LOS)
+            rows_out["condition"].append(cond)
+            rows_out["ue_id"].append(i)
+            rows_out["realization"].append(r)
+    n = len(counts)
+    zeros = np.zeros(len(tau_all), np.float32)
+    return PathSet(positions=np.array(rows_out["positions"], np.float32),
+                   sector=np.zeros(n, np.int8), los=np.array(rows_out["los"]),
+                   offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                   a=np.stack(a_all), tau=np.array(tau_all, np.float32),
+                   theta_t=zeros, phi_t=zeros, theta_r=zeros, phi_r=zeros,
+                   ue_id=np.array(rows_out["ue_id"], np.int32),
+                   realization=np.array(rows_out["realization"], np.int16),
+                   condition=np.array(rows_out["condition"], np.int8),
+                   meta={"scene": "synthetic", "site": "single_bs", "bs_positions": [list(bs)]})
+
+
+#: overrides that shrink a street-canyon experiment to the synthetic PathSet
+SYNTHETIC_SETS = ["simulation.bs_array={num_rows: 2, num_cols: 4, pattern: iso, polarization: V}",
+                  "simulation.cars.num_realizations=6", "data.realization_splits=[3, 1, 2]",
+                  "data.num_subcarriers=16", "data.num_delay_taps=16", "data.batch_size=16",
+                  "training.epochs=2", "runtime.verbose=0"]

@@ -1,0 +1,126 @@
+"""Contract tests over every registered model and method, and the runner on a synthetic
+PathSet (no ray tracing): build, train steps, report, save/load, export."""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, make_spec
+from synthetic import SYNTHETIC_SETS, synthetic_pathset
+from tfloc.experiment import load_config
+from tfloc.methods import METHODS
+from tfloc.models import MODELS, ModelConfig, build_model
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("conditions", [0, 3])
+def test_every_model_builds_outputs_and_serialises(tmp_path, name, conditions):
+    spec = make_spec((16, 8, 2), dims=3, mean=[1.0, 2.0, 3.0], std=[2.0, 2.0, 1.0])
+    m = build_model(ModelConfig(name), spec, num_conditions=conditions)
+    x = {"features": np.random.default_rng(0).random((4, 16, 8, 2), np.float32)}
+    out = m(x)
+    assert out["position"].shape == (4, 3) and out["embedding"].shape[0] == 4
+    if conditions:
+        assert out["condition_probs"].shape == (4, 3)
+        np.testing.assert_allclose(np.sum(out["condition_probs"], -1), 1.0, rtol=1e-5)
+    else:
+        assert "condition_probs" not in out
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    again = keras.models.load_model(path)(x)
+    for k in out:
+        np.testing.assert_allclose(again[k], out[k], atol=1e-5)
+
+
+@pytest.fixture
+def synthetic(monkeypatch):
+    """Makes the runner use the synthetic PathSet instead of tracing."""
+    import tfloc.sim
+    ps = synthetic_pathset()
+    monkeypatch.setattr(tfloc.sim, "load_or_trace", lambda cfg, cache, progress=True: (ps, "synthetic", True))
+    return ps
+
+
+def _config(name, extra=()):
+    path = os.path.join(REPO, "configs", f"{name}.yaml")
+    if not os.path.isfile(path):  # a method without a street-canyon config of its own
+        path = os.path.join(REPO, "configs", "hda.yaml")
+        extra = [f"method={name}", *extra]
+    return load_config(path, [*SYNTHETIC_SETS, *extra])
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method):
+    from tfloc.methods import train_and_evaluate
+    cfg = _config(method, [f"export.model_name={method}"])
+    run = tmp_path / "run"
+    report = train_and_evaluate(cfg, str(run))
+    assert report["method"] == method and report["model"]["dims"] == 3
+    assert {"mean_m", "p50_m", "p67_m", "p80_m", "p90_m", "rmse_m"} <= set(report["model"])
+    assert "knn" in report["baselines"] and report["n_test"] > 0
+    assert (run / "model.keras").exists() and (run / "cdf.png").exists()
+    assert json.loads((run / "report.json").read_text())["method"] == method
+    export = run / "export" / method / "1"
+    meta = json.loads((export / "assets.extra" / "tfloc.json").read_text())
+    f = tf.saved_model.load(str(export)).signatures["serving_default"]
+    csi = np.random.default_rng(0).normal(size=(3, *meta["inputs"]["csi"]["shape"][1:])).astype(np.float32)
+    out = f(csi=tf.constant(csi))
+    assert out["position"].shape == (3, 3)
+    assert set(out) == set(meta["outputs"])
+    if "condition_probs" in out:
+        assert meta["condition_classes"] == ["LOS", "NLOS-static", "NLOS-car"]
+        assert report["condition"]["confusion"] and (run / "confusion.png").exists()
+    events = {p.parent.name for p in (run / "tensorboard").rglob("events.out.tfevents*")}
+    assert {"train", "validation", "eval"} <= events
+    assert not list(run.rglob(".tmp*"))
+
+
+def test_hda_learns_its_sigmas_and_logs_every_term(synthetic, tmp_path):
+    from tfloc.methods import train_and_evaluate
+    report = train_and_evaluate(_config("hda"), str(tmp_path / "run"))
+    da = report["domain_adaptation"]
+    assert da["sigma1"] != pytest.approx(1.0, abs=1e-4) and da["sigma2"] != pytest.approx(1.0, abs=1e-4)
+    assert da["target"].startswith("test realizations") and da["n_target"] == report["n_test"]
+    tags = set()
+    for ev in (tmp_path / "run" / "tensorboard" / "train").glob("events.out.tfevents*"):
+        for e in tf.compat.v1.train.summary_iterator(str(ev)):
+            tags |= {v.tag for v in e.summary.value}
+    assert {"epoch_sigma1", "epoch_sigma2", "epoch_position_loss", "epoch_condition_loss",
+            "epoch_alignment_loss", "epoch_lambda3", "epoch_weight_l2"} <= tags
+
+
+def test_evaluate_run_rescoring_matches(synthetic, tmp_path):
+    from tfloc.methods import evaluate_run, train_and_evaluate
+    first = train_and_evaluate(_config("dcnn"), str(tmp_path / "run"))
+    again = evaluate_run(str(tmp_path / "run"))
+    assert again["model"]["mean_m"] == pytest.approx(first["model"]["mean_m"], rel=1e-4)
+    assert again["timings_s"] == first["timings_s"]
+
+
+@pytest.mark.parametrize("sets, needle", [
+    (["simulation.cars.num_realizations=0", "data.split_by=random"],
+     "method.hda.num_conditions: 3 classes need NLOS-by-car labels"),
+    (["method.hda.target=unlabelled"], "method.hda.target: 'unlabelled' needs an unlabelled block"),
+    (["method.hda.num_conditions=4"], "method.hda.num_conditions: 4 is not one of [0, 2, 3]"),
+    (["method.hda.weighting=uncertainty", "method.hda.num_conditions=0"],
+     "weighting: 'uncertainty' balances two tasks"),
+])
+def test_bad_semantic_configs_fail_before_tracing(synthetic, tmp_path, sets, needle):
+    from tfloc.config import ConfigError
+    from tfloc.methods import train_and_evaluate
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        train_and_evaluate(load_config(os.path.join(REPO, "configs", "hda.yaml"),
+                                       [*SYNTHETIC_SETS, *sets]), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_target_split_is_an_error_and_leaves_no_run(synthetic, tmp_path):
+    from tfloc.config import ConfigError
+    from tfloc.methods import train_and_evaluate
+    cfg = _config("hda", ["method.hda.target=unlabelled", "data.realization_splits=[3, 1, 2, 0]"])
+    with pytest.raises(ConfigError, match="the target split .'unlabelled'. is empty"):
+        train_and_evaluate(cfg, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
