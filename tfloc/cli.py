@@ -72,9 +72,26 @@ def summary_lines(report: dict) -> str:
 
 
 def evaluate_main(argv=None):
-    p = argparse.ArgumentParser(description="Re-score a tfloc run: report.json and cdf.png.")
-    p.add_argument("--run-dir", required=True, help="a directory written by train.py")
+    p = argparse.ArgumentParser(description="Re-score a tfloc run (report.json, figures), or "
+                                "compare several runs in one table and CDF.")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--run-dir", help="a directory written by train.py")
+    g.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="finished runs to compare")
+    p.add_argument("--out", help="with --compare: the Markdown file to write (CDF beside it)")
+    p.add_argument("--labels", nargs="+", help="with --compare: a label per run")
     args = p.parse_args(argv)
+    if args.compare:
+        from tfloc.evaluation.compare import comparison_table, write_comparison
+        for d in args.compare:
+            if not os.path.isdir(d):
+                raise FileNotFoundError(f"{d}: run directory not found")
+        if args.labels and len(args.labels) != len(args.compare):
+            p.error(f"--labels: {len(args.labels)} labels for {len(args.compare)} runs")
+        if args.out:
+            print(write_comparison(args.compare, args.out, args.labels))
+        else:
+            print(comparison_table(args.compare, args.labels))
+        return 0
     if not os.path.isdir(args.run_dir):
         raise FileNotFoundError(f"{args.run_dir}: run directory not found")
     from tfloc.methods import evaluate_run

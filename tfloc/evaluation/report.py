@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import os
 
+import numpy as np
+
 from tfloc.metrics import cdf_figure
 from tfloc.utils import atomic_write_json
 
@@ -19,6 +21,10 @@ def write_report(run_dir: str, report: dict, curves: dict, figures: dict, title:
     import matplotlib.pyplot as plt
     import tensorflow as tf
     atomic_write_json(os.path.join(run_dir, "report.json"), report)
+    # per-sample test errors of every curve, for overlaid CDFs across runs (evaluate.py --compare)
+    tmp = os.path.join(run_dir, ".tmp-errors.npz")
+    np.savez(tmp, **{name: np.asarray(e, np.float32) for name, e in curves.items()})
+    os.replace(tmp, os.path.join(run_dir, "errors.npz"))
     figures = {"cdf.png": cdf_figure(curves, title=title), **figures}
     writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard", "eval"))
     with writer.as_default():

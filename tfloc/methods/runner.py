@@ -8,6 +8,8 @@ import logging
 import os
 import time
 
+import numpy as np
+
 from tfloc.methods.registry import METHODS
 
 log = logging.getLogger("tfloc")
@@ -134,6 +136,7 @@ def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = N
         "n_indoor_excluded": int(meta.get("n_indoor_excluded", 0)),
         "los_share": float(data.paths.los[has_path].mean()) if has_path.any() else 0.0,
         "per_sector": meta.get("per_sector"),
+        "conditions_per_split": conditions_per_split(data.paths, s),
         "simulation": {k: meta.get(k) for k in ("scene", "site", "trace_s", "receivers_per_s",
                                                  "mean_paths_per_ue", "conditions")} | data.info,
         "method": cfg.method.type, "evaluators": names,
@@ -154,6 +157,16 @@ def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = N
     if "mean_m" in m:
         log.info("test: %s mean %.2f m (p90 %.2f m)", net.name, m["mean_m"], m["p90_m"])
     return report
+
+
+def conditions_per_split(paths, splits) -> dict:
+    """Links per propagation condition in each split (multi-BS: every link of a sample)."""
+    from tfloc.sim.paths import CONDITIONS
+    out = {}
+    for name in ("train", "val", "test", "unlabelled"):
+        codes = paths.condition[np.asarray(getattr(splits, name)).reshape(-1)]
+        out[name] = {c: int((codes == k).sum()) for k, c in enumerate(CONDITIONS) if (codes == k).any()}
+    return out
 
 
 def evaluate_run(run_dir: str) -> dict:

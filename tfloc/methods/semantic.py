@@ -221,7 +221,7 @@ class SemanticTask(Task):
         coords_learnt = o.weighting == "uncertainty" or o.coordinate_weight > 0
         monitor = "val_mean_error_m" if coords_learnt else "val_condition_error"
         history = self.fit(trainer, inputs["train"], inputs["val"], run_dir, monitor=monitor)
-        facts = {"epochs": len(history.history["loss"]), "monitor": monitor}
+        facts = self.history_facts(history, monitor)
         if extra:
             s1, s2 = extra["uncertainty"].sigmas
             facts.update(sigma1=float(s1), sigma2=float(s2))

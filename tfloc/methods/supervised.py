@@ -39,5 +39,5 @@ class SupervisedTask(Task):
             return {"mean_error_m": position_error_m(y, net(x, training=False))}
         trainer = TaskTrainer(models, loss_fn, ["loss", "position_loss"], val_fn, ["mean_error_m"])
         history = self.fit(trainer, inputs["train"], inputs["val"], run_dir)
-        return {"epochs": len(history.history["loss"])}
+        return self.history_facts(history)
 

@@ -112,6 +112,14 @@ class Task(abc.ABC):
         out = models["inference"].predict(x, batch_size=256, verbose=0)
         return {k: np.asarray(v) for k, v in out.items() if k != "embedding"}
 
+    @staticmethod
+    def history_facts(history, monitor: str = "val_mean_error_m") -> dict:
+        """Epochs run, the best epoch by ``monitor`` and every validation metric there."""
+        h = history.history
+        best = int(np.argmin(h[monitor]))
+        return {"epochs": len(h["loss"]), "best_epoch": best + 1, "monitor": monitor,
+                **{f"best_{k}": float(v[best]) for k, v in h.items() if k.startswith("val_")}}
+
     def fit(self, trainer: "TaskTrainer", train_ds, val_ds, run_dir: str, *,
             epochs: int | None = None, monitor: str = "val_mean_error_m", tag: str = ""):
         """Keras fit with the house callbacks: TensorBoard (every loss term), best

@@ -1,0 +1,73 @@
+"""Running a study's experiments (each in its own process, resumable) and collecting them."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Experiment:
+    """One run of a study: a label, a shipped config, overrides, and the paper's numbers."""
+    label: str
+    config: str
+    sets: list = field(default_factory=list)
+    paper: dict = field(default_factory=dict)   # e.g. {"rmse_m": 0.8165, "accuracy": 0.9359}
+    group: str = ""
+    trains_position: bool = True
+
+
+def run_experiments(experiments, root: str, common_sets=(), repo: str = ".") -> dict:
+    """Runs each experiment into ``root/<slug>`` unless its report exists (resumable).
+
+    Each run is a separate ``train.py`` process (fresh TF state, bounded memory).
+    Returns {label: run_dir}. A failed run stops the study with its log's tail.
+    """
+    os.makedirs(root, exist_ok=True)
+    out = {}
+    for i, e in enumerate(experiments):
+        slug = "".join(c if c.isalnum() else "-" for c in e.label.lower()).strip("-")
+        run = os.path.join(root, f"{i:02d}-{slug}")
+        out[e.label] = run
+        if os.path.isfile(os.path.join(run, "report.json")):
+            print(f"[{i + 1}/{len(experiments)}] {e.label}: done before ({run})", flush=True)
+            continue
+        sets = [a for s in [*common_sets, *e.sets, "export.enabled=false"] for a in ("--set", s)]
+        cmd = [sys.executable, os.path.join(repo, "train.py"), "--config",
+               os.path.join(repo, e.config), *sets, "--run-dir", run]
+        t = time.time()
+        print(f"[{i + 1}/{len(experiments)}] {e.label} ...", flush=True)
+        with open(run + ".log", "w") as log:
+            r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        if r.returncode != 0:
+            with open(run + ".log") as fh:
+                tail = fh.read()[-3000:]
+            raise RuntimeError(f"{e.label} failed (exit {r.returncode}):\n{tail}")
+        rep = json.load(open(os.path.join(run, "report.json")))
+        acc = rep.get("condition", {}).get("accuracy")
+        print(f"    mean {rep['model']['mean_m']:.2f} m, RMSE {rep['model']['rmse_m']:.2f} m"
+              + (f", accuracy {100 * acc:.1f} %" if acc is not None else "")
+              + f" ({time.time() - t:.0f} s)", flush=True)
+    return out
+
+
+#: below this line a results page is written by people and kept when the study re-runs
+DISCUSSION_MARKER = "<!-- discussion: written by hand, kept when the study re-runs -->"
+
+
+def write_keeping_discussion(path: str, generated: str) -> str:
+    """Writes ``generated`` to ``path``, keeping what stood below DISCUSSION_MARKER there."""
+    from tfloc.utils import atomic_write_text
+    tail = ""
+    if os.path.isfile(path):
+        with open(path) as fh:
+            old = fh.read()
+        if DISCUSSION_MARKER in old:
+            tail = old.split(DISCUSSION_MARKER, 1)[1]
+    text = generated.rstrip() + "\n\n" + DISCUSSION_MARKER + (tail or "\n")
+    atomic_write_text(path, text)
+    return text
