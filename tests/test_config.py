@@ -112,3 +112,40 @@ def test_too_coarse_grid_fails_cleanly_without_run_dir(tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     assert "spacing_m: only" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_one_of_sections(tmp_path):
+    cfg = load_config(None, ["method=hda"])
+    assert cfg.method.type == "hda" and cfg.method.hda.weighting == "uncertainty"
+    cfg = load_config(None, ["method={type: mda, mda: {coordinate_weight: 0.3}}"])
+    assert cfg.method.mda.coordinate_weight == 0.3 and cfg.method.mda.weighting == "fixed"
+    with pytest.raises(ConfigError, match=r"method.hda: unknown key \(allowed with type 'mda': type, mda\)"):
+        load_config(None, ["method={type: mda, hda: {num_conditions: 2}}"])
+    with pytest.raises(ConfigError, match="method.supervised: unknown key"):
+        load_config(None, ["method={type: supervised, supervised: {x: 1}}"])   # no options
+    with pytest.raises(ConfigError, match="model.type: unknown model 'vit'"):
+        load_config(None, ["model=vit"])
+    assert from_dict(to_dict(load_config(None, ["method=hda"]))).method.hda.weighting == "uncertainty"
+
+
+def test_base_includes_and_cycles(tmp_path):
+    (tmp_path / "data.yaml").write_text("name: data\ndata: {batch_size: 7, snr_db: [1, 2]}\n")
+    (tmp_path / "exp.yaml").write_text("base: data.yaml\nname: exp\ndata: {batch_size: 9}\n")
+    cfg = load_config(str(tmp_path / "exp.yaml"))
+    assert cfg.name == "exp" and cfg.data.batch_size == 9 and cfg.data.snr_db == [1.0, 2.0]
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="'base' includes itself"):
+        load_config(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
+        load_config(str(tmp_path / "c.yaml"))
+
+
+def test_config_module_imports_no_component():
+    """tfloc.config is machinery only: importing it loads no model, method or scene module."""
+    r = subprocess.run([sys.executable, "-c", "import sys, tfloc.config; "
+                        "print(sorted(m for m in sys.modules if m.startswith('tfloc')))"],
+                       capture_output=True, text=True, timeout=120)
+    mods = eval(r.stdout.strip())
+    assert set(mods) <= {"tfloc", "tfloc.config"}, mods
