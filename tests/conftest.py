@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -39,3 +41,21 @@ def make_spec(feature_shape=(16, 8, 2), dims=2, num_sectors=0, links=1, csi_shap
                     num_delay_taps=feature_shape[1], representation=representation,
                     normalization="sample_max", array_shape=(1, 1, 1),
                     target_mean=tuple(mean or [0.0] * dims), target_std=tuple(std or [1.0] * dims))
+
+
+def run_python(args, cwd, timeout=900, check=True):
+    """Runs ``python *args`` in a fresh process; asserts success unless ``check`` is False."""
+    r = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                       timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if check:
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def train_tiny(config, sets, tmp):
+    """train.py on a shipped config with tiny-scale overrides into ``tmp/run``; returns (run, result)."""
+    args = [a for s in sets + [f"runtime.cache_dir={tmp / 'cache'}"] for a in ("--set", s)]
+    run = tmp / "run"
+    r = run_python([os.path.join(REPO, "train.py"), "--config", os.path.join(REPO, "configs", config),
+                    *args, "--run-dir", str(run)], cwd=tmp)
+    return run, r

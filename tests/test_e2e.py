@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_python, train_tiny
 
 pytestmark = pytest.mark.slow  # real Sionna RT; deselect with -m 'not slow'
 
@@ -17,21 +17,12 @@ TINY = ["simulation.ue_grid.spacing_m=8.0", "training.epochs=3", "data.batch_siz
         "model.resnet.width=16"]
 
 
-def _run(args, cwd, timeout=900):
-    r = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                       timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
+_run = run_python
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    sets = [a for s in TINY + [f"runtime.cache_dir={tmp / 'cache'}"] for a in ("--set", s)]
-    run = tmp / "run"
-    r = _run([os.path.join(REPO, "train.py"), "--config",
-              os.path.join(REPO, "configs", "etoile_supervised.yaml"), *sets,
-              "--run-dir", str(run)], cwd=tmp)
+    run, r = train_tiny("etoile_supervised.yaml", TINY, tmp_path_factory.mktemp("e2e"))
     assert "test error" in r.stdout
     return run
 

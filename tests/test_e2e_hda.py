@@ -2,14 +2,12 @@
 vehicles), training, evaluation, comparison and the two-output export in a fresh process."""
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_python, train_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -18,21 +16,12 @@ TINY = ["simulation.ue_grid.spacing_m=6.0", "simulation.cars.num_realizations=3"
         "model.semantic_cnn.filters=[8, 8, 16, 16]", "model.semantic_cnn.head_units=[32, 32]"]
 
 
-def _run(args, cwd, timeout=900, check=True):
-    r = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                       timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    if check:
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
+_run = run_python
 
 
 @pytest.fixture(scope="module")
 def hda_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("hda")
-    sets = [a for s in TINY + [f"runtime.cache_dir={tmp / 'cache'}"] for a in ("--set", s)]
-    run = tmp / "run"
-    r = _run([os.path.join(REPO, "train.py"), "--config", os.path.join(REPO, "configs", "hda.yaml"),
-              *sets, "--run-dir", str(run)], cwd=tmp)
+    run, r = train_tiny("hda.yaml", TINY, tmp_path_factory.mktemp("hda"))
     assert "condition accuracy" in r.stdout
     return run
 

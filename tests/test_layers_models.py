@@ -3,10 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfloc.models import ModelConfig
-from tfloc.models.resnet import ResNetConfig
 from tfloc.layers import AffineOutput, CSIFeatures
-from tfloc.models import MODELS, build_model
+from tfloc.models import MODELS, ModelConfig, build_model
 
 from conftest import make_spec
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, List
 
 import yaml

@@ -28,7 +28,6 @@ import tensorflow as tf
 
 from tfloc.config import ConfigError, param
 from tfloc.losses import LossConfig
-from tfloc.sim.paths import CONDITIONS
 
 #: class names of the propagation-condition task, by number of classes, and the
 #: PathSet condition code (LOS, NLOS-static, NLOS-car) each class collects

@@ -10,7 +10,6 @@ numbers beside the paper's Table II.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from tfloc.studies.common import Experiment, run_experiments
@@ -66,7 +65,7 @@ def write_page(runs: dict, out: str, epochs: int, command: str):
     from tfloc.evaluation.compare import comparison_figure, load_run
     reports = {label: load_run(run)[0] for label, run in runs.items()}
     first = next(iter(reports.values()))
-    lines = [f"# Seed 002 (Chu et al.): semantic localization in a dynamic street canyon\n",
+    lines = ["# Seed 002 (Chu et al.): semantic localization in a dynamic street canyon\n",
              f"Produced by `{command}`.\n",
              "Scale and split: " + _scale_text(first, epochs) + "\n"]
     for group in ("Table II", "baselines", "ablations"):
