@@ -80,3 +80,34 @@ def test_transform_under_tf_function_and_xla(rng):
     eager = layer(x)
     np.testing.assert_allclose(tf.function(layer)(x), eager, atol=1e-5)
     np.testing.assert_allclose(tf.function(layer, jit_compile=True)(x), eager, atol=1e-5)
+
+
+def test_csi_features_keep_leading_dimensions(rng):
+    """One CSI per BS: [b, L, ue, bs, sc, 2] -> [b, L, H, W, C], each link as alone."""
+    x = rng.normal(size=(3, 4, 2, 8, 12, 2)).astype(np.float32)
+    layer = CSIFeatures(6, "magnitude", "sample_max")
+    y = layer(x).numpy()
+    assert y.shape == (3, 4, 8, 6, 2) == layer.compute_output_shape(x.shape)
+    np.testing.assert_allclose(y[1, 2], layer(x[1:2, 2])[0], atol=1e-6)
+
+
+def test_serving_module_with_bs_positions(tmp_path, rng):
+    """A multi-BS spec serves csi [b, L, ...] and bs_positions [b, L, 3] by name."""
+    from conftest import make_spec
+    from tfloc.export import ServingModule
+    spec = make_spec((8, 6, 2), dims=3, links=3, csi_shape=(2, 8, 12, 2))
+    feats = keras.Input((3, 8, 6, 2), name="features")
+    bsp = keras.Input((3, 3), name="bs_positions")
+    h = keras.layers.Concatenate()([keras.layers.Flatten()(feats), keras.layers.Flatten()(bsp)])
+    model = keras.Model({"features": feats, "bs_positions": bsp},
+                        {"position": keras.layers.Dense(3, name="position")(h)})
+    path = ServingModule("multi", model, spec).write(str(tmp_path / "multi" / "1"))
+    f = tf.saved_model.load(path).signatures["serving_default"]
+    assert set(f.structured_input_signature[1]) == {"csi", "bs_positions"}
+    csi = rng.normal(size=(2, 3, 2, 8, 12, 2)).astype(np.float32)
+    pos = rng.normal(size=(2, 3, 3)).astype(np.float32)
+    out = f(csi=tf.constant(csi), bs_positions=tf.constant(pos))["position"]
+    want = model({"features": CSIFeatures(6)(csi), "bs_positions": tf.constant(pos)})["position"]
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="'bs_positions' contains NaN"):
+        f(csi=tf.constant(csi), bs_positions=tf.constant(np.full((2, 3, 3), np.nan, np.float32)))
