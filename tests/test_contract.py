@@ -16,10 +16,10 @@ from tfloc.models import MODELS, ModelConfig, build_model
 
 
 @pytest.mark.parametrize("name", MODELS.names())
-@pytest.mark.parametrize("conditions", [0, 3])
-def test_every_model_builds_outputs_and_serialises(tmp_path, name, conditions):
+@pytest.mark.parametrize("conditions, std", [(0, False), (3, True)])
+def test_every_model_builds_outputs_and_serialises(tmp_path, name, conditions, std):
     spec = make_spec((16, 8, 2), dims=3, mean=[1.0, 2.0, 3.0], std=[2.0, 2.0, 1.0])
-    m = build_model(ModelConfig(name), spec, num_conditions=conditions)
+    m = build_model(ModelConfig(name), spec, num_conditions=conditions, position_std=std)
     x = {"features": np.random.default_rng(0).random((4, 16, 8, 2), np.float32)}
     out = m(x)
     assert out["position"].shape == (4, 3) and out["embedding"].shape[0] == 4
@@ -28,6 +28,9 @@ def test_every_model_builds_outputs_and_serialises(tmp_path, name, conditions):
         np.testing.assert_allclose(np.sum(out["condition_probs"], -1), 1.0, rtol=1e-5)
     else:
         assert "condition_probs" not in out
+    assert ("position_std" in out) == std
+    if std:
+        assert np.all(out["position_std"].numpy() >= 1e-3 * np.array(spec.target_std) - 1e-9)
     path = str(tmp_path / "m.keras")
     m.save(path)
     again = keras.models.load_model(path)(x)
@@ -124,3 +127,16 @@ def test_empty_target_split_is_an_error_and_leaves_no_run(synthetic, tmp_path):
     with pytest.raises(ConfigError, match="the target split .'unlabelled'. is empty"):
         train_and_evaluate(cfg, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_supervised_gaussian_nll_serves_position_std(synthetic, tmp_path):
+    from tfloc.methods import train_and_evaluate
+    cfg = _config("dcnn", ["training.loss=gaussian_nll"])
+    report = train_and_evaluate(cfg, str(tmp_path / "run"))
+    cal = report["calibration"]
+    assert 0 <= cal["within_1sigma"]["observed"] <= 1 and cal["crps_m"] > 0
+    f = tf.saved_model.load(str(tmp_path / "run" / "export" / "dcnn" / "1")).signatures["serving_default"]
+    out = f(csi=tf.random.normal([2, 1, 8, 16, 2]))
+    assert set(out) == {"position", "position_std"} and np.all(out["position_std"].numpy() > 0)
+    loaded = keras.models.load_model(tmp_path / "run" / "model.keras")   # safe mode: no Lambda
+    assert "position_std" in loaded.output

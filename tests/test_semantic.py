@@ -131,3 +131,20 @@ def test_mmd_and_coral(rng):
     assert float(coral(a, a)) == pytest.approx(0.0, abs=1e-9)
     ca, cb = np.cov(a.T), np.cov((b * 3).T)
     np.testing.assert_allclose(float(coral(a, b * 3)), ((ca - cb) ** 2).sum() / (4 * 25), rtol=1e-3)
+
+
+def test_gaussian_crps_closed_form_and_integral(rng):
+    from scipy.integrate import quad
+    from scipy.stats import norm
+    from tfloc.losses import gaussian_crps
+    y, mu, s = rng.normal(size=(4, 2)), rng.normal(size=(4, 2)), rng.uniform(0.2, 3.0, (4, 2))
+    w = (y - mu) / s
+    closed = s * (w * (2 * norm.cdf(w) - 1) + 2 * norm.pdf(w) - 1 / np.sqrt(np.pi))
+    got = gaussian_crps(y, mu, s).numpy()
+    np.testing.assert_allclose(got, closed, rtol=1e-4, atol=1e-6)
+    # eq. 7: integral of (F(x) - 1{x >= y})^2
+    for i, j in [(0, 0), (3, 1)]:
+        F = norm(mu[i, j], s[i, j]).cdf
+        lo, hi = mu[i, j] - 12 * s[i, j], mu[i, j] + 12 * s[i, j]
+        integral = quad(lambda x: F(x) ** 2, lo, y[i, j])[0] + quad(lambda x: (1 - F(x)) ** 2, y[i, j], hi)[0]
+        assert got[i, j] == pytest.approx(integral, rel=1e-4)

@@ -153,7 +153,8 @@ def knn(ctx: EvalContext) -> EvalResult:
 
 @EVALUATORS.register("calibration")
 def calibration(ctx: EvalContext) -> EvalResult:
-    """Share of test errors inside the model's 1/2/3-sigma regions against the Gaussian's own.
+    """Share of test errors inside the model's 1/2/3-sigma regions against the Gaussian's own,
+    and the mean CRPS of the predicted Gaussian per axis (seed 001 eq. 9).
 
     With a diagonal Gaussian of D axes the squared Mahalanobis distance is
     chi-square with D degrees of freedom, so the k-sigma region holds
@@ -169,4 +170,7 @@ def calibration(ctx: EvalContext) -> EvalResult:
     out = {f"within_{k}sigma": {"observed": float((r2 <= k * k).mean()),
                                  "expected": float(chi2.cdf(k * k, D))} for k in (1, 2, 3)}
     out["mean_std_m"] = float(np.sqrt((std ** 2).sum(-1)).mean())
+    from tfloc.losses import gaussian_crps
+    crps = gaussian_crps(ctx.y["position"], ctx.outputs["position"], std).numpy()
+    out["crps_m"] = float(crps.mean())                 # per axis, averaged (seed 001 eq. 9)
     return EvalResult(report={"calibration": out})

@@ -16,7 +16,7 @@ from tfloc.losses.alignment import (coral, global_alignment, lambda_ramp, local_
                                     multilinear_map, batch_distribution, symmetric_kl, weight_l2)
 from tfloc.losses.classification import focal_cross_entropy
 from tfloc.losses.regression import position_huber, standardized_squared_error
-from tfloc.losses.uncertainty import HomoscedasticWeighting, gaussian_nll
+from tfloc.losses.uncertainty import HomoscedasticWeighting, gaussian_crps, gaussian_nll
 
 LOSSES: Registry = Registry("loss")
 
@@ -32,6 +32,23 @@ def _mse(options, spec):
     """Squared position error in units of the label spread, summed over axes (seed 002 eq. 8)."""
     return lambda labels, outputs: standardized_squared_error(
         labels["position"], outputs["position"], spec.target_std)
+
+
+@LOSSES.register("gaussian_nll")
+def _gaussian_nll(options, spec):
+    """Gaussian negative log-likelihood with the model's per-sample ``position_std``
+    (aleatoric uncertainty; TFP's MultivariateNormalDiag), in units of the label spread.
+    A method that uses it builds its model with a ``position_std`` head."""
+    import tensorflow as tf
+    mean = tf.constant(spec.target_mean, tf.float32)
+    std = tf.constant(spec.target_std, tf.float32)
+    return lambda labels, outputs: gaussian_nll((labels["position"] - mean) / std,
+                                                (outputs["position"] - mean) / std,
+                                                outputs["position_std"] / std)
+
+
+#: losses that need the model's ``position_std`` output
+UNCERTAINTY_LOSSES = ("gaussian_nll",)
 
 
 @dataclass
@@ -54,4 +71,4 @@ def build_loss(loss_cfg: LossConfig, spec):
 __all__ = ["LOSSES", "LossConfig", "build_loss", "standardized_squared_error", "position_huber",
            "focal_cross_entropy", "batch_distribution", "symmetric_kl", "multilinear_map",
            "local_alignment", "global_alignment", "lambda_ramp", "weight_l2", "mmd", "coral",
-           "gaussian_nll", "HomoscedasticWeighting"]
+           "gaussian_nll", "gaussian_crps", "HomoscedasticWeighting", "UNCERTAINTY_LOSSES"]

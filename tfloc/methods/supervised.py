@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfloc.losses import build_loss
+from tfloc.losses import UNCERTAINTY_LOSSES, build_loss
 from tfloc.methods.registry import METHODS
 from tfloc.methods.task import Task, TaskTrainer, position_error_m, require
 from tfloc.models import build_model
@@ -23,8 +23,21 @@ class SupervisedTask(Task):
         return {"train": p.feature_dataset(s.train, training=True),
                 "val": p.feature_dataset(s.val, training=False, split_seed_offset=2)}
 
+    @property
+    def uncertain(self) -> bool:
+        """Trained with a likelihood loss: the model also serves ``position_std``."""
+        return self.cfg.training.loss.type in UNCERTAINTY_LOSSES
+
+    @property
+    def outputs(self):
+        return ("position", "position_std") if self.uncertain else ("position",)
+
+    @property
+    def evaluators(self):
+        return ("position", "per_condition", "knn") + (("calibration",) if self.uncertain else ())
+
     def build_models(self, spec):
-        return {"inference": build_model(self.cfg.model, spec)}
+        return {"inference": build_model(self.cfg.model, spec, position_std=self.uncertain)}
 
     def train(self, models, inputs, run_dir):
         net = models["inference"]

@@ -18,19 +18,22 @@ def _mlp(x, units, batch_norm: bool, bn_momentum: float, dropout: float, name: s
     return x
 
 
-def output_heads(embedding, spec, *, num_conditions: int = 0, units=(128,),
-                 batch_norm: bool = False, bn_momentum: float = 0.9, dropout: float = 0.0,
-                 side=None) -> dict:
+def output_heads(embedding, spec, *, num_conditions: int = 0, position_std: bool = False,
+                 units=(128,), batch_norm: bool = False, bn_momentum: float = 0.9,
+                 dropout: float = 0.0, side=None) -> dict:
     """The outputs every model returns, from its shared features ``embedding`` [b, E].
 
     A coordinate head (MLP ``units``, then linear to ``spec.position_dims``
     standardised coordinates, mapped to metres by the training labels' mean and
     spread) and, with ``num_conditions > 0``, a condition head (MLP, then
-    ``num_conditions`` logits and their softmax). ``side`` [b, k] (e.g. the
+    ``num_conditions`` logits and their softmax). With ``position_std`` the
+    coordinate head also gives a per-sample, per-axis standard deviation
+    (softplus, floored at 1e-3 of the label spread). ``side`` [b, k] (e.g. the
     sector one-hot) joins the embedding at the heads' input.
 
-    Output: {"embedding": [b, E], "position": [b, dims] metres,
-    "condition_logits", "condition_probs": [b, C] (with conditions)}.
+    Output: {"embedding": [b, E], "position": [b, dims] metres, "position_std":
+    [b, dims] metres (with position_std), "condition_logits", "condition_probs":
+    [b, C] (with conditions)}.
     """
     L = keras.layers
     if not spec.target_mean:
@@ -40,6 +43,12 @@ def output_heads(embedding, spec, *, num_conditions: int = 0, units=(128,),
     x = L.Dense(spec.position_dims, name="coord_out")(x)
     out = {"embedding": embedding,
            "position": AffineOutput(spec.target_mean, spec.target_std, name="position")(x)}
+    if position_std:
+        s = L.Dense(spec.position_dims, activation="softplus", name="coord_std_out")(
+            _mlp(h, units[-1:], batch_norm, bn_momentum, dropout, "coord_std") if units else h)
+        # metres: (softplus + 1e-3) * spread, the floor keeps the likelihood finite
+        out["position_std"] = AffineOutput([1e-3 * v for v in spec.target_std], spec.target_std,
+                                           name="position_std")(s)
     if num_conditions:
         c = _mlp(h, units, batch_norm, bn_momentum, dropout, "cond")
         logits = L.Dense(num_conditions, name="condition_logits")(c)

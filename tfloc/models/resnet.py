@@ -44,7 +44,8 @@ def _basic_block(x, filters: int, stride: int, name: str, bn_momentum: float):
 
 
 @MODELS.register("resnet", config=ResNetConfig)
-def build_resnet(cfg: ResNetConfig, spec, *, num_conditions: int = 0, name: str | None = None):
+def build_resnet(cfg: ResNetConfig, spec, *, num_conditions: int = 0, position_std: bool = False,
+                 name: str | None = None):
     """ResNet-18/34 (basic blocks) with the shared output heads.
 
     Differences from the ImageNet model, for angle-delay maps of about 32 x 64:
@@ -73,6 +74,7 @@ def build_resnet(cfg: ResNetConfig, spec, *, num_conditions: int = 0, name: str 
                               cfg.bn_momentum)
     x = (L.Flatten(name="pool") if cfg.pooling == "flatten" else
          L.GlobalAveragePooling2D(name="pool"))(x)
-    out = output_heads(x, spec, num_conditions=num_conditions, units=(cfg.head_units,),
+    out = output_heads(x, spec, num_conditions=num_conditions, position_std=position_std,
+                       units=(cfg.head_units,),
                        dropout=cfg.dropout, side=sector_onehot(inputs, spec.num_sectors))
     return keras.Model(inputs, out, name=name or f"resnet{cfg.depth}")

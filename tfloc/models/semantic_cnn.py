@@ -23,7 +23,7 @@ class SemanticCNNConfig:
 
 @MODELS.register("semantic_cnn", config=SemanticCNNConfig)
 def build_semantic_cnn(cfg: SemanticCNNConfig, spec, *, num_conditions: int = 0,
-                       name: str | None = None):
+                       position_std: bool = False, name: str | None = None):
     """Feature net Theta_1 = N x (Conv2D, BatchNorm, MaxPool, ReLU), flattened to omega;
     coordinate head Theta_2 and condition head Theta_3 = (Dense, BN, ReLU) x 2 then linear.
 
@@ -45,7 +45,8 @@ def build_semantic_cnn(cfg: SemanticCNNConfig, spec, *, num_conditions: int = 0,
         x = L.MaxPooling2D(2, padding="same", name=f"theta1_pool{i + 1}")(x)
         x = L.ReLU(name=f"theta1_relu{i + 1}")(x)
     omega = L.Flatten(name="omega")(x)
-    out = output_heads(omega, spec, num_conditions=num_conditions, units=tuple(cfg.head_units),
+    out = output_heads(omega, spec, num_conditions=num_conditions, position_std=position_std,
+                       units=tuple(cfg.head_units),
                        batch_norm=True, bn_momentum=cfg.bn_momentum,
                        side=sector_onehot(inputs, spec.num_sectors))
     return keras.Model(inputs, out, name=name or "semantic_cnn")
