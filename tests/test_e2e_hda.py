@@ -31,7 +31,10 @@ def test_hda_run_report(hda_run):
     assert rep["method"] == "hda" and rep["model"]["dims"] == 3
     assert rep["condition"]["classes"] == ["LOS", "NLOS-static", "NLOS-car"]
     assert sum(rep["condition"]["support"].values()) == rep["n_test"]
-    assert rep["simulation"]["conditions"]["NLOS-car"] > 0             # vehicles block links
+    conds = rep["simulation"]["conditions"]                # blockage physics: test_scenes.py
+    assert set(conds) == {"LOS", "NLOS-static", "NLOS-car", "no path"}
+    split = rep["conditions_per_split"]
+    assert sum(split["test"].values()) == rep["n_test"] and sum(split["train"].values()) == rep["n_train_labelled"]
     assert set(rep["model"]["per_condition"]) <= {"LOS", "NLOS-static", "NLOS-car"}
     assert rep["domain_adaptation"]["target"].startswith("test realizations")
     assert rep["timings_s"]["sigma1"] > 0 and "knn" in rep["baselines"]
