@@ -42,8 +42,18 @@ def test_every_model_builds_outputs_and_serialises(tmp_path, name, conditions, s
 def synthetic(monkeypatch):
     """Makes the runner use the synthetic PathSet instead of tracing."""
     import tfloc.sim
+    import tfloc.methods.transfer
     ps = synthetic_pathset()
     monkeypatch.setattr(tfloc.sim, "load_or_trace", lambda cfg, cache, progress=True: (ps, "synthetic", True))
+    monkeypatch.setattr(tfloc.methods.transfer, "load_environment", synthetic_environment)
+    return ps
+
+
+def synthetic_environment(ref, cache_dir, sub_array=None, progress=True):
+    """A synthetic single-link PathSet per environment name (the transfer methods' sites)."""
+    import zlib
+    ps = synthetic_pathset(seed=zlib.crc32(ref.name.encode()) % 1000)
+    ps.meta = {**ps.meta, "environment": ref.name}
     return ps
 
 
@@ -61,7 +71,8 @@ def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method):
     cfg = _config(method, [f"export.model_name={method}"])
     run = tmp_path / "run"
     report = train_and_evaluate(cfg, str(run))
-    assert report["method"] == method and report["model"]["dims"] == 3
+    dims = cfg.data.position_dims
+    assert report["method"] == method and report["model"]["dims"] == dims
     assert {"mean_m", "p50_m", "p67_m", "p80_m", "p90_m", "rmse_m"} <= set(report["model"])
     assert "knn" in report["baselines"] and report["n_test"] > 0
     assert (run / "model.keras").exists() and (run / "cdf.png").exists()
@@ -71,7 +82,7 @@ def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method):
     f = tf.saved_model.load(str(export)).signatures["serving_default"]
     csi = np.random.default_rng(0).normal(size=(3, *meta["inputs"]["csi"]["shape"][1:])).astype(np.float32)
     out = f(csi=tf.constant(csi))
-    assert out["position"].shape == (3, 3)
+    assert out["position"].shape == (3, dims)
     assert set(out) == set(meta["outputs"])
     if "condition_probs" in out:
         assert meta["condition_classes"] == ["LOS", "NLOS-static", "NLOS-car"]

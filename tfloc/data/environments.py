@@ -7,6 +7,8 @@ per-environment heads ``g_env``), and transfer to an unseen target.
 """
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,8 +57,8 @@ def multi_environment_dataset(envs: dict, names: list, split: str = "train", *,
     Output elements: ({"features": [B, H, W, C], "environment": [B] int32}, labels) with
     the labels of :meth:`CSIPipeline.csi_dataset`,
     where ``environment`` indexes ``names``. Training streams sample the
-    environments at random (``weights``, default by size) and end when any
-    source is exhausted; evaluation streams concatenate them in order.
+    environments at random (``weights``, default by size) until every sample of
+    every environment has come once; evaluation streams concatenate them in order.
     """
     unknown = [n for n in names if n not in envs]
     if unknown:
@@ -74,9 +76,113 @@ def multi_environment_dataset(envs: dict, names: list, split: str = "train", *,
             sizes = np.array([len(getattr(envs[n].splits, split)) for n in names], float)
             weights = sizes / sizes.sum()
         ds = tf.data.Dataset.sample_from_datasets(parts, weights=list(weights), seed=seed,
-                                                  stop_on_empty_dataset=True)
+                                                  stop_on_empty_dataset=False)
     else:
         ds = parts[0]
         for p in parts[1:]:
             ds = ds.concatenate(p)
-    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+    total = sum(len(getattr(envs[n].splits, split)) for n in names)
+    ds = ds.batch(batch).apply(tf.data.experimental.assert_cardinality(-(-total // batch)))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# -- named environments of traced sites (seed 001's transfer study) ------------------ #
+#: where environment names look for their site's config: ``<name>`` -> configs/data/<name>.yaml
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), "configs", "data")
+_NAME = re.compile(r"^(?P<site>[A-Za-z0-9_.-]+)(/(?P<kind>bs|sector)(?P<index>\d+))?$")
+
+
+@dataclass(frozen=True)
+class EnvironmentRef:
+    """A parsed environment name ``<site config>[/bs<k> | /sector<k>]``.
+
+    ``site`` names a data config under ``configs/data/`` whose ``simulation``
+    section is traced (cached like any run); the view picks the links of one BS
+    of a multi-BS site (``bs<k>``) or of one sector (``sector<k>``). A site with
+    one link per sample needs no view.
+    """
+    name: str
+    site: str
+    kind: str
+    index: int
+    simulation: object       # the site's SimulationConfig
+
+    @property
+    def array_shape(self):
+        a = self.simulation.bs_array
+        return (a.num_rows, a.num_cols, a.shape[2])
+
+
+def environment_ref(name: str, config_dir: str | None = None) -> EnvironmentRef:
+    """Parses and checks an environment name against its site config, without tracing.
+
+    Raises ConfigError (one line) for a malformed name, an unknown site config or a
+    view the site does not have.
+    """
+    from tfloc.config import ConfigError
+    from tfloc.experiment import load_config
+    from tfloc.sim.tracer import site_panels
+    m = _NAME.match(str(name))
+    config_dir = config_dir or CONFIG_DIR
+    if not m:
+        raise ConfigError(f"environment {name!r}: expected <site config>[/bs<k>|/sector<k>], "
+                          "e.g. campus_ground/bs0")
+    path = os.path.join(config_dir, m["site"] + ".yaml")
+    if not os.path.isfile(path):
+        have = sorted(f[:-5] for f in os.listdir(config_dir) if f.endswith(".yaml"))
+        raise ConfigError(f"unknown environment {name!r}: no site config {m['site']!r} "
+                          f"(have {have} in {config_dir})")
+    sim = load_config(path).simulation
+    sectored, panels = site_panels(sim)
+    kind, index = m["kind"] or "", int(m["index"] or 0)
+    views = (f"sector0..sector{len(panels) - 1}" if sectored else
+             f"bs0..bs{len(panels) - 1}" if len(panels) > 1 else "none")
+    wanted = "sector" if sectored else ("bs" if len(panels) > 1 else "")
+    if kind != wanted or index >= len(panels):
+        raise ConfigError(f"unknown environment {name!r}: site {m['site']!r} has views {views}")
+    return EnvironmentRef(str(name), m["site"], kind, index, sim)
+
+
+def sub_array_ports(array_shape, sub_shape) -> np.ndarray:
+    """BS antenna ports of the top-left ``sub_shape`` = (rows, cols) sub-array, first polarisation.
+
+    Sionna orders ports polarisation-major, then column, then row
+    (port = pol * rows * cols + col * rows + row).
+    """
+    rows, cols = int(array_shape[0]), int(array_shape[1])
+    r, c = int(sub_shape[0]), int(sub_shape[1])
+    if r > rows or c > cols:
+        raise ValueError(f"a {r} x {c} sub-array does not fit the {rows} x {cols} array")
+    return np.array([col * rows + row for col in range(c) for row in range(r)], np.int64)
+
+
+_SITES: dict = {}
+
+
+def load_environment(ref: EnvironmentRef, cache_dir: str, sub_array=None,
+                     progress: bool = True) -> PathSet:
+    """The single-link PathSet of one environment: its site traced (or from the cache),
+    the view's links kept and, with ``sub_array`` = (rows, cols), the BS array cut to
+    that sub-array (first polarisation) and the UE to its first antenna."""
+    from tfloc.data.pipeline import sample_groups
+    key = (ref.site, cache_dir)
+    if key not in _SITES:   # the views of one site share one trace (and one load)
+        from tfloc.sim import load_or_trace
+        _SITES[key] = load_or_trace(ref.simulation, cache_dir, progress=progress)[0]
+    paths = _SITES[key]
+    if ref.kind == "bs":
+        rows = sample_groups(paths)[:, ref.index]
+    elif ref.kind == "sector":
+        rows = np.flatnonzero(paths.sector == ref.index)
+    else:
+        rows = np.arange(paths.num_ue)
+    ps = paths.select(rows)
+    bs_pos = paths.meta.get("bs_positions")
+    ps.meta = {**paths.meta, "environment": ref.name,
+               "bs_positions": [bs_pos[ref.index]] if (ref.kind == "bs" and bs_pos) else bs_pos}
+    ps.sector = np.zeros(ps.num_ue, np.int8)
+    if sub_array:
+        ports = sub_array_ports(ref.array_shape, sub_array)
+        ps.a = np.ascontiguousarray(ps.a[:, :1][:, :, ports])
+    return ps

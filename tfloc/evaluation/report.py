@@ -40,6 +40,13 @@ def write_report(run_dir: str, report: dict, curves: dict, figures: dict, title:
             for k in ("mean_m", "p50_m", "p67_m", "p80_m", "p90_m", "rmse_m"):
                 if k in s:
                     tf.summary.scalar(f"test/{who}_{k}", s[k], step=0)
+        cal = report.get("calibration", {})
+        for k in ("crps_m", "mean_std_m", "reliability_gap"):
+            if k in cal:
+                tf.summary.scalar(f"test/calibration_{k}", cal[k], step=0)
+        for k in (1, 2, 3):
+            if f"within_{k}sigma" in cal:
+                tf.summary.scalar(f"test/within_{k}sigma", cal[f"within_{k}sigma"]["observed"], step=0)
         if "condition" in report:
             tf.summary.scalar("test/condition_accuracy", report["condition"]["accuracy"], step=0)
     writer.close()

@@ -18,6 +18,7 @@ from tfloc.utils import atomic_dir
 #: units and meaning of the outputs a method may serve (for tfloc.json)
 OUTPUT_DOCS = {"position": "metres, scene coordinates",
                "position_std": "metres, 1-sigma per axis",
+               "position_scale_tril": "metres, Cholesky factor L of the position covariance L L^T",
                "condition_probs": "probability of each condition class"}
 
 

@@ -16,7 +16,8 @@ from tfloc.losses.alignment import (coral, global_alignment, lambda_ramp, local_
                                     multilinear_map, batch_distribution, symmetric_kl, weight_l2)
 from tfloc.losses.classification import focal_cross_entropy
 from tfloc.losses.regression import position_huber, standardized_squared_error
-from tfloc.losses.uncertainty import HomoscedasticWeighting, gaussian_crps, gaussian_nll
+from tfloc.losses.uncertainty import (HomoscedasticWeighting, gaussian_crps, gaussian_nll,
+                                     gaussian_nll_tril)
 
 LOSSES: Registry = Registry("loss")
 
@@ -42,13 +43,28 @@ def _gaussian_nll(options, spec):
     import tensorflow as tf
     mean = tf.constant(spec.target_mean, tf.float32)
     std = tf.constant(spec.target_std, tf.float32)
-    return lambda labels, outputs: gaussian_nll((labels["position"] - mean) / std,
-                                                (outputs["position"] - mean) / std,
-                                                outputs["position_std"] / std)
+
+    def loss(labels, outputs):
+        y, mu = (labels["position"] - mean) / std, (outputs["position"] - mean) / std
+        if "position_scale_tril" in outputs:   # full covariance: L in units of the spread
+            return gaussian_nll_tril(y, mu, outputs["position_scale_tril"] / std[:, None])
+        return gaussian_nll(y, mu, outputs["position_std"] / std)
+    return loss
+
+
+@LOSSES.register("gaussian_crps")
+def _gaussian_crps(options, spec):
+    """CRPS of the predicted Gaussian per axis (seed 001 eq. 9), summed over axes, in units
+    of the label spread: a proper scoring rule that, unlike the NLL, grows only linearly
+    with a wrong sigma (needs the ``position_std`` head)."""
+    import tensorflow as tf
+    std = tf.constant(spec.target_std, tf.float32)
+    return lambda labels, outputs: tf.reduce_sum(gaussian_crps(
+        labels["position"] / std, outputs["position"] / std, outputs["position_std"] / std), axis=-1)
 
 
 #: losses that need the model's ``position_std`` output
-UNCERTAINTY_LOSSES = ("gaussian_nll",)
+UNCERTAINTY_LOSSES = ("gaussian_nll", "gaussian_crps")
 
 
 @dataclass
@@ -71,4 +87,4 @@ def build_loss(loss_cfg: LossConfig, spec):
 __all__ = ["LOSSES", "LossConfig", "build_loss", "standardized_squared_error", "position_huber",
            "focal_cross_entropy", "batch_distribution", "symmetric_kl", "multilinear_map",
            "local_alignment", "global_alignment", "lambda_ramp", "weight_l2", "mmd", "coral",
-           "gaussian_nll", "gaussian_crps", "HomoscedasticWeighting", "UNCERTAINTY_LOSSES"]
+           "gaussian_nll", "gaussian_nll_tril", "gaussian_crps", "HomoscedasticWeighting", "UNCERTAINTY_LOSSES"]

@@ -23,6 +23,18 @@ def gaussian_nll(y_true, loc, scale):
     return -_tfd().MultivariateNormalDiag(loc=tf.cast(loc, tf.float32), scale_diag=scale).log_prob(y)
 
 
+def gaussian_nll_tril(y_true, loc, scale_tril):
+    """``-log N(y; loc, L L^T)`` per sample (full covariance by its Cholesky factor),
+    by TFP's MultivariateNormalTriL.
+
+    Input: y_true, loc [b, D]; scale_tril [b, D, D] lower triangular, positive diagonal.
+    Output: [b].
+    """
+    return -_tfd().MultivariateNormalTriL(loc=tf.cast(loc, tf.float32),
+                                          scale_tril=tf.cast(scale_tril, tf.float32)).log_prob(
+        tf.cast(y_true, tf.float32))
+
+
 def gaussian_crps(y_true, loc, scale):
     """CRPS of N(loc, scale^2) at y per axis, closed form (seed 001 eq. 9):
     ``sigma [w (2 Phi(w) - 1) + 2 phi(w) - 1 / sqrt(pi)]`` with ``w = (y - loc) / sigma``.

@@ -25,6 +25,12 @@ def make_task(cfg):
     check_scene_config(cfg.simulation)
     task = METHODS.get(cfg.method.type)(cfg)
     task.check(DataSpec.from_config(cfg))
+    needs_std = {"calibration"} & set(cfg.evaluation.evaluators)
+    if needs_std and "position_std" not in task.outputs:
+        from tfloc.config import ConfigError
+        raise ConfigError(f"evaluation.evaluators: 'calibration' needs a model with a sigma head "
+                          f"(position_std); method '{cfg.method.type}' as configured has none "
+                          "(train it with a likelihood loss such as gaussian_nll)")
     return task
 
 
@@ -49,7 +55,7 @@ def load_data(cfg, progress: bool = True):
 def prepare(cfg, progress: bool = True):
     """(task, data): every check first, then tracing or the cache."""
     task = make_task(cfg)
-    data = load_data(cfg, progress)
+    data = task.load_data(progress)
     task.spec = data.spec
     return task, data
 

@@ -4,6 +4,7 @@ The runner (:mod:`tfloc.methods.runner`) only calls these hooks, in this order:
 
 1. ``check(spec)`` -- before anything is traced: refuse a dataset the method
    cannot use (ConfigError naming the key).
+1b. ``load_data()`` -- the traced data (default: the config's own site).
 2. ``build_inputs(data)`` -- tf.data pipelines from the traced data; from here
    on ``task.spec`` is the data's spec with the training targets' statistics.
 3. ``build_models(spec)`` -- named Keras models; ``inference`` is the one that
@@ -76,6 +77,13 @@ class Task(abc.ABC):
     def check(self, spec) -> None:
         """Raise ConfigError if the method cannot use data of this spec (before tracing)."""
 
+    def load_data(self, progress: bool = True) -> DataBundle:
+        """The traced data (default: the config's ``simulation`` and ``data`` sections, see
+        :func:`tfloc.methods.runner.load_data`); methods that train on several
+        environments override it and return their target's bundle."""
+        from tfloc.methods.runner import load_data
+        return load_data(self.cfg, progress)
+
     @abc.abstractmethod
     def build_inputs(self, data: DataBundle) -> dict:
         """Named tf.data pipelines (e.g. ``train``, ``val``)."""
@@ -120,19 +128,24 @@ class Task(abc.ABC):
                 **{f"best_{k}": float(v[best]) for k, v in h.items() if k.startswith("val_")}}
 
     def fit(self, trainer: "TaskTrainer", train_ds, val_ds, run_dir: str, *,
-            epochs: int | None = None, monitor: str = "val_mean_error_m", tag: str = ""):
+            epochs: int | None = None, monitor: str = "val_mean_error_m", tag: str = "",
+            schedule=None, learning_rate: float | None = None):
         """Keras fit with the house callbacks: TensorBoard (every loss term), best
-        checkpoint, early stopping (best weights restored), LR decay on plateau."""
+        checkpoint, and a schedule: by default early stopping (best weights
+        restored) and LR decay on plateau; ``schedule`` replaces those two by the
+        given callbacks (e.g. :class:`tfloc.methods.callbacks.GradualUnfreezing`)."""
         t = self.cfg.training
-        trainer.compile(optimizer=keras.optimizers.Adam(t.learning_rate))
+        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate or t.learning_rate))
         sub = f"-{tag}" if tag else ""
         ckpt = os.path.join(run_dir, "checkpoints", f"best{sub}.weights.h5")
         os.makedirs(os.path.dirname(ckpt), exist_ok=True)
         callbacks = [
-            keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard" + sub),
+            keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard", tag),
                                         write_graph=False, update_freq="epoch"),
             keras.callbacks.ModelCheckpoint(ckpt, monitor=monitor, mode="min", save_best_only=True,
                                             save_weights_only=True),
+        ]
+        callbacks += list(schedule) if schedule is not None else [
             keras.callbacks.EarlyStopping(monitor=monitor, mode="min",
                                           patience=t.early_stopping_patience,
                                           restore_best_weights=True),
