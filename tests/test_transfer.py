@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from conftest import REPO, make_spec, run_python
 from synthetic import SYNTHETIC_SETS, _upa_response
-from test_contract import synthetic, synthetic_environment  # noqa: F401  (fixture)
+from test_contract import synthetic  # noqa: F401  (fixture)
 from tfloc.config import ConfigError
 from tfloc.experiment import load_config
 

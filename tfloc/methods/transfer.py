@@ -30,6 +30,7 @@ split into ``num_folds`` folds, fold ``fold`` validating and the others training
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass, replace
 from typing import List
 
@@ -137,7 +138,6 @@ def environment_spec(cfg, sub_array, target_positions=None):
 
 class _TransferBase(Task):
     """Shared by scratch, dtl and meml: environments, target protocol, target training."""
-    evaluators = ("position", "per_condition", "knn")
     pretrained = True          # phi comes from a source stage
 
     @property
@@ -185,8 +185,12 @@ class _TransferBase(Task):
         seed = cfg.runtime.seed
         shape = (o.sub_array[0], o.sub_array[1], 1)
         envs, counts = {}, {}
-        for i, (name, ref) in enumerate(self.refs.items()):
+        for name, ref in self.refs.items():
+            # seeded by the environment's name: its splits and noise draws are the same
+            # whichever method, source list or role it has in a run (equal terms)
+            i = zlib.crc32(name.encode()) % 100_000
             ps = load_environment(ref, cfg.runtime.cache_dir, o.sub_array, progress)
+            n_links = ps.num_ue
             ps = ps.select(np.flatnonzero(ps.num_paths > 0))  # a link with no path is no sample
             if ps.num_ue < 2:
                 raise ConfigError(f"environment {name!r} has {ps.num_ue} samples with paths")
@@ -200,7 +204,8 @@ class _TransferBase(Task):
                                 test=empty, unlabelled=empty, no_path=empty)
             pipe = CSIPipeline(ps, data_cfg, seed + i, shape, ref.simulation.frequency_hz)
             envs[name] = Environment(name, ps, splits, pipe)
-            counts[name] = {"samples": int(ps.num_ue), "los_share": round(float(ps.los.mean()), 3),
+            counts[name] = {"samples": int(ps.num_ue), "no_path": int(n_links - ps.num_ue),
+                            "los_share": round(float(ps.los.mean()), 3),
                             **{k: int(len(getattr(splits, k))) for k in ("train", "val", "test")}}
         self.environments = envs
         t = envs[o.target]
