@@ -154,9 +154,8 @@ def knn(ctx: EvalContext) -> EvalResult:
 def _mahalanobis2(e, outputs):
     """Squared Mahalanobis distance of errors e [n, D] under the served Gaussian."""
     if "position_scale_tril" in outputs:           # full covariance: |L^-1 e|^2
-        from scipy.linalg import solve_triangular
         L = np.asarray(outputs["position_scale_tril"], np.float64)
-        return np.array([np.sum(solve_triangular(L[i], e[i], lower=True) ** 2) for i in range(len(e))])
+        return np.sum(np.linalg.solve(L, e[..., None])[..., 0] ** 2, axis=-1)
     std = np.asarray(outputs["position_std"], np.float64)
     return np.sum((e / std) ** 2, axis=-1)
 

@@ -129,13 +129,13 @@ class Task(abc.ABC):
 
     def fit(self, trainer: "TaskTrainer", train_ds, val_ds, run_dir: str, *,
             epochs: int | None = None, monitor: str = "val_mean_error_m", tag: str = "",
-            schedule=None, learning_rate: float | None = None):
+            schedule=None):
         """Keras fit with the house callbacks: TensorBoard (every loss term), best
         checkpoint, and a schedule: by default early stopping (best weights
         restored) and LR decay on plateau; ``schedule`` replaces those two by the
         given callbacks (e.g. :class:`tfloc.methods.callbacks.GradualUnfreezing`)."""
         t = self.cfg.training
-        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate or t.learning_rate))
+        trainer.compile(optimizer=keras.optimizers.Adam(t.learning_rate))
         sub = f"-{tag}" if tag else ""
         ckpt = os.path.join(run_dir, "checkpoints", f"best{sub}.weights.h5")
         os.makedirs(os.path.dirname(ckpt), exist_ok=True)

@@ -63,6 +63,14 @@ def model_inputs(spec) -> dict:
             for name, (shape, dtype) in spec.model_inputs.items()}
 
 
+def single_link_inputs(spec, model_name: str):
+    """(inputs, features) of a model that takes one CSI per sample; ValueError otherwise."""
+    if spec.links != 1:
+        raise ValueError(f"{model_name} takes one CSI per sample; this dataset has {spec.links} links")
+    inputs = model_inputs(spec)
+    return inputs, inputs["features"]
+
+
 def sector_onehot(inputs: dict, num_sectors: int):
     """The ``sector`` input as a one-hot [b, num_sectors] (None without sectors)."""
     if not num_sectors or "sector" not in inputs:

@@ -19,7 +19,7 @@ import keras
 
 from tfloc.config import param
 from tfloc.layers import AffineOutput, GaussianOutput, num_gaussian_params
-from tfloc.models.heads import model_inputs
+from tfloc.models.heads import model_inputs, single_link_inputs
 from tfloc.models.registry import MODELS
 
 
@@ -50,11 +50,8 @@ def pooling_block(x, filters: int, name: str):
 
 def build_phi(cfg: PoolingCNNConfig, spec, name: str = "phi") -> keras.Model:
     """phi: features [b, H, W, C] -> z [b, dense_units] (environment independent)."""
-    if spec.links != 1:
-        raise ValueError(f"pooling_cnn takes one CSI per sample; this dataset has {spec.links} links")
     L = keras.layers
-    inputs = model_inputs(spec)
-    x = inputs["features"]
+    inputs, x = single_link_inputs(spec, "pooling_cnn")
     for i, f in enumerate(cfg.filters):
         x = pooling_block(x, f, f"block{i + 1}")
     z = L.Flatten(name="flatten")(x)

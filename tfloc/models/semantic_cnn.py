@@ -7,7 +7,7 @@ from typing import List
 import keras
 
 from tfloc.config import param
-from tfloc.models.heads import model_inputs, output_heads, sector_onehot
+from tfloc.models.heads import output_heads, sector_onehot, single_link_inputs
 from tfloc.models.registry import MODELS
 
 
@@ -34,11 +34,8 @@ def build_semantic_cnn(cfg: SemanticCNNConfig, spec, *, num_conditions: int = 0,
     Input: {"features": [batch, H, W, C] (the ADP), "sector" if sectors}.
     Output: see :func:`tfloc.models.heads.output_heads`; ``embedding`` is omega >= 0.
     """
-    if spec.links != 1:
-        raise ValueError(f"semantic_cnn takes one CSI per sample; this dataset has {spec.links} links")
     L = keras.layers
-    inputs = model_inputs(spec)
-    x = inputs["features"]
+    inputs, x = single_link_inputs(spec, "semantic_cnn")
     for i, f in enumerate(cfg.filters):
         x = L.Conv2D(f, cfg.kernel_size, padding="same", name=f"theta1_conv{i + 1}")(x)
         x = L.BatchNormalization(momentum=cfg.bn_momentum, name=f"theta1_bn{i + 1}")(x)
