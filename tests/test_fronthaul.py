@@ -203,3 +203,23 @@ def test_fusion_layers_serialise(tmp_path, rng):
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-5)
     for layer in (model.get_layer("cma"), model.get_layer("fea")):
         assert layer.__class__.from_config(layer.get_config()).get_config() == layer.get_config()
+
+
+def test_edge_preprocessing_matches_the_transforms(rng, tmp_path):
+    from tfloc.data import transforms as T
+    from tfloc.layers.fronthaul import EdgePreprocessing
+    csi = rng.normal(size=(3, 4, 8, 6, 2)).astype(np.float32) * 1e-4
+    x, g = EdgePreprocessing()(csi)
+    assert x.shape == (3, 32, 6, 2) and g.shape == (3,)
+    h = csi[..., 0] + 1j * csi[..., 1]
+    np.testing.assert_allclose(g, np.sqrt((np.abs(h) ** 2).sum(axis=(1, 2, 3))), rtol=1e-5)
+    hb, _ = T.gain_normalize(tf.constant(h.astype(np.complex64)))
+    np.testing.assert_allclose(x, T.stack_and_reshape(T.phase_stabilize(hb)), atol=1e-6)
+    np.testing.assert_allclose(np.sum(x.numpy() ** 2, axis=(1, 2, 3)), 1.0, rtol=1e-4)  # eq. 8
+
+
+def test_relative_gain_db():
+    from tfloc.layers.fusion import RelativeGainDb
+    g = np.array([[1e-3, 1e-4, 1e-5]], np.float32)
+    np.testing.assert_allclose(RelativeGainDb(10.0)(g), [[0.0, -2.0, -4.0]], atol=1e-5)
+    np.testing.assert_allclose(RelativeGainDb(10.0)(g * 7.0), [[0.0, -2.0, -4.0]], atol=1e-5)

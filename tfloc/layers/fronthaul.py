@@ -212,3 +212,33 @@ def unpack_gain(payload):
 def _big_endian() -> bool:
     import sys
     return sys.byteorder == "big"
+
+
+@keras.saving.register_keras_serializable(package="tfloc")
+class EdgePreprocessing(keras.layers.Layer):
+    """A BS's preprocessing of its estimated CSI (seed 004 eq. 7-15), so the edge
+    model takes estimated CSI: gain g = ||H||_F (eq. 7), H / (g + eps) (eq. 8),
+    phase stabilisation against the strongest antenna (eq. 9-11), real/imag
+    stacking and the (T Nr, Nsc, 2) reshape (eq. 13-15).
+
+    Input: CSI [b, T, Nr, Nsc, 2] float32 (real, imag).
+    Output: ``(x [b, T Nr, Nsc, 2] float32, gain [b] float32)``.
+    """
+
+    def __init__(self, eps: float = 1e-12, eps_angle: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.eps, self.eps_angle = float(eps), float(eps_angle)
+
+    def call(self, csi):
+        from tfloc.data import transforms as T
+        csi = tf.convert_to_tensor(csi, tf.float32)
+        h = tf.complex(csi[..., 0], csi[..., 1])            # complex only inside the layer
+        hb, gain = T.gain_normalize(h, eps=self.eps)
+        return T.stack_and_reshape(T.phase_stabilize(hb, self.eps_angle)), gain
+
+    def compute_output_shape(self, input_shape):
+        b, t, nr, nsc, _ = input_shape
+        return (b, None if t is None or nr is None else t * nr, nsc, 2), (b,)
+
+    def get_config(self):
+        return {**super().get_config(), "eps": self.eps, "eps_angle": self.eps_angle}

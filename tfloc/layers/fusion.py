@@ -145,3 +145,30 @@ class FrequencyEvidenceAccumulation(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "units": self.units, "dims": self.dims,
                 "head_units": list(self.head_units)}
+
+
+@keras.saving.register_keras_serializable(package="tfloc")
+class RelativeGainDb(keras.layers.Layer):
+    """BS gains (linear amplitudes, eq. 7) -> their level relative to the strongest BS
+    of the sample, in units of ``scale_db`` (0 for the strongest, -1 for
+    ``scale_db`` weaker): the scale on which eq. 23's softmax(beta g) gates links.
+    Raw gains span many decades of path loss; a common factor (transmit power,
+    noise level) cancels.
+
+    Input: gains [b, L] float32 (> 0). Output: [b, L] float32 (<= 0).
+    """
+
+    def __init__(self, scale_db: float = 10.0, floor_db: float = -200.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale_db, self.floor_db = float(scale_db), float(floor_db)
+
+    def call(self, gains):
+        db = 20.0 * tf.math.log(tf.maximum(tf.convert_to_tensor(gains, tf.float32), 1e-30)) / np.log(10.0)
+        db = tf.maximum(db, self.floor_db)
+        return (db - tf.reduce_max(db, axis=-1, keepdims=True)) / self.scale_db
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "scale_db": self.scale_db, "floor_db": self.floor_db}

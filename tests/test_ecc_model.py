@@ -1,0 +1,59 @@
+"""Seed 004's ECC network: shapes, the frequency-aligned latent, saving."""
+import keras
+import numpy as np
+import pytest
+
+from conftest import make_spec
+
+
+@pytest.fixture
+def ecc_cfg():
+    from tfloc.models.ecc import ECCConfig
+    return ECCConfig(encoder_filters=[4, 8], latent_dim=6, token_dim=5, lstm_units=8,
+                     head_units=[4], bits=6)
+
+
+@pytest.mark.parametrize("rows", [80, 20, 6])
+def test_encoder_keeps_one_token_per_subcarrier_and_decoder_mirrors(ecc_cfg, rng, rows):
+    from tfloc.models.ecc import build_decoder, build_encoder
+    enc = build_encoder(ecc_cfg, (rows, 24, 2))
+    dec = build_decoder(ecc_cfg, (rows, 24, 2))
+    x = rng.normal(size=(2, rows, 24, 2)).astype(np.float32)
+    z = enc(x)
+    assert z.shape == (2, 24, 6)
+    assert dec(z).shape == (2, rows, 24, 2)
+    # frequency alignment: token n sees subcarriers n-k..n+k only (k = receptive half-width)
+    x2 = x.copy()
+    x2[:, :, -1] += 5.0
+    changed = np.abs(enc(x2).numpy() - z.numpy()).max(axis=(0, 2)) > 1e-6
+    assert changed[-1] and not changed[0]
+
+
+@pytest.mark.parametrize("fusion", ["cma", "transformer"])
+def test_edge_and_cloud_compose_and_save(ecc_cfg, rng, tmp_path, fusion):
+    from tfloc.models.ecc import build_cloud, build_edge
+    ecc_cfg.fusion = fusion
+    spec = make_spec(dims=3, mean=[100.0, 150.0, 10.0], std=[60.0, 80.0, 8.0])
+    edge = build_edge(ecc_cfg, (4, 8, 24, 2))
+    csi = rng.normal(size=(3, 4, 8, 24, 2)).astype(np.float32) * 1e-3
+    out = edge(csi)
+    assert out["latent"].shape == (3, 24, 6) and out["gain"].shape == (3,)
+    np.testing.assert_array_equal(out["latent"], out["latent_continuous"])     # bypassed (Stage I)
+    q = edge.get_layer("edge_quantizer")
+    q.calibrate(out["latent_continuous"].numpy())
+    q.set_bypass(False)
+    zq = edge(csi)["latent"].numpy()
+    assert len(np.unique(zq)) <= 2 ** 6
+    cloud = build_cloud(ecc_cfg, spec, num_bs=6, num_subcarriers=24, latent_dim=6)
+    lat = np.repeat(zq[:, None], 6, axis=1)
+    gains = rng.uniform(1e-6, 1e-3, size=(3, 6)).astype(np.float32)
+    res = cloud({"latents": lat, "gains": gains})
+    assert res["position"].shape == (3, 3) and res["position_sequence"].shape == (3, 24, 3)
+    np.testing.assert_allclose(res["position"], res["position_sequence"][:, -1])
+    for m, x in ((edge, csi), (cloud, {"latents": lat, "gains": gains})):
+        path = str(tmp_path / f"{m.name}.keras")
+        m.save(path)
+        loaded = keras.models.load_model(path)
+        a, b = m(x), loaded(x)
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], atol=1e-5)

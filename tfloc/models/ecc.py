@@ -1,0 +1,144 @@
+"""Seed 004's edge-cloud cooperative (ECC) network: per-BS Res-SegNet encoders and
+Q-bit quantizers at the edge, channel-masked attention and frequency evidence
+accumulation at the cloud.
+
+Edge (per BS l):  CSI [b, T, Nr, Nsc, 2] -> EdgePreprocessing (eq. 7-15)
+                  -> X [b, T Nr, Nsc, 2], g [b]
+                  -> encoder E_l (Res-SegNet, Fig. 3) -> Z [b, Nsc, d_z] (eq. 16)
+                  -> UniformMidriseQuantizer (eq. 19) -> Z^ (sent as D Q bits + g)
+Cloud:            Z^ [b, L, Nsc, d_z], g [b, L] -> token projection [b, L, Nsc, d]
+                  -> ChannelMaskedAttention (eq. 23-28) -> [b, Nsc, d]
+                  -> FrequencyEvidenceAccumulation (eq. 32-33) -> [b, Nsc, 3] -> metres
+
+Our reading of Fig. 3: the encoder's residual stages halve the time-antenna
+axis (T Nr) and keep the subcarrier axis, so the latent stays frequency
+aligned (one d_z token per subcarrier); a last convolution spans what is left
+of the time-antenna axis. The decoder mirrors it (Stage I, eq. 22).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import keras
+
+from tfloc.config import param
+from tfloc.layers import (AffineOutput, ChannelMaskedAttention, FrequencyEvidenceAccumulation,
+                          UniformMidriseQuantizer)
+from tfloc.layers.fronthaul import EdgePreprocessing
+from tfloc.layers.fusion import RelativeGainDb
+
+
+@dataclass
+class ECCConfig:
+    encoder_filters: List[int] = param(factory=lambda: [16, 32, 64], min=1,
+                                       doc="filters of the encoder's residual stages, each halving "
+                                       "the time-antenna axis (the decoder mirrors them)")
+    latent_dim: int = param(32, min=1, doc="d_z: latent values per subcarrier (seed 004: 32, D = 768)")
+    token_dim: int = param(32, min=1, doc="d: the cloud's token projection per subcarrier")
+    fusion: str = param("cma", choices=["cma", "transformer"],
+                        doc="cma (eq. 23-28) or the Transformer ablation (multi-head "
+                        "self-attention over BS tokens, no gain mask)")
+    beta: float = param(1.0, min=1e-6, doc="CMA temperature on gains relative to the strongest BS "
+                        "in units of gain_scale_db")
+    gain_scale_db: float = param(10.0, min=1e-3, doc="dB per unit of the CMA's relative gain")
+    num_heads: int = param(4, min=1, doc="heads of the Transformer ablation")
+    lstm_units: int = param(128, min=1)
+    head_units: List[int] = param(factory=lambda: [64], min=1, doc="f_reg's hidden widths")
+    bits: int = param(10, min=1, max=16, doc="Q: bits per latent value")
+
+
+def residual_block(x, filters: int, name: str):
+    """conv3x3-BN-ReLU, conv3x3-BN, + (projected) shortcut, ReLU."""
+    L = keras.layers
+    y = L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    y = L.ReLU(name=f"{name}_relu1")(L.BatchNormalization(name=f"{name}_bn1")(y))
+    y = L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = L.BatchNormalization(name=f"{name}_bn2")(y)
+    s = x if x.shape[-1] == filters else L.Conv2D(filters, 1, use_bias=False, name=f"{name}_proj")(x)
+    return L.ReLU(name=f"{name}_out")(L.Add(name=f"{name}_add")([y, s]))
+
+
+def _reduced_rows(rows: int, stages: int) -> int:
+    for _ in range(stages):
+        rows = -(-rows // 2)
+    return rows
+
+
+def build_encoder(cfg: ECCConfig, input_shape, name: str = "encoder") -> keras.Model:
+    """E: X [b, T Nr, Nsc, 2] -> Z [b, Nsc, d_z] (frequency-aligned latent, eq. 16)."""
+    L = keras.layers
+    rows, nsc, ch = input_shape
+    x_in = keras.Input((rows, nsc, ch), name="x")
+    x = x_in
+    for i, f in enumerate(cfg.encoder_filters):
+        x = residual_block(x, f, f"{name}_stage{i + 1}")
+        x = L.MaxPooling2D((2, 1), padding="same", name=f"{name}_down{i + 1}")(x)
+    left = _reduced_rows(rows, len(cfg.encoder_filters))
+    z = L.Conv2D(cfg.latent_dim, (left, 1), padding="valid", name=f"{name}_latent")(x)   # [b, 1, Nsc, d_z]
+    z = L.Reshape((nsc, cfg.latent_dim), name=f"{name}_tokens")(z)
+    return keras.Model(x_in, z, name=name)
+
+
+def build_decoder(cfg: ECCConfig, output_shape, name: str = "decoder") -> keras.Model:
+    """D: Z [b, Nsc, d_z] -> reconstructed X [b, T Nr, Nsc, 2] (Stage I only)."""
+    L = keras.layers
+    rows, nsc, ch = output_shape
+    z_in = keras.Input((nsc, cfg.latent_dim), name="z")
+    filters = list(reversed(cfg.encoder_filters))
+    left = _reduced_rows(rows, len(filters))
+    x = L.Reshape((1, nsc, cfg.latent_dim), name=f"{name}_grid")(z_in)
+    x = L.Conv2DTranspose(filters[0], (left, 1), padding="valid", name=f"{name}_expand")(x)
+    for i, f in enumerate(filters):
+        x = L.UpSampling2D((2, 1), name=f"{name}_up{i + 1}")(x)
+        x = residual_block(x, f, f"{name}_stage{i + 1}")
+    if x.shape[1] != rows:
+        x = L.Cropping2D(((0, x.shape[1] - rows), (0, 0)), name=f"{name}_crop")(x)
+    x = L.Conv2D(ch, 1, name=f"{name}_out")(x)
+    return keras.Model(z_in, x, name=name)
+
+
+def build_edge(cfg: ECCConfig, csi_shape, name: str = "edge", step: float | None = None) -> keras.Model:
+    """One BS: estimated CSI [b, T, Nr, Nsc, 2] -> {"latent" (quantised, [b, Nsc, d_z]),
+    "latent_continuous", "gain" [b], "x" (the preprocessed CSI)}.
+
+    The quantizer starts bypassed (Stage I); calibrate its step and switch the
+    bypass off for joint training.
+    """
+    t, nr, nsc, _ = csi_shape
+    csi = keras.Input((t, nr, nsc, 2), name="csi")
+    x, gain = EdgePreprocessing(name=f"{name}_preprocess")(csi)
+    z = build_encoder(cfg, (t * nr, nsc, 2), name=f"{name}_encoder")(x)
+    zq = UniformMidriseQuantizer(cfg.bits, step, bypass=True, name=f"{name}_quantizer")(z)
+    return keras.Model(csi, {"latent": zq, "latent_continuous": z, "gain": gain, "x": x}, name=name)
+
+
+def build_cloud(cfg: ECCConfig, spec, num_bs: int, num_subcarriers: int, latent_dim: int,
+                name: str = "cloud") -> keras.Model:
+    """The CU: {"latents" [b, L, Nsc, d_z], "gains" [b, L]} -> {"position" [b, 3] m (the
+    last step's), "position_sequence" [b, Nsc, 3] m (after each subcarrier)}.
+    ``latent_dim`` is d_z, or T Nr 2 for raw CSI tokens (no embedding)."""
+    L = keras.layers
+    if not spec.target_mean:
+        raise ValueError("the spec has no target statistics: call spec.with_targets(train positions)")
+    latents = keras.Input((num_bs, num_subcarriers, latent_dim), name="latents")
+    gains = keras.Input((num_bs,), name="gains")
+    tokens = L.Dense(cfg.token_dim, name="token_projection")(latents)           # [b, L, Nsc, d]
+    if cfg.fusion == "cma":
+        rel = RelativeGainDb(cfg.gain_scale_db, name="relative_gain")(gains)
+        fused = ChannelMaskedAttention(cfg.beta, name="cma")([tokens, rel])
+    else:   # ablation: self-attention across the BS tokens, no gains, mean over BSs
+        width = num_subcarriers * cfg.token_dim
+        flat = L.Reshape((num_bs, width), name="bs_tokens")(tokens)
+        att = L.MultiHeadAttention(cfg.num_heads, max(1, width // cfg.num_heads),
+                                   name="transformer")(flat, flat)
+        fused = L.Reshape((num_subcarriers, cfg.token_dim), name="fused_tokens")(
+            L.GlobalAveragePooling1D(name="bs_mean")(L.LayerNormalization(name="ln")(
+                L.Add(name="residual")([flat, att]))))
+    seq = FrequencyEvidenceAccumulation(cfg.lstm_units, spec.position_dims, cfg.head_units,
+                                        name="accumulation")(fused)
+    seq_m = AffineOutput(spec.target_mean, spec.target_std, name="position_sequence")(seq)
+    last = L.Reshape((spec.position_dims,), name="position")(
+        L.Cropping1D((num_subcarriers - 1, 0), name="last_step")(seq_m))
+    return keras.Model({"latents": latents, "gains": gains},
+                       {"position": last, "position_sequence": seq_m}, name=name)
