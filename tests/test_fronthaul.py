@@ -223,3 +223,30 @@ def test_relative_gain_db():
     g = np.array([[1e-3, 1e-4, 1e-5]], np.float32)
     np.testing.assert_allclose(RelativeGainDb(10.0)(g), [[0.0, -2.0, -4.0]], atol=1e-5)
     np.testing.assert_allclose(RelativeGainDb(10.0)(g * 7.0), [[0.0, -2.0, -4.0]], atol=1e-5)
+
+
+def test_accumulated_loss_eq34_against_numpy(rng):
+    from tfloc.losses import accumulated_squared_error
+    y = rng.normal(size=(4, 3)) * 10
+    seq = rng.normal(size=(4, 24, 3)) * 10
+    scale = [2.0, 3.0, 0.5]
+    w = 2 * np.arange(1, 25) / (24 * 25)
+    ref = (w * (((seq - y[:, None]) / scale) ** 2).sum(-1)).sum(-1)
+    np.testing.assert_allclose(accumulated_squared_error(y, seq, scale), ref, rtol=1e-5)
+    # all steps equal the label: zero; only the last step right: the others still cost
+    assert np.allclose(accumulated_squared_error(y, np.repeat(y[:, None], 24, 1), scale), 0)
+
+
+def test_negative_cosine_similarity_eq22(rng):
+    from tfloc.losses import negative_cosine_similarity
+    h = rng.normal(size=(3, 8, 6)) + 1j * rng.normal(size=(3, 8, 6))
+    g = rng.normal(size=(3, 8, 6)) + 1j * rng.normal(size=(3, 8, 6))
+
+    def ri(z):
+        return np.stack([z.real, z.imag], -1).astype(np.float32)
+    ref = -np.abs(np.sum(np.conj(h) * g, axis=(1, 2))) / (
+        np.linalg.norm(h.reshape(3, -1), axis=1) * np.linalg.norm(g.reshape(3, -1), axis=1))
+    np.testing.assert_allclose(negative_cosine_similarity(ri(h), ri(g)), ref, rtol=1e-4)
+    # a common phase and scale of the reconstruction cost nothing: -1
+    np.testing.assert_allclose(negative_cosine_similarity(ri(h), ri(2.5 * np.exp(1j) * h)), -1.0,
+                               rtol=1e-5)

@@ -15,7 +15,8 @@ from tfloc.registry import Registry
 from tfloc.losses.alignment import (coral, global_alignment, lambda_ramp, local_alignment, mmd,
                                     multilinear_map, batch_distribution, symmetric_kl, weight_l2)
 from tfloc.losses.classification import focal_cross_entropy
-from tfloc.losses.regression import position_huber, standardized_squared_error
+from tfloc.losses.regression import (accumulated_squared_error, negative_cosine_similarity,
+                                    position_huber, standardized_squared_error)
 from tfloc.losses.uncertainty import (HomoscedasticWeighting, gaussian_crps, gaussian_nll,
                                      gaussian_nll_tril)
 
@@ -61,6 +62,14 @@ def _gaussian_crps(options, spec):
     std = tf.constant(spec.target_std, tf.float32)
     return lambda labels, outputs: tf.reduce_sum(gaussian_crps(
         labels["position"] / std, outputs["position"] / std, outputs["position_std"] / std), axis=-1)
+
+
+@LOSSES.register("accumulated_mse")
+def _accumulated_mse(options, spec):
+    """Seed 004 eq. 34: the squared errors of the estimates after each subcarrier, later ones
+    weighted more (w_i = 2 i / (N (N + 1))); needs the model's ``position_sequence``."""
+    return lambda labels, outputs: accumulated_squared_error(
+        labels["position"], outputs["position_sequence"], spec.target_std)
 
 
 #: losses that need the model's ``position_std`` output
