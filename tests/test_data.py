@@ -143,7 +143,7 @@ def test_evaluation_noise_ignores_global_seed(small_paths):
     np.testing.assert_array_equal(a, b)
 
 
-FORMS = ["magnitude", "real_imag", "adp", "real_csi", "sample_covariance", "stabilized"]
+FORMS = ["magnitude", "real_imag", "adp", "real_csi", "sample_covariance", "stabilized", "csi"]
 
 
 @pytest.mark.parametrize("form", FORMS)

@@ -110,6 +110,12 @@ def test_sample_groups_and_multi_bs_dataset():
     np.testing.assert_allclose(x["bs_positions"][0], ps.meta["bs_positions"], rtol=1e-6)
     np.testing.assert_allclose(y["position"], ps.positions[sp.test[:4, 0]], rtol=1e-6)
     assert y["condition"].shape == (4, 3)                     # a condition per link
+    # seed 004's edge models take the CSI itself: [B, L, T, Nr, Nsc, 2], gain kept
+    from dataclasses import replace
+    raw = CSIPipeline(ps, replace(cfg, representation="csi"), seed=0, array_shape=(2, 4, 1))
+    xr, _ = next(iter(raw.feature_dataset(sp.test, training=False)))
+    assert xr["features"].shape == (4, 3, 5, 8, 4, 2)
+    np.testing.assert_allclose(xr["features"], next(iter(raw.csi_dataset(sp.test, training=False)))[0]["csi"])
 
 
 def test_subcarrier_stride_keeps_one_per_resource_block():

@@ -28,7 +28,7 @@ class DataConfig:
                                     "empty: max_paths")
     num_delay_taps: int = param(64, min=1, doc="delay taps kept after the IDFT over subcarriers")
     representation: str = param("magnitude", choices=["magnitude", "real_imag", "adp", "real_csi",
-                                                    "sample_covariance", "stabilized"],
+                                                    "sample_covariance", "stabilized", "csi"],
                                doc="CSI form fed to the model (tfloc.data.features)")
     normalization: str = param("sample_max", choices=["none", "sample_max", "sample_power", "antenna",
                                                    "subcarrier", "matrix"])

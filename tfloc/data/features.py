@@ -22,7 +22,8 @@ import tensorflow as tf
 
 from tfloc.data import transforms as T
 
-REPRESENTATIONS = ("magnitude", "real_imag", "adp", "real_csi", "sample_covariance", "stabilized")
+REPRESENTATIONS = ("magnitude", "real_imag", "adp", "real_csi", "sample_covariance", "stabilized",
+                   "csi")
 NORMALIZATIONS = ("none", "sample_max", "sample_power", "antenna", "subcarrier", "matrix")
 
 
@@ -74,6 +75,8 @@ def csi_features(csi: tf.Tensor, num_delay_taps: int, representation: str = "mag
     real_csi           num_bs_ant x num_subcarriers 2 * num_ue_ant
     sample_covariance  num_bs_ant x num_bs_ant      2 * num_ue_ant
     stabilized         ue*bs x num_subcarriers      2
+    csi                the CSI itself [ue, bs, sc, 2], not normalised (seed 004: the
+                       model's own edge stage normalises it and keeps the gain)
     ================== ============================ ==================
 
     ``normalization`` is per sample: ``sample_max``/``matrix`` (unit peak),
@@ -81,6 +84,8 @@ def csi_features(csi: tf.Tensor, num_delay_taps: int, representation: str = "mag
     ``subcarrier`` (unit peak per column W, seed 002) or ``none``.
     """
     csi = tf.cast(csi, tf.float32)
+    if representation == "csi":
+        return csi
     if len(csi.shape) != 5:
         lead = tf.shape(csi)[:-4]
         flat = tf.reshape(csi, tf.concat([[-1], tf.shape(csi)[-4:]], 0))
@@ -126,4 +131,5 @@ def feature_shape(csi_shape, num_delay_taps: int, representation: str, array_sha
     rows, cols, pols = array_shape
     return {"magnitude": (bs, num_delay_taps, ue), "real_imag": (bs, num_delay_taps, 2 * ue),
             "adp": (rows * cols, num_delay_taps, ue * pols), "real_csi": (bs, sc, 2 * ue),
-            "sample_covariance": (bs, bs, 2 * ue), "stabilized": (ue * bs, sc, 2)}[representation]
+            "sample_covariance": (bs, bs, 2 * ue), "stabilized": (ue * bs, sc, 2),
+            "csi": (ue, bs, sc, 2)}[representation]

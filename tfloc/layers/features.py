@@ -15,7 +15,8 @@ class CSIFeatures(keras.layers.Layer):
     Parameters
     ----------
     num_delay_taps : int
-    representation : "magnitude" | "real_imag" | "adp" | "real_csi" | "sample_covariance" | "stabilized"
+    representation : "magnitude" | "real_imag" | "adp" | "real_csi" | "sample_covariance" |
+        "stabilized" | "csi" (the CSI itself)
     normalization : "none" | "sample_max" | "sample_power" | "antenna" | "subcarrier" | "matrix"
     array_shape : (rows, cols, polarisations) of the BS array
 
