@@ -58,6 +58,38 @@ def synthetic_pathset(n_ue=40, n_realizations=6, rows=2, cols=4, seed=0, bs=(0.0
                    meta={"scene": "synthetic", "site": "single_bs", "bs_positions": [list(bs)]})
 
 
+def synthetic_multi_bs_pathset(n_ue=60, n_bs=6, rows=2, cols=4, seed=0):
+    """UEs in a 60 m x 60 m x 10 m box seen by ``n_bs`` BSs around it, as tfloc.sim
+    lays out a multi-BS PathSet (the L links of a UE in consecutive rows): a LOS path
+    and a ground reflection per link."""
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform([0, 0, 1], [60, 60, 10], size=(n_ue, 3)).astype(np.float32)
+    ang = 2 * np.pi * np.arange(n_bs) / n_bs
+    bss = np.stack([30 + 50 * np.cos(ang), 30 + 50 * np.sin(ang), np.full(n_bs, 20.0)], 1)
+    a_all, tau_all, out = [], [], {k: [] for k in ("positions", "sector", "ue_id")}
+    for i, p in enumerate(pos):
+        for b, bs in enumerate(bss):
+            for q in (p, p * np.array([1, 1, -1])):            # LOS, ground reflection
+                d = q - bs
+                dist = np.linalg.norm(d)
+                amp = 1.0 if q is p else 0.3
+                a_all.append((amp / dist * _upa_response(rows, cols, np.arctan2(d[0], d[1]),
+                                                         np.arcsin(d[2] / dist)))[None].astype(np.complex64))
+                tau_all.append(dist / C)
+            out["positions"].append(p)
+            out["sector"].append(b)
+            out["ue_id"].append(i)
+    n = n_ue * n_bs
+    zeros = np.zeros(len(tau_all), np.float32)
+    return PathSet(positions=np.array(out["positions"], np.float32), sector=np.array(out["sector"], np.int8),
+                   los=np.ones(n, bool), offsets=np.arange(0, 2 * n + 1, 2).astype(np.int64),
+                   a=np.stack(a_all), tau=np.array(tau_all, np.float32),
+                   theta_t=zeros, phi_t=zeros, theta_r=zeros, phi_r=zeros,
+                   ue_id=np.array(out["ue_id"], np.int32), realization=np.zeros(n, np.int16),
+                   condition=np.full(n, LOS, np.int8),
+                   meta={"scene": "synthetic", "site": "multi_bs", "bs_positions": bss.tolist()})
+
+
 #: overrides that shrink a street-canyon experiment to the synthetic PathSet
 SYNTHETIC_SETS = ["simulation.bs_array={num_rows: 2, num_cols: 4, pattern: iso, polarization: V}",
                   "simulation.cars.num_realizations=6", "data.realization_splits=[3, 1, 2]",

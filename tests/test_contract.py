@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, make_spec
-from synthetic import SYNTHETIC_SETS, synthetic_pathset
+from synthetic import SYNTHETIC_SETS, synthetic_multi_bs_pathset, synthetic_pathset
 from tfloc.experiment import load_config
 from tfloc.methods import METHODS
 from tfloc.models import MODELS, ModelConfig, build_model
@@ -18,9 +18,17 @@ from tfloc.models import MODELS, ModelConfig, build_model
 @pytest.mark.parametrize("name", MODELS.names())
 @pytest.mark.parametrize("conditions, std", [(0, False), (3, True)])
 def test_every_model_builds_outputs_and_serialises(tmp_path, name, conditions, std):
-    spec = make_spec((16, 8, 2), dims=3, mean=[1.0, 2.0, 3.0], std=[2.0, 2.0, 1.0])
+    example = getattr(MODELS.get(name), "example_spec", None)   # a model of other inputs
+    if example and (conditions or std):
+        with pytest.raises(ValueError, match="no condition or sigma head"):
+            build_model(ModelConfig(name), make_spec(**example), num_conditions=conditions,
+                        position_std=std)
+        return
+    spec = make_spec(**(example or {"feature_shape": (16, 8, 2), "dims": 3}),
+                     mean=[1.0, 2.0, 3.0], std=[2.0, 2.0, 1.0])
     m = build_model(ModelConfig(name), spec, num_conditions=conditions, position_std=std)
-    x = {"features": np.random.default_rng(0).random((4, 16, 8, 2), np.float32)}
+    rng = np.random.default_rng(0)
+    x = {k: rng.random((4, *shape), np.float32) for k, (shape, _) in spec.model_inputs.items()}
     out = m(x)
     assert out["position"].shape == (4, 3) and out["embedding"].shape[0] == 4
     if conditions:
@@ -43,8 +51,9 @@ def synthetic(monkeypatch):
     """Makes the runner use the synthetic PathSet instead of tracing."""
     import tfloc.sim
     import tfloc.methods.transfer
-    ps = synthetic_pathset()
-    monkeypatch.setattr(tfloc.sim, "load_or_trace", lambda cfg, cache, progress=True: (ps, "synthetic", True))
+    ps, multi = synthetic_pathset(), synthetic_multi_bs_pathset()
+    monkeypatch.setattr(tfloc.sim, "load_or_trace", lambda cfg, cache, progress=True: (
+        multi if cfg.scene == "campus" else ps, "synthetic", True))
     monkeypatch.setattr(tfloc.methods.transfer, "load_environment", synthetic_environment)
     return ps
 
@@ -57,7 +66,14 @@ def synthetic_environment(ref, cache_dir, sub_array=None, progress=True):
     return ps
 
 
+#: further shrinking for configs on other sites (campus: 288 subcarriers at stride 12, 10 slots)
+SITE_SETS = {"ecc": ["data.subcarrier_stride=2", "data.num_delay_taps=8", "data.num_slots=2",
+                     "data.fresh_samples_per_epoch=16", "method.ecc.local_epochs=1",
+                     "model.ecc={encoder_filters: [4], latent_dim: 4, token_dim: 4, lstm_units: 8}"]}
+
+
 def _config(name, extra=()):
+    extra = [*SITE_SETS.get(name, []), *extra]
     path = os.path.join(REPO, "configs", f"{name}.yaml")
     if not os.path.isfile(path):  # a method without a street-canyon config of its own
         path = os.path.join(REPO, "configs", "hda.yaml")
@@ -80,8 +96,8 @@ def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method):
     export = run / "export" / method / "1"
     meta = json.loads((export / "assets.extra" / "tfloc.json").read_text())
     f = tf.saved_model.load(str(export)).signatures["serving_default"]
-    csi = np.random.default_rng(0).normal(size=(3, *meta["inputs"]["csi"]["shape"][1:])).astype(np.float32)
-    out = f(csi=tf.constant(csi))
+    out = f(**{k: tf.constant(np.random.default_rng(0).normal(size=(3, *v["shape"][1:])), v["dtype"])
+               for k, v in meta["inputs"].items()})
     assert out["position"].shape == (3, dims)
     assert set(out) == set(meta["outputs"])
     if "condition_probs" in out:

@@ -236,3 +236,34 @@ def calibration(ctx: EvalContext) -> EvalResult:
                                                       f"reliability (n={len(err)})"),
                "sharpness.png": _figure_sharpness(sigma, err, f"{ctx.model_name}: predicted sigma")}
     return EvalResult(report={"calibration": out}, figures=figures)
+
+
+def _figure_accumulation(mean, p90, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    n = np.arange(1, len(mean) + 1)
+    ax.plot(n, mean, "o-", label="mean")
+    ax.plot(n, p90, "s--", label="90th percentile")
+    ax.set_xlabel("subcarriers accumulated")
+    ax.set_ylabel("3D error [m]")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+@EVALUATORS.register("accumulation")
+def accumulation(ctx: EvalContext) -> EvalResult:
+    """Error of the estimate after each accumulated subcarrier (seed 004 eq. 33, the model's
+    ``position_sequence``): mean and 90th percentile per step, and their figure."""
+    seq = np.asarray(ctx.outputs["position_sequence"])                  # [n, N, dims]
+    err = np.linalg.norm(seq - np.asarray(ctx.y["position"])[:, None, :], axis=-1)
+    mean, p90 = err.mean(axis=0), np.percentile(err, 90, axis=0)
+    return EvalResult(
+        report={"accumulation": {"mean_m": [round(float(v), 3) for v in mean],
+                                 "p90_m": [round(float(v), 3) for v in p90]}},
+        figures={"accumulation.png": _figure_accumulation(
+            mean, p90, f"{ctx.model_name}: error against subcarriers accumulated")})

@@ -172,3 +172,21 @@ class RelativeGainDb(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale_db": self.scale_db, "floor_db": self.floor_db}
+
+
+@keras.saving.register_keras_serializable(package="tfloc")
+class LinkSelect(keras.layers.Layer):
+    """The ``index``-th link of multi-BS inputs: [b, L, ...] -> [b, ...] (one BS's share)."""
+
+    def __init__(self, index: int, **kwargs):
+        super().__init__(**kwargs)
+        self.index = int(index)
+
+    def call(self, x):
+        return x[:, self.index]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *input_shape[2:])
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index}

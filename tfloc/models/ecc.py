@@ -27,6 +27,7 @@ from tfloc.layers import (AffineOutput, ChannelMaskedAttention, FrequencyEvidenc
                           UniformMidriseQuantizer)
 from tfloc.layers.fronthaul import EdgePreprocessing
 from tfloc.layers.fusion import RelativeGainDb
+from tfloc.models.registry import MODELS
 
 
 @dataclass
@@ -142,3 +143,71 @@ def build_cloud(cfg: ECCConfig, spec, num_bs: int, num_subcarriers: int, latent_
         L.Cropping1D((num_subcarriers - 1, 0), name="last_step")(seq_m))
     return keras.Model({"latents": latents, "gains": gains},
                        {"position": last, "position_sequence": seq_m}, name=name)
+
+
+def raw_tokens(x):
+    """No embedding (seed 004's lossless-CSI reference): X [b, T Nr, Nsc, 2] -> one token of
+    T Nr 2 values per subcarrier [b, Nsc, 2 T Nr]."""
+    L = keras.layers
+    rows, nsc = x.shape[1], x.shape[2]
+    return L.Reshape((nsc, 2 * rows))(L.Permute((2, 1, 3))(x))
+
+
+def build_preprocess_edge(csi_shape, name: str = "edge") -> keras.Model:
+    """One BS without an encoder: CSI -> {"latent": raw tokens [b, Nsc, 2 T Nr], "gain"}."""
+    t, nr, nsc, _ = csi_shape
+    csi = keras.Input((t, nr, nsc, 2), name="csi")
+    x, gain = EdgePreprocessing(name=f"{name}_preprocess")(csi)
+    tok = raw_tokens(x)
+    return keras.Model(csi, {"latent": tok, "latent_continuous": tok, "gain": gain, "x": x}, name=name)
+
+
+def compose_ecc(edges: list, cloud: keras.Model, spec, name: str = "ecc") -> keras.Model:
+    """The end-to-end model: {"features": CSI [b, L, T, Nr, Nsc, 2], "bs_positions"} ->
+    {"position", "position_sequence", "embedding" (the cloud's input latents, flattened)}.
+    BS l's CSI goes through edge l (the order of the training data's BSs)."""
+    from tfloc.layers.fusion import LinkSelect
+    from tfloc.models.heads import model_inputs
+    L = keras.layers
+    inputs = model_inputs(spec)
+    outs = [e(LinkSelect(l, name=f"link{l}")(inputs["features"])) for l, e in enumerate(edges)]
+    lat_shape = tuple(outs[0]["latent"].shape[1:])
+    latents = L.Concatenate(axis=1, name="latents")(
+        [L.Reshape((1, *lat_shape), name=f"latent{l}")(o["latent"]) for l, o in enumerate(outs)])
+    gains = L.Concatenate(axis=1, name="gains")(
+        [L.Reshape((1,), name=f"gain{l}")(o["gain"]) for l, o in enumerate(outs)])
+    res = cloud({"latents": latents, "gains": gains})
+    emb = L.Flatten(name="embedding")(latents)
+    return keras.Model(inputs, {"embedding": emb, "position": res["position"],
+                                "position_sequence": res["position_sequence"]}, name=name)
+
+
+@MODELS.register("ecc", config=ECCConfig)
+def build_ecc(cfg: ECCConfig, spec, *, num_conditions: int = 0, position_std: bool = False,
+              name: str | None = None, embedding: bool = True):
+    """Seed 004's ECC network on multi-BS CSI (``data.representation: csi``): one edge per
+    BS (preprocessing, Res-SegNet encoder, quantizer; without ``embedding`` the
+    preprocessed CSI itself) and the cloud. The edges and the cloud are the
+    returned model's ``edges`` and ``cloud`` attributes."""
+    if spec.links < 2 or spec.representation != "csi":
+        raise ValueError("model 'ecc' takes several BSs' CSI per sample (a multi-BS site with "
+                         f"data.representation: csi); got {spec.links} link(s) of "
+                         f"'{spec.representation}'")
+    if num_conditions or position_std:
+        raise ValueError("model 'ecc' has no condition or sigma head")
+    t, nr, nsc, _ = spec.feature_shape
+    if embedding:
+        edges = [build_edge(cfg, (t, nr, nsc, 2), name=f"edge{l}") for l in range(spec.links)]
+        latent_dim = cfg.latent_dim
+    else:
+        edges = [build_preprocess_edge((t, nr, nsc, 2), name=f"edge{l}") for l in range(spec.links)]
+        latent_dim = 2 * t * nr
+    cloud = build_cloud(cfg, spec, spec.links, nsc, latent_dim)
+    model = compose_ecc(edges, cloud, spec, name=name or "ecc")
+    model.edges, model.cloud = edges, cloud
+    return model
+
+
+#: what the contract tests feed it
+build_ecc.example_spec = {"links": 3, "representation": "csi", "feature_shape": (2, 8, 6, 2),
+                          "dims": 3}

@@ -1,0 +1,180 @@
+"""Edge-cloud cooperative 3D positioning over a quantized fronthaul (seed 004, An et al.).
+
+The model is :func:`tfloc.models.ecc.build_ecc`: per BS, preprocessing (eq.
+7-15), a Res-SegNet encoder and a Q-bit quantizer; at the cloud, channel-masked
+attention and frequency evidence accumulation. Training strategies
+(``method.ecc.strategy``, seed 004 section IV-D):
+
+- ``local_joint`` (the paper's): Stage I trains one autoencoder per BS on the
+  unlabelled CSI with the negative cosine loss (eq. 22, quantizer bypassed);
+  the quantizer's step is calibrated on the training latents; Stage II trains
+  encoders and cloud end to end through the quantizer's straight-through
+  gradient (eq. 35) with the accumulated position loss (eq. 34).
+- ``local_split``: Stage I, then Stage II with the encoders frozen.
+- ``joint_scratch``: Stage II only, from random encoders.
+- ``raw_csi``: no embedding and no quantizer: the cloud sees the preprocessed
+  CSI (the lossless-CSI reference).
+
+Protocol: with ``data.fresh_samples_per_epoch`` each epoch draws that many
+samples of the training pool anew (seed 004: 3,000 fresh samples per epoch);
+validation and test are fixed, disjoint draws.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from tfloc.config import ConfigError, param
+from tfloc.losses import build_loss, negative_cosine_similarity
+from tfloc.methods.registry import METHODS
+from tfloc.methods.task import Task, TaskTrainer, position_error_m, require
+
+STRATEGIES = ["local_joint", "local_split", "joint_scratch", "raw_csi"]
+ECC_LOSSES = ["accumulated_mse", "mse"]
+
+
+@dataclass
+class ECCOptions:
+    strategy: str = param("local_joint", choices=STRATEGIES,
+                          doc="local_joint (paper), local_split (encoders frozen in stage II), "
+                          "joint_scratch (no stage I), raw_csi (no embedding: lossless reference)")
+    local_epochs: int = param(10, min=1, doc="stage I epochs (autoencoders, eq. 22)")
+    calibration_samples: int = param(2000, min=1, doc="training samples whose latents set each "
+                                     "BS's quantizer step")
+
+
+@METHODS.register("ecc", config=ECCOptions)
+class ECCTask(Task):
+    """Seed 004's cooperative positioning: L BSs' CSI -> quantized latents -> 3D position."""
+    outputs = ("position",)
+    evaluators = ("position", "per_condition", "knn", "accumulation")
+
+    @property
+    def strategy(self) -> str:
+        return self.options.strategy
+
+    @property
+    def embedded(self) -> bool:
+        return self.strategy != "raw_csi"
+
+    def check(self, spec):
+        require(self.cfg.model.type == "ecc", f"model.type: method 'ecc' needs the model 'ecc', "
+                f"not '{self.cfg.model.type}'")
+        require(spec.site == "multi_bs" and spec.links > 1,
+                f"method 'ecc' fuses several BSs; this site has {spec.links} link(s) per sample "
+                "(use a multi-BS site such as configs/data/campus.yaml)")
+        require(spec.representation == "csi", "data.representation: method 'ecc' takes the CSI "
+                f"itself ('csi'; its edge models preprocess it), not '{spec.representation}'")
+        require(self.cfg.training.loss.type in ECC_LOSSES,
+                f"training.loss: method 'ecc' trains with one of {ECC_LOSSES}, "
+                f"not '{self.cfg.training.loss.type}'")
+
+    def build_inputs(self, data):
+        p, s, fresh = data.pipeline, data.splits, self.cfg.data.fresh_samples_per_epoch
+        if fresh and fresh > len(s.train):
+            raise ConfigError(f"data.fresh_samples_per_epoch: {fresh} fresh samples per epoch need "
+                              f"a training pool at least as large; the pool has {len(s.train)} "
+                              "(trace more UEs: simulation.ue_grid.num_ues)")
+        self.pool = s.train
+        return {"train": p.feature_dataset(s.train, training=True),
+                "val": p.feature_dataset(s.val, training=False, split_seed_offset=2),
+                "calibration": p.feature_dataset(s.train[:self.options.calibration_samples],
+                                                 training=False, split_seed_offset=4)}
+
+    def build_models(self, spec):
+        from tfloc.models.ecc import build_ecc
+        net = build_ecc(self.cfg.model.options, spec, embedding=self.embedded)
+        self.edges, self.cloud = net.edges, net.cloud
+        return {"inference": net}
+
+    # -- training ------------------------------------------------------------- #
+    def train(self, models, inputs, run_dir):
+        facts = {"strategy": self.strategy}
+        if self.strategy in ("local_joint", "local_split"):
+            facts["local"] = self.train_local(inputs, run_dir)
+        if self.embedded:
+            facts["quantizer"] = self.calibrate(inputs["calibration"])
+        if self.strategy == "local_split":
+            for e in self.edges:
+                e.get_layer(f"{e.name}_encoder").trainable = False
+        facts["joint"] = self.train_joint(models, inputs, run_dir)
+        return facts
+
+    def train_local(self, inputs, run_dir) -> dict:
+        """Stage I: one autoencoder per BS on unlabelled CSI, negative cosine loss (eq. 22)."""
+        from tfloc.models.ecc import build_decoder
+        m = self.cfg.model.options
+        t, nr, nsc, _ = self.spec.feature_shape
+        edges = self.edges
+        decoders = [build_decoder(m, (t * nr, nsc, 2), name=f"decoder{l}") for l in range(len(edges))]
+
+        def cosines(x, training):
+            out = []
+            for l, (e, d) in enumerate(zip(edges, decoders)):
+                o = e(x["features"][:, l], training=training)
+                out.append(negative_cosine_similarity(o["x"], d(o["latent_continuous"], training=training)))
+            return tf.stack(out, axis=1)                                          # [b, L]
+
+        def loss_fn(batch):
+            value = tf.reduce_mean(cosines(batch[0], True))      # labels unused (self-supervised)
+            return {"loss": value, "cosine_loss": value}
+
+        def val_fn(x, y):
+            return {"cosine": tf.reduce_mean(cosines(x, False), axis=1)}
+        trainer = TaskTrainer({**{e.name: e for e in edges}, **{d.name: d for d in decoders}},
+                              loss_fn, ["loss", "cosine_loss"], val_fn, ["cosine"])
+        t0 = time.time()
+        history = self.fit(trainer, inputs["train"], inputs["val"], run_dir,
+                           epochs=self.options.local_epochs, monitor="val_cosine", tag="local")
+        return {**self.history_facts(history, "val_cosine"), "elapsed_s": round(time.time() - t0, 1)}
+
+    def calibrate(self, dataset) -> dict:
+        """Each BS's quantizer step from its training latents (seed 004 Table I); quantizers on."""
+        from tfloc.layers import UniformMidriseQuantizer
+        lat = [[] for _ in self.edges]
+        for x, _ in dataset:
+            for l, e in enumerate(self.edges):
+                lat[l].append(e(x["features"][:, l], training=False)["latent_continuous"].numpy())
+        steps = []
+        for l, e in enumerate(self.edges):
+            q = next(layer for layer in e.layers if isinstance(layer, UniformMidriseQuantizer))
+            steps.append(q.calibrate(np.concatenate(lat[l])))
+            q.set_bypass(False)
+        return {"bits": self.cfg.model.options.bits, "steps": [round(s, 6) for s in steps]}
+
+    def train_joint(self, models, inputs, run_dir) -> dict:
+        """Stage II: positions through the quantizers (straight-through), eq. 34's loss."""
+        net = models["inference"]
+        loss = build_loss(self.cfg.training.loss, self.spec)
+
+        def loss_fn(batch):
+            x, y = batch
+            value = tf.reduce_mean(loss(y, net(x, training=True)))
+            return {"loss": value, "position_loss": value}
+
+        def val_fn(x, y):
+            return {"mean_error_m": position_error_m(y, net(x, training=False))}
+        trainable = {"inference": net}
+        trainer = TaskTrainer(trainable, loss_fn, ["loss", "position_loss"], val_fn, ["mean_error_m"])
+        t0 = time.time()
+        history = self.fit(trainer, inputs["train"], inputs["val"], run_dir, tag="joint")
+        facts = self.history_facts(history)
+        elapsed = time.time() - t0
+        per_epoch = self.cfg.data.fresh_samples_per_epoch or len(self.pool)
+        return {**facts, "elapsed_s": round(elapsed, 1),
+                "samples_per_s": round(per_epoch * facts["epochs"] / elapsed, 1)}
+
+    # -- serving -------------------------------------------------------------- #
+    def export_modules(self, models, spec):
+        from tfloc.export import CloudModule, EdgeModule, ServingModule
+        name = self.cfg.export.model_name
+        mods = [ServingModule(name, models["inference"], spec, outputs=("position",),
+                              metadata={"strategy": self.strategy})]
+        if self.embedded:
+            mods += [EdgeModule(f"{name}-edge{l}", e, metadata={"bs": l})
+                     for l, e in enumerate(self.edges)]
+            mods.append(CloudModule(f"{name}-cloud", self.cloud, self.edges))
+        return mods
