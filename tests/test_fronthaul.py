@@ -250,3 +250,14 @@ def test_negative_cosine_similarity_eq22(rng):
     # a common phase and scale of the reconstruction cost nothing: -1
     np.testing.assert_allclose(negative_cosine_similarity(ri(h), ri(2.5 * np.exp(1j) * h)), -1.0,
                                rtol=1e-5)
+
+
+def test_negative_cosine_has_finite_gradients_for_a_dead_link():
+    """A BS without paths sends all-zero CSI: the loss must not turn the gradients into NaN."""
+    from tfloc.losses import negative_cosine_similarity
+    x = tf.zeros((2, 4, 3, 2))
+    y = tf.Variable(tf.random.normal((2, 4, 3, 2), seed=1))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(negative_cosine_similarity(x, y)) + tf.reduce_sum(
+            negative_cosine_similarity(y, tf.zeros_like(y)))
+    assert np.all(np.isfinite(tape.gradient(loss, y).numpy()))

@@ -47,6 +47,7 @@ def negative_cosine_similarity(x, x_hat, eps: float = 1e-8):
     xr, xi, yr, yi = x[..., 0], x[..., 1], x_hat[..., 0], x_hat[..., 1]
     re = tf.reduce_sum(xr * yr + xi * yi, axis=axes)          # Re <x, x^> = sum conj(x) x^
     im = tf.reduce_sum(xr * yi - xi * yr, axis=axes)
-    norm = tf.sqrt(tf.reduce_sum(tf.square(x), axis=axes + [len(x.shape) - 1])
-                   * tf.reduce_sum(tf.square(x_hat), axis=axes + [len(x.shape) - 1]))
-    return -tf.sqrt(re ** 2 + im ** 2) / (norm + eps)
+    norm2 = (tf.reduce_sum(tf.square(x), axis=axes + [len(x.shape) - 1])
+             * tf.reduce_sum(tf.square(x_hat), axis=axes + [len(x.shape) - 1]))
+    # eps^2 under both roots: finite gradients where x or x^ is zero (a link without paths)
+    return -tf.sqrt(re ** 2 + im ** 2 + eps ** 2) / (tf.sqrt(norm2 + eps ** 2) + eps)

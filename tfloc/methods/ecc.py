@@ -112,18 +112,22 @@ class ECCTask(Task):
         decoders = [build_decoder(m, (t * nr, nsc, 2), name=f"decoder{l}") for l in range(len(edges))]
 
         def cosines(x, training):
-            out = []
+            """Per link [b, L] and which links carry a signal (a BS without paths sends zeros)."""
+            out, live = [], []
             for l, (e, d) in enumerate(zip(edges, decoders)):
                 o = e(x["features"][:, l], training=training)
                 out.append(negative_cosine_similarity(o["x"], d(o["latent_continuous"], training=training)))
-            return tf.stack(out, axis=1)                                          # [b, L]
+                live.append(tf.cast(o["gain"] > 0, tf.float32))
+            return tf.stack(out, axis=1), tf.stack(live, axis=1)
 
         def loss_fn(batch):
-            value = tf.reduce_mean(cosines(batch[0], True))      # labels unused (self-supervised)
+            c, live = cosines(batch[0], True)                    # labels unused (self-supervised)
+            value = tf.reduce_sum(c * live) / tf.maximum(tf.reduce_sum(live), 1.0)
             return {"loss": value, "cosine_loss": value}
 
         def val_fn(x, y):
-            return {"cosine": tf.reduce_mean(cosines(x, False), axis=1)}
+            c, live = cosines(x, False)
+            return {"cosine": tf.reduce_sum(c * live, axis=1) / tf.maximum(tf.reduce_sum(live, axis=1), 1.0)}
         trainer = TaskTrainer({**{e.name: e for e in edges}, **{d.name: d for d in decoders}},
                               loss_fn, ["loss", "cosine_loss"], val_fn, ["cosine"])
         t0 = time.time()
