@@ -47,15 +47,17 @@ class ECCConfig:
     lstm_units: int = param(128, min=1)
     head_units: List[int] = param(factory=lambda: [64], min=1, doc="f_reg's hidden widths")
     bits: int = param(10, min=1, max=16, doc="Q: bits per latent value")
+    bn_momentum: float = param(0.9, min=0.0, max=1.0, doc="batch-norm moving-average momentum "
+                               "(Keras' 0.99 lags far behind at a few hundred steps)")
 
 
-def residual_block(x, filters: int, name: str):
+def residual_block(x, filters: int, name: str, bn_momentum: float = 0.9):
     """conv3x3-BN-ReLU, conv3x3-BN, + (projected) shortcut, ReLU."""
     L = keras.layers
     y = L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-    y = L.ReLU(name=f"{name}_relu1")(L.BatchNormalization(name=f"{name}_bn1")(y))
+    y = L.ReLU(name=f"{name}_relu1")(L.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn1")(y))
     y = L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = L.BatchNormalization(name=f"{name}_bn2")(y)
+    y = L.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn2")(y)
     s = x if x.shape[-1] == filters else L.Conv2D(filters, 1, use_bias=False, name=f"{name}_proj")(x)
     return L.ReLU(name=f"{name}_out")(L.Add(name=f"{name}_add")([y, s]))
 
@@ -73,7 +75,7 @@ def build_encoder(cfg: ECCConfig, input_shape, name: str = "encoder") -> keras.M
     x_in = keras.Input((rows, nsc, ch), name="x")
     x = x_in
     for i, f in enumerate(cfg.encoder_filters):
-        x = residual_block(x, f, f"{name}_stage{i + 1}")
+        x = residual_block(x, f, f"{name}_stage{i + 1}", cfg.bn_momentum)
         x = L.MaxPooling2D((2, 1), padding="same", name=f"{name}_down{i + 1}")(x)
     left = _reduced_rows(rows, len(cfg.encoder_filters))
     z = L.Conv2D(cfg.latent_dim, (left, 1), padding="valid", name=f"{name}_latent")(x)   # [b, 1, Nsc, d_z]
@@ -92,7 +94,7 @@ def build_decoder(cfg: ECCConfig, output_shape, name: str = "decoder") -> keras.
     x = L.Conv2DTranspose(filters[0], (left, 1), padding="valid", name=f"{name}_expand")(x)
     for i, f in enumerate(filters):
         x = L.UpSampling2D((2, 1), name=f"{name}_up{i + 1}")(x)
-        x = residual_block(x, f, f"{name}_stage{i + 1}")
+        x = residual_block(x, f, f"{name}_stage{i + 1}", cfg.bn_momentum)
     if x.shape[1] != rows:
         x = L.Cropping2D(((0, x.shape[1] - rows), (0, 0)), name=f"{name}_crop")(x)
     x = L.Conv2D(ch, 1, name=f"{name}_out")(x)
