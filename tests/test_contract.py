@@ -100,6 +100,11 @@ def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method):
                for k, v in meta["inputs"].items()})
     assert out["position"].shape == (3, dims)
     assert set(out) == set(meta["outputs"])
+    shape = meta["inputs"]["csi"]["shape"]
+    if len(shape) == 6:   # several BSs per sample: another BS count is refused, naming the shape
+        with pytest.raises(tf.errors.InvalidArgumentError, match="input 'csi' must have shape"):
+            f(**{k: tf.constant(np.ones((3, shape[1] - 1, *v["shape"][2:])), v["dtype"])
+                 for k, v in meta["inputs"].items()})
     if "condition_probs" in out:
         assert meta["condition_classes"] == ["LOS", "NLOS-static", "NLOS-car"]
         assert report["condition"]["confusion"] and (run / "confusion.png").exists()
@@ -167,3 +172,17 @@ def test_supervised_gaussian_nll_serves_position_std(synthetic, tmp_path):
     assert set(out) == {"position", "position_std"} and np.all(out["position_std"].numpy() > 0)
     loaded = keras.models.load_model(tmp_path / "run" / "model.keras")   # safe mode: no Lambda
     assert "position_std" in loaded.output
+
+
+@pytest.mark.parametrize("sets, needle", [
+    (["data.fresh_samples_per_epoch=1000"], "1000 fresh samples per epoch need a training pool"),
+    (["model.ecc.bits=17"], "model.ecc.bits"),
+    (["data.representation=stabilized"], "data.representation: method 'ecc' takes the CSI"),
+    (["model.type=resnet"], "method 'ecc' needs the model 'ecc'"),
+])
+def test_bad_ecc_configs_are_one_line_errors(synthetic, tmp_path, sets, needle):
+    from tfloc.config import ConfigError
+    from tfloc.methods import train_and_evaluate
+    with pytest.raises(ConfigError, match=needle):
+        train_and_evaluate(_config("ecc", sets), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
