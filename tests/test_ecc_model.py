@@ -113,3 +113,29 @@ def test_edge_export_refuses_an_uncalibrated_quantizer(ecc_cfg):
     from tfloc.models.ecc import build_edge
     with pytest.raises(ValueError, match="bypassed or not calibrated"):
         EdgeModule("edge", build_edge(ecc_cfg, (4, 8, 24, 2)))
+
+
+def test_seed004_page_from_run_reports(tmp_path, rng):
+    """The study's page: eta from the code beside the paper's Table II, and its figures."""
+    import json
+    from tfloc.studies.seed004 import experiments, write_page
+    exps = experiments([10, 4], strategies=False, ablation=True)
+    runs = {}
+    for i, e in enumerate(exps):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        rep = {"model": {"mean_m": 1.0 + i, "p90_m": 2.0 + i}, "baselines": {"knn": {"mean_m": 3.0}},
+               "n_test": 5, "n_train_labelled": 20, "n_val": 4,
+               "timings_s": {"training_s": 60.0, "local": {"elapsed_s": 10.0},
+                             "joint": {"elapsed_s": 50.0, "samples_per_s": 40.0}},
+               "accumulation": {"mean_m": list(np.linspace(3, 1, 24))}}
+        (run / "report.json").write_text(json.dumps(rep))
+        np.savez(run / "errors.npz", ecc=rng.uniform(0, 5, 5), **{"kNN (k=1)": rng.uniform(0, 5, 5)})
+        runs[e.label] = str(run)
+    out = tmp_path / "docs" / "seed004.md"
+    text = write_page(exps, runs, str(out), "python -m tfloc.studies.seed004 --ablation")
+    assert "| local + joint (paper), Q = 10 | 6.25 % | 6.25 % |" in text
+    assert "| local + joint (paper), Q = 4 | 2.50 % | 2.50 % |" in text
+    assert "| lossless CSI | 100.00 % | 100.00 % |" in text
+    for png in ("cdf.png", "methods_cdf.png", "error_vs_q.png"):
+        assert (tmp_path / "docs" / "seed004" / png).stat().st_size > 1000
