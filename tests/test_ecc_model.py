@@ -124,7 +124,8 @@ def test_seed004_page_from_run_reports(tmp_path, rng):
     for i, e in enumerate(exps):
         run = tmp_path / f"run{i}"
         run.mkdir()
-        rep = {"model": {"mean_m": 1.0 + i, "p90_m": 2.0 + i}, "baselines": {"knn": {"mean_m": 3.0}},
+        rep = {"model": {"mean_m": 1.0 + i, "p50_m": 0.5 + i, "p90_m": 2.0 + i},
+               "baselines": {"knn": {"mean_m": 3.0, "p50_m": 2.0, "p90_m": 4.0}},
                "n_test": 5, "n_train_labelled": 20, "n_val": 4,
                "timings_s": {"training_s": 60.0, "local": {"elapsed_s": 10.0},
                              "joint": {"elapsed_s": 50.0, "samples_per_s": 40.0}},
@@ -137,5 +138,7 @@ def test_seed004_page_from_run_reports(tmp_path, rng):
     assert "| local + joint (paper), Q = 10 | 6.25 % | 6.25 % |" in text
     assert "| local + joint (paper), Q = 4 | 2.50 % | 2.50 % |" in text
     assert "| lossless CSI | 100.00 % | 100.00 % |" in text
+    assert "| kNN (k=1) | 3.00 | 2.00 | 4.00 |" in text
+    assert "| Transformer (no gain mask), Q = 10 |" in text
     for png in ("cdf.png", "methods_cdf.png", "error_vs_q.png"):
         assert (tmp_path / "docs" / "seed004" / png).stat().st_size > 1000

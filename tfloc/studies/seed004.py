@@ -107,13 +107,27 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
     # Fig. 9 analog: CDF per strategy at the first Q; Fig. 11 analog: methods
     curves = {e.label: res[e.label][1][next(iter(res[e.label][1]))] for e in exps if e.label in res}
     _cdf_figure(curves, "test error CDF per run", os.path.join(figdir, "cdf.png"))
-    knn = next(iter(res.values()))[1]
-    knn_key = [k for k in knn if k.startswith("kNN")]
-    if knn_key:
-        _cdf_figure({**curves, knn_key[0]: knn[knn_key[0]]}, "methods (Fig. 11 analog)",
-                    os.path.join(figdir, "methods_cdf.png"))
+    # baselines (the same test CSI in every run): kNN of the first run, MUSIC where scored
+    baselines = {}
+    for rep, errs in res.values():
+        for key, name in (("kNN", "knn"), ("MUSIC", "music")):
+            hit = [k for k in errs if k.startswith(key)]
+            if hit and name in rep.get("baselines", {}) and key not in baselines:
+                baselines[key] = (hit[0], errs[hit[0]], rep["baselines"][name])
+    _cdf_figure({**curves, **{v[0]: v[1] for v in baselines.values()}}, "methods (Fig. 11 analog)",
+                os.path.join(figdir, "methods_cdf.png"))
     L += ["", "![CDF per run (Fig. 9 analog)](seed004/cdf.png)",
-          "![methods (Fig. 11 analog)](seed004/methods_cdf.png)", ""]
+          "![methods (Fig. 11 analog)](seed004/methods_cdf.png)", "",
+          "| method (Fig. 11 analog) | mean [m] | p50 [m] | p90 [m] |", "|---|---|---|---|"]
+    for e in exps:
+        if e.label in res and e.group in ("raw_csi", "transformer") or (
+                e.group == "local_joint" and e.paper.get("bits") == exps[1].paper.get("bits")):
+            m = res[e.label][0]["model"] if e.label in res else None
+            if m:
+                L.append(f"| {e.label} | {m['mean_m']:.2f} | {m['p50_m']:.2f} | {m['p90_m']:.2f} |")
+    for label, _, s_ in baselines.values():
+        L.append(f"| {label} | {s_['mean_m']:.2f} | {s_['p50_m']:.2f} | {s_['p90_m']:.2f} |")
+    L.append("")
     # Fig. 10 analog: error against Q per strategy
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     for group in ("local_joint", "local_split", "joint_scratch"):
