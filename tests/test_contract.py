@@ -69,6 +69,7 @@ def synthetic_environment(ref, cache_dir, sub_array=None, progress=True):
 #: further shrinking for configs on other sites (campus: 288 subcarriers at stride 12, 10 slots)
 SITE_SETS = {"ecc": ["data.subcarrier_stride=2", "data.num_delay_taps=8", "data.num_slots=2",
                      "data.fresh_samples_per_epoch=16", "method.ecc.local_epochs=1",
+                     "evaluation.evaluators=[position, knn, accumulation]",  # music: tests/test_music.py
                      "model.ecc={encoder_filters: [4], latent_dim: 4, token_dim: 4, lstm_units: 8}"]}
 
 

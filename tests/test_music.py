@@ -71,3 +71,29 @@ def test_planar_array_order_and_direction_helpers():
     assert pos.shape == (8, 3) and np.allclose(pos[:, 0], 0) and np.allclose(pos.mean(0), 0)
     assert pos[0, 2] > pos[1, 2] and pos[0, 1] == pos[1, 1]                # column by column, top first
     np.testing.assert_allclose(np.linalg.norm(direction([0.3, 1.0], [0.7, 2.0]), axis=-1), 1.0)
+
+
+def test_music_evaluator_positions_synthetic_six_bs_samples(rng):
+    """The evaluator on multi-BS CSI features [n, L, T, Nr, Nsc, 2] with the site's panels."""
+    from tfloc.evaluation.evaluators import EvalContext, run_evaluators
+    arr = {"num_rows": 2, "num_cols": 4, "vertical_spacing": 0.5, "horizontal_spacing": 0.5}
+    pos = planar_array_positions(2, 4)
+    ues = rng.uniform([60, 60, 1], [140, 140, 20], size=(3, 3))
+    panels, feats = [], np.zeros((3, 6, 2, 8, 24, 2), np.float32)
+    for l, ang in enumerate(np.radians(np.arange(6) * 60.0)):
+        bs = [100 + 150 * np.cos(ang), 100 + 150 * np.sin(ang), 40.0]
+        az = np.degrees(np.arctan2(-np.sin(ang), -np.cos(ang)))             # facing the centre
+        panels.append({"position": bs, "azimuth_deg": az, "downtilt_deg": 10.0})
+        rot = rotation_matrix(np.radians(az), np.radians(10.0), 0.0)
+        for i, ue in enumerate(ues):
+            h = synthetic_los_csi(ue, np.array(bs), rot, pos, np.arange(24) * 720e3, 3.5e9, slots=2)
+            h = np.transpose(h, (0, 2, 1)) * 1e-4                           # [T, Nr, Nsc]
+            feats[i, l] = np.stack([h.real, h.imag], -1)
+    ctx = EvalContext(model_name="m", x={"features": feats}, y={"position": ues},
+                      outputs={"position": ues}, site=lambda: {"panels": panels, "array": arr})
+    res = run_evaluators(["music"], ctx)
+    assert res.report["baselines"]["music"]["mean_m"] < 0.05
+    assert "MUSIC + LS" in res.curves
+    with pytest.raises(ValueError, match="needs multi-BS CSI features"):
+        run_evaluators(["music"], EvalContext(model_name="m", x={"features": feats[:, 0]},
+                                              y={"position": ues}, outputs={}, site=lambda: {}))

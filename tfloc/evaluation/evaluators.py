@@ -31,6 +31,9 @@ class EvalContext:
     to_class : PathSet condition codes -> class indices (None without classes)
     fixed_set : split name ("train", "val") -> (x, y) with fixed noise draws
     knn_neighbors : candidate k of the kNN baseline
+    site : () -> what model-based baselines need of the site (``panels``: the BSs' positions
+        and orientations, ``array``: the BS array); the task's ``site_info``, called only
+        by the evaluators that need it
     """
     model_name: str
     x: dict
@@ -40,6 +43,7 @@ class EvalContext:
     to_class: Callable | None = None
     fixed_set: Callable | None = None
     knn_neighbors: tuple = (1, 2, 3, 5, 10)
+    site: Callable = dict
 
 
 @dataclass
@@ -267,3 +271,33 @@ def accumulation(ctx: EvalContext) -> EvalResult:
                                  "p90_m": [round(float(v), 3) for v in p90]}},
         figures={"accumulation.png": _figure_accumulation(
             mean, p90, f"{ctx.model_name}: error against subcarriers accumulated")})
+
+
+@EVALUATORS.register("music")
+def music(ctx: EvalContext) -> EvalResult:
+    """Seed 004's model-based baseline: MUSIC angle of arrival at every BS that receives the UE,
+    then the 3D point nearest the bearing lines, each weighted by its BS's CSI amplitude
+    (:mod:`tfloc.evaluation.music`). Needs multi-BS CSI features (``representation: csi``)
+    and the site's panels and array."""
+    from tfloc.evaluation.music import music_position, planar_array_positions, rotation_matrix
+    site = ctx.site()
+    panels, arr = site.get("panels"), site.get("array")
+    x = np.asarray(ctx.x["features"])
+    if not panels or not arr or x.ndim != 6:
+        raise ValueError("evaluator 'music' needs multi-BS CSI features [n, L, T, Nr, Nsc, 2] and "
+                         "the site's panels and array (a multi-BS site with data.representation: csi)")
+    rots = np.stack([rotation_matrix(np.radians(p["azimuth_deg"]), np.radians(p["downtilt_deg"]), 0.0)
+                     for p in panels])
+    bs = np.array([p["position"] for p in panels], float)
+    pos_wl = planar_array_positions(arr["num_rows"], arr["num_cols"], arr["vertical_spacing"],
+                                    arr["horizontal_spacing"])
+    h = np.transpose(x[..., 0] + 1j * x[..., 1], (0, 1, 2, 4, 3))             # [n, L, T, Nsc, Nr]
+    est = np.zeros((len(h), 3))
+    for i in range(len(h)):
+        amp = np.sqrt(np.mean(np.abs(h[i]) ** 2, axis=(1, 2, 3)))              # [L]
+        live = np.flatnonzero(amp > 0)
+        est[i] = music_position(h[i, live], bs[live], rots[live], pos_wl, weights=amp[live] / amp.max())
+    dims = np.asarray(ctx.y["position"]).shape[-1]
+    err = position_errors_m(est[:, :dims], ctx.y["position"])
+    return EvalResult(report={"baselines": {"music": error_summary(err)}},
+                      curves={"MUSIC + LS": err})

@@ -129,7 +129,8 @@ def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = N
                       outputs=task.evaluation_outputs(models, x_test),
                       class_names=task.class_names,
                       to_class=(lambda c: task.condition_classes(c).numpy()) if task.class_names else None,
-                      fixed_set=fixed_set, knn_neighbors=tuple(cfg.evaluation.knn_neighbors))
+                      fixed_set=fixed_set, knn_neighbors=tuple(cfg.evaluation.knn_neighbors),
+                      site=task.site_info)
     names = cfg.evaluation.evaluators or list(task.evaluators)
     result = run_evaluators(names, ctx)
     meta = data.paths.meta

@@ -103,6 +103,14 @@ class Task(abc.ABC):
                               outputs=self.outputs,
                               metadata={"condition_classes": list(self.class_names)})]
 
+    def site_info(self) -> dict:
+        """What model-based evaluators need of the site: ``panels`` (each BS's position,
+        azimuth and downtilt) and ``array`` (the BS array's rows, columns, spacings)."""
+        from dataclasses import asdict
+        from tfloc.sim.tracer import site_panels
+        sim = self.cfg.simulation
+        return {"panels": site_panels(sim)[1], "array": asdict(sim.bs_array)}
+
     # -- shared helpers ------------------------------------------------------- #
     @property
     def class_names(self) -> tuple:
