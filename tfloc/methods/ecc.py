@@ -30,7 +30,7 @@ import tensorflow as tf
 from tfloc.config import ConfigError, param
 from tfloc.losses import build_loss, negative_cosine_similarity
 from tfloc.methods.registry import METHODS
-from tfloc.methods.task import Task, TaskTrainer, position_error_m, require
+from tfloc.methods.task import Task, TaskTrainer, position_trainer, require
 
 STRATEGIES = ["local_joint", "local_split", "joint_scratch", "raw_csi"]
 ECC_LOSSES = ["accumulated_mse", "mse"]
@@ -151,18 +151,8 @@ class ECCTask(Task):
 
     def train_joint(self, models, inputs, run_dir) -> dict:
         """Stage II: positions through the quantizers (straight-through), eq. 34's loss."""
-        net = models["inference"]
-        loss = build_loss(self.cfg.training.loss, self.spec)
-
-        def loss_fn(batch):
-            x, y = batch
-            value = tf.reduce_mean(loss(y, net(x, training=True)))
-            return {"loss": value, "position_loss": value}
-
-        def val_fn(x, y):
-            return {"mean_error_m": position_error_m(y, net(x, training=False))}
-        trainable = {"inference": net}
-        trainer = TaskTrainer(trainable, loss_fn, ["loss", "position_loss"], val_fn, ["mean_error_m"])
+        trainer = position_trainer(models, models["inference"],
+                                   build_loss(self.cfg.training.loss, self.spec))
         t0 = time.time()
         history = self.fit(trainer, inputs["train"], inputs["val"], run_dir, tag="joint")
         facts = self.history_facts(history)

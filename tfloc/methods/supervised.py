@@ -1,11 +1,9 @@
 """Supervised training on the labelled split (seed 000 stage 1; seed 002's DCNN baseline)."""
 from __future__ import annotations
 
-import tensorflow as tf
-
 from tfloc.losses import UNCERTAINTY_LOSSES, build_loss
 from tfloc.methods.registry import METHODS
-from tfloc.methods.task import Task, TaskTrainer, position_error_m, require
+from tfloc.methods.task import Task, position_trainer, require
 from tfloc.models import build_model
 
 
@@ -40,17 +38,8 @@ class SupervisedTask(Task):
         return {"inference": build_model(self.cfg.model, spec, position_std=self.uncertain)}
 
     def train(self, models, inputs, run_dir):
-        net = models["inference"]
-        loss = build_loss(self.cfg.training.loss, self.spec)
-
-        def loss_fn(batch):
-            x, y = batch
-            value = tf.reduce_mean(loss(y, net(x, training=True)))
-            return {"loss": value, "position_loss": value}
-
-        def val_fn(x, y):
-            return {"mean_error_m": position_error_m(y, net(x, training=False))}
-        trainer = TaskTrainer(models, loss_fn, ["loss", "position_loss"], val_fn, ["mean_error_m"])
+        trainer = position_trainer(models, models["inference"],
+                                   build_loss(self.cfg.training.loss, self.spec))
         history = self.fit(trainer, inputs["train"], inputs["val"], run_dir)
         return self.history_facts(history)
 

@@ -222,6 +222,19 @@ class TaskTrainer(keras.Model):
         return {t.name: t.result() for t in self.val_trackers}
 
 
+def position_trainer(models: dict, net, loss) -> TaskTrainer:
+    """A TaskTrainer of the position ``loss`` (a registered loss's callable) of ``net``'s
+    outputs, validated by the mean position error (the plain supervised recipe)."""
+    def loss_fn(batch):
+        x, y = batch
+        value = tf.reduce_mean(loss(y, net(x, training=True)))
+        return {"loss": value, "position_loss": value}
+
+    def val_fn(x, y):
+        return {"mean_error_m": position_error_m(y, net(x, training=False))}
+    return TaskTrainer(models, loss_fn, ["loss", "position_loss"], val_fn, ["mean_error_m"])
+
+
 def position_error_m(labels, outputs):
     """Per-sample Euclidean error [m] (tf), [b]."""
     return tf.norm(tf.cast(outputs["position"], tf.float32) - tf.cast(labels["position"], tf.float32),
