@@ -187,3 +187,22 @@ def test_bad_ecc_configs_are_one_line_errors(synthetic, tmp_path, sets, needle):
     with pytest.raises(ConfigError, match=needle):
         train_and_evaluate(_config("ecc", sets), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("strategy", ["raw_csi", "local_split"])
+def test_ecc_strategies_keep_their_fronthaul(synthetic, tmp_path, strategy):
+    """raw_csi never quantizes (lossless reference: no edge/cloud split is exported);
+    local_split trains the cloud on frozen, quantizing encoders."""
+    from tfloc.layers import UniformMidriseQuantizer
+    from tfloc.methods import train_and_evaluate
+    run = tmp_path / "run"
+    report = train_and_evaluate(_config("ecc", [f"method.ecc.strategy={strategy}"]), str(run))
+    assert report["timings_s"]["strategy"] == strategy
+    model = keras.saving.load_model(run / "model.keras")
+    quantizers = [l for e in model.layers if isinstance(e, keras.Model) for l in e.layers
+                  if isinstance(l, UniformMidriseQuantizer)]
+    assert quantizers and all(q.bypass == (strategy == "raw_csi") for q in quantizers)
+    exported = {p.name for p in (run / "export").iterdir()}
+    assert ("ecc-cloud" in exported) == (strategy != "raw_csi")
+    if strategy == "local_split":
+        assert "local" in report["timings_s"] and "quantizer" in report["timings_s"]

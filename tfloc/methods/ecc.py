@@ -12,8 +12,9 @@ attention and frequency evidence accumulation. Training strategies
   gradient (eq. 35) with the accumulated position loss (eq. 34).
 - ``local_split``: Stage I, then Stage II with the encoders frozen.
 - ``joint_scratch``: Stage II only, from random encoders.
-- ``raw_csi``: no embedding and no quantizer: the cloud sees the preprocessed
-  CSI (the lossless-CSI reference).
+- ``raw_csi``: the lossless-CSI reference (eta = 100 %): the CU receives each BS's
+  CSI and runs the same per-BS feature extractors itself, trained end to end from
+  scratch with the quantizers bypassed (no quantization, no stage I).
 
 Protocol: with ``data.fresh_samples_per_epoch`` each epoch draws that many
 samples of the training pool anew (seed 004: 3,000 fresh samples per epoch);
@@ -86,7 +87,7 @@ class ECCTask(Task):
 
     def build_models(self, spec):
         from tfloc.models.ecc import build_ecc
-        net = build_ecc(self.cfg.model.options, spec, embedding=self.embedded)
+        net = build_ecc(self.cfg.model.options, spec)
         self.edges, self.cloud = net.edges, net.cloud
         return {"inference": net}
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import List
 
 import keras
-import numpy as np
 
 from tfloc.config import param
 from tfloc.layers import (AffineOutput, ChannelMaskedAttention, FrequencyEvidenceAccumulation,
@@ -121,7 +120,7 @@ def build_cloud(cfg: ECCConfig, spec, num_bs: int, num_subcarriers: int, latent_
                 name: str = "cloud") -> keras.Model:
     """The CU: {"latents" [b, L, Nsc, d_z], "gains" [b, L]} -> {"position" [b, 3] m (the
     last step's), "position_sequence" [b, Nsc, 3] m (after each subcarrier)}.
-    ``latent_dim`` is d_z, or T Nr 2 for raw CSI tokens (no embedding)."""
+    ``latent_dim`` is d_z."""
     L = keras.layers
     if not spec.target_mean:
         raise ValueError("the spec has no target statistics: call spec.with_targets(train positions)")
@@ -148,27 +147,6 @@ def build_cloud(cfg: ECCConfig, spec, num_bs: int, num_subcarriers: int, latent_
                        {"position": last, "position_sequence": seq_m}, name=name)
 
 
-def raw_tokens(x):
-    """No embedding (seed 004's lossless-CSI reference): X [b, T Nr, Nsc, 2] -> one token of
-    T Nr 2 values per subcarrier [b, Nsc, 2 T Nr]."""
-    L = keras.layers
-    rows, nsc = x.shape[1], x.shape[2]
-    return L.Reshape((nsc, 2 * rows))(L.Permute((2, 1, 3))(x))
-
-
-def build_preprocess_edge(csi_shape, name: str = "edge") -> keras.Model:
-    """One BS without an encoder: CSI -> {"latent": raw tokens [b, Nsc, 2 T Nr], "gain"}.
-
-    The preprocessed CSI has unit norm over its 2 T Nr Nsc values; the tokens are
-    scaled to unit mean square, the scale the encoders' batch norm gives theirs
-    (unscaled, the cloud barely moved from the label mean in 30 epochs)."""
-    t, nr, nsc, _ = csi_shape
-    csi = keras.Input((t, nr, nsc, 2), name="csi")
-    x, gain = EdgePreprocessing(name=f"{name}_preprocess")(csi)
-    tok = keras.layers.Rescaling(float(np.sqrt(2 * t * nr * nsc)), name=f"{name}_unit_rms")(raw_tokens(x))
-    return keras.Model(csi, {"latent": tok, "latent_continuous": tok, "gain": gain, "x": x}, name=name)
-
-
 def compose_ecc(edges: list, cloud: keras.Model, spec, name: str = "ecc") -> keras.Model:
     """The end-to-end model: {"features": CSI [b, L, T, Nr, Nsc, 2], "bs_positions"} ->
     {"position", "position_sequence", "embedding" (the cloud's input latents, flattened)}.
@@ -191,11 +169,11 @@ def compose_ecc(edges: list, cloud: keras.Model, spec, name: str = "ecc") -> ker
 
 @MODELS.register("ecc", config=ECCConfig)
 def build_ecc(cfg: ECCConfig, spec, *, num_conditions: int = 0, position_std: bool = False,
-              name: str | None = None, embedding: bool = True):
+              name: str | None = None):
     """Seed 004's ECC network on multi-BS CSI (``data.representation: csi``): one edge per
-    BS (preprocessing, Res-SegNet encoder, quantizer; without ``embedding`` the
-    preprocessed CSI itself) and the cloud. The edges and the cloud are the
-    returned model's ``edges`` and ``cloud`` attributes."""
+    BS (preprocessing, Res-SegNet encoder, quantizer) and the cloud. The edges and the
+    cloud are the returned model's ``edges`` and ``cloud`` attributes. The quantizers start
+    bypassed; a strategy without fronthaul compression (lossless CSI) leaves them so."""
     if spec.links < 2 or spec.representation != "csi":
         raise ValueError("model 'ecc' takes several BSs' CSI per sample (a multi-BS site with "
                          f"data.representation: csi); got {spec.links} link(s) of "
@@ -203,13 +181,8 @@ def build_ecc(cfg: ECCConfig, spec, *, num_conditions: int = 0, position_std: bo
     if num_conditions or position_std:
         raise ValueError("model 'ecc' has no condition or sigma head")
     t, nr, nsc, _ = spec.feature_shape
-    if embedding:
-        edges = [build_edge(cfg, (t, nr, nsc, 2), name=f"edge{l}") for l in range(spec.links)]
-        latent_dim = cfg.latent_dim
-    else:
-        edges = [build_preprocess_edge((t, nr, nsc, 2), name=f"edge{l}") for l in range(spec.links)]
-        latent_dim = 2 * t * nr
-    cloud = build_cloud(cfg, spec, spec.links, nsc, latent_dim)
+    edges = [build_edge(cfg, (t, nr, nsc, 2), name=f"edge{l}") for l in range(spec.links)]
+    cloud = build_cloud(cfg, spec, spec.links, nsc, cfg.latent_dim)
     model = compose_ecc(edges, cloud, spec, name=name or "ecc")
     model.edges, model.cloud = edges, cloud
     return model
