@@ -206,3 +206,41 @@ def test_ecc_strategies_keep_their_fronthaul(synthetic, tmp_path, strategy):
     assert ("ecc-cloud" in exported) == (strategy != "raw_csi")
     if strategy == "local_split":
         assert "local" in report["timings_s"] and "quantizer" in report["timings_s"]
+
+
+def test_trajectory_is_scored_in_time_order_without_dead_snapshots(synthetic, tmp_path, monkeypatch):
+    """The runner orders a traced trajectory by time, drops snapshots no BS hears, and the
+    'trajectory' evaluator reports and draws it."""
+    import dataclasses
+    import types
+    import tfloc.sim.trajectory as trajectory
+    from tfloc.methods import train_and_evaluate
+    from tfloc.methods.runner import trajectory_set
+    cfg = _config("ecc", ["evaluation.evaluators=[position, trajectory]",
+                          "evaluation.trajectory.snapshots=10"])
+    pos = trajectory.spiral(cfg.evaluation.trajectory)
+    ps = synthetic_multi_bs_pathset(n_ue=8)
+    src = np.array([9, 0, 4, 2, 7, 1, 5, 3])              # traced out of time order; 6, 8 indoor
+    dead = np.flatnonzero(ps.ue_id == 2)                   # UE 2 (snapshot 4): no BS hears it
+    keep = np.ones(len(ps.tau), bool)
+    for r in dead:
+        keep[ps.offsets[r]:ps.offsets[r + 1]] = False
+    counts = np.diff(ps.offsets)
+    counts[dead] = 0
+    ps = dataclasses.replace(
+        ps, positions=np.repeat(pos[src], 6, axis=0), offsets=np.concatenate([[0], np.cumsum(counts)]),
+        **{k: getattr(ps, k)[keep] for k in ("a", "tau", "theta_t", "phi_t", "theta_r", "phi_r")},
+        meta={**ps.meta, "source": src.tolist(), "n_indoor_excluded": 2})
+    monkeypatch.setattr(trajectory, "load_or_trace_trajectory", lambda *a, **k: ps)
+
+    stub = types.SimpleNamespace(evaluation_outputs=lambda m, x: {"position": np.zeros((len(x["features"]), 3))})
+    tr = trajectory_set(cfg, stub, {}, types.SimpleNamespace(paths=types.SimpleNamespace(meta={})))
+    assert tr["time"].tolist() == [0, 1, 2, 3, 5, 7, 9]
+    np.testing.assert_allclose(tr["y"]["position"], pos[[0, 1, 2, 3, 5, 7, 9]], atol=1e-5)
+    assert tr["x"]["features"].shape[:2] == (7, 6) and (tr["n_no_path"], tr["n_indoor"]) == (1, 2)
+
+    run = tmp_path / "run"
+    report = train_and_evaluate(cfg, str(run))
+    t = report["trajectory"]
+    assert (t["n"], t["snapshots"], t["n_indoor_dropped"], t["n_no_path_dropped"]) == (7, 10, 2, 1)
+    assert t["mean_m"] > 0 and (run / "trajectory.png").exists()

@@ -162,6 +162,23 @@ def test_realization_split_and_paths_per_realization():
     assert len(set(kept[ps.num_paths > 0])) > 1                       # and it varies
 
 
+def test_spiral_geometry_and_bad_trajectory_configs():
+    from tfloc.sim.config import TrajectoryConfig
+    from tfloc.sim.trajectory import spiral
+    t = TrajectoryConfig(center_m=[10.0, -5.0], radius_m=4.0, turns=2.0,
+                         height_range_m=[2.0, 12.0], snapshots=9)
+    p = spiral(t)
+    assert p.shape == (9, 3) and p.dtype == np.float32
+    np.testing.assert_allclose(np.hypot(p[:, 0] - 10, p[:, 1] + 5), 4.0, rtol=1e-5)
+    np.testing.assert_allclose(p[:, 2], np.linspace(2, 12, 9), rtol=1e-6)
+    np.testing.assert_allclose(p[[0, 4, 8], :2], [[14, -5]] * 3, atol=1e-4)   # whole turns
+    for sets, needle in ((["evaluation.trajectory.center_m=[1, 2, 3]"], "center_m: expected"),
+                         (["evaluation.trajectory.height_range_m=[0, 5]"], "above the ground"),
+                         (["evaluation.trajectory.snapshots=1"], "below the minimum")):
+        with pytest.raises(ConfigError, match=needle):
+            load_config(os.path.join(REPO, "configs", "ecc.yaml"), sets)
+
+
 # -- real Sionna RT -------------------------------------------------------------- #
 
 @pytest.mark.slow
@@ -181,6 +198,29 @@ def test_multi_bs_trace_links_and_los_delays():
         d = np.linalg.norm(ps.positions[i] - bs[ps.sector[i]])
         tau = ps.tau[ps.offsets[i]:ps.offsets[i + 1]]
         assert tau.min() * C == pytest.approx(d, rel=1e-4)            # LOS delay = distance / c
+
+
+@pytest.mark.slow
+def test_spiral_trajectory_traced_in_time_order_and_cached(tmp_path):
+    """A spiral crossing a building: the indoor snapshots drop, the rest keep their time."""
+    from tfloc.sim.campus import layout
+    from tfloc.sim.config import TrajectoryConfig
+    from tfloc.sim.trajectory import load_or_trace_trajectory, spiral
+    cfg = load_config(os.path.join(REPO, "configs", "data", "campus.yaml"),
+                      ["simulation.max_depth=1"]).simulation
+    b = layout(cfg.scene_seed)["buildings"][0]
+    inside = [(b["x0"] + b["x1"]) / 2, (b["y0"] + b["y1"]) / 2]
+    traj = TrajectoryConfig(center_m=[inside[0] - 3.0, inside[1]], radius_m=3.0, turns=1.0,
+                            height_range_m=[1.5, b["height"] + 5.0], snapshots=12)
+    pos = spiral(traj)
+    ps = load_or_trace_trajectory(cfg, pos, str(tmp_path))
+    src = np.asarray(ps.meta["source"])
+    assert 0 < len(src) < 12                                         # some were indoor
+    assert ps.meta["n_indoor_excluded"] == 12 - len(src)
+    assert np.allclose(ps.positions[::6], pos[src]) and ps.num_ue == 6 * len(src)
+    assert np.array_equal(src, np.flatnonzero(pos[:, 2] > b["height"]))  # above the roof only
+    again = load_or_trace_trajectory(cfg, pos, str(tmp_path))       # from the cache
+    assert again.meta["source"] == ps.meta["source"] and np.array_equal(again.tau, ps.tau)
 
 
 @pytest.mark.slow

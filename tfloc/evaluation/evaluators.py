@@ -34,6 +34,8 @@ class EvalContext:
     site : () -> what model-based baselines need of the site (``panels``: the BSs' positions
         and orientations, ``array``: the BS array); the task's ``site_info``, called only
         by the evaluators that need it
+    trajectory : () -> a moving UE traced through the site and the model's outputs on it
+        (see :func:`tfloc.methods.runner.trajectory_set`), called only by ``trajectory``
     """
     model_name: str
     x: dict
@@ -44,6 +46,7 @@ class EvalContext:
     fixed_set: Callable | None = None
     knn_neighbors: tuple = (1, 2, 3, 5, 10)
     site: Callable = dict
+    trajectory: Callable | None = None
 
 
 @dataclass
@@ -301,3 +304,66 @@ def music(ctx: EvalContext) -> EvalResult:
     err = position_errors_m(est[:, :dims], ctx.y["position"])
     return EvalResult(report={"baselines": {"music": error_summary(err)}},
                       curves={"MUSIC + LS": err})
+
+
+def _figure_trajectory(true, est, err, bs, title):
+    """3D view of the true path and the estimates (coloured by error), top view with the
+    BSs, and the error along the way."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(14.0, 4.6), dpi=110)
+    ax = fig.add_subplot(1, 3, 1, projection="3d")
+    ax.plot(*true.T, color="k", lw=1.2, label="true")
+    sc = ax.scatter(*est.T, c=err, cmap="viridis", s=7, label="estimated")
+    ax.set_xlabel("x [m]")
+    ax.set_ylabel("y [m]")
+    ax.set_zlabel("z [m]")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.colorbar(sc, ax=ax, shrink=0.6, pad=0.1, label="3D error [m]")
+    top = fig.add_subplot(1, 3, 2)
+    top.plot(true[:, 0], true[:, 1], color="k", lw=1.0, label="true")
+    top.scatter(est[:, 0], est[:, 1], c=err, cmap="viridis", s=6, label="estimated")
+    if len(bs):
+        bs = np.asarray(bs, float)
+        top.scatter(bs[:, 0], bs[:, 1], marker="^", color="tab:red", s=40, label="BS")
+    top.set_aspect("equal", adjustable="datalim")
+    top.set_xlabel("x [m]")
+    top.set_ylabel("y [m]")
+    top.grid(alpha=0.3)
+    top.legend(fontsize=7)
+    ax2 = fig.add_subplot(1, 3, 3)
+    ax2.plot(err, lw=0.9)
+    ax2.axhline(err.mean(), color="tab:red", ls="--", lw=0.9, label=f"mean {err.mean():.2f} m")
+    ax2.set_xlabel("snapshot (time order)")
+    ax2.set_ylabel("3D error [m]")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@EVALUATORS.register("trajectory")
+def trajectory(ctx: EvalContext) -> EvalResult:
+    """Seed 004's moving UE: the spiral of ``evaluation.trajectory`` traced through the
+    site, positioned snapshot by snapshot (each on its own); error summary and a 3D
+    picture with the error along the way."""
+    if ctx.trajectory is None:
+        raise ValueError("evaluator 'trajectory' needs the runner's traced trajectory "
+                         "(run it through train.py or evaluate.py)")
+    tr = ctx.trajectory()
+    est, true = np.asarray(tr["outputs"]["position"]), np.asarray(tr["y"]["position"])
+    if true.shape[-1] != 3:
+        raise ValueError(f"evaluator 'trajectory' needs 3D positions (data.position_dims: 3), "
+                         f"got {true.shape[-1]}D")
+    err = position_errors_m(est, true)
+    bs = (ctx.site() or {}).get("panels") or []
+    fig = _figure_trajectory(true, est, err, [p["position"] for p in bs],
+                             f"{ctx.model_name}: a UE on a 3D spiral, {len(err)} snapshots, "
+                             f"mean {err.mean():.2f} m")
+    return EvalResult(report={"trajectory": {**error_summary(err), "n": int(len(err)),
+                                             "snapshots": int(tr["snapshots"]),
+                                             "n_indoor_dropped": tr["n_indoor"],
+                                             "n_no_path_dropped": tr["n_no_path"]}},
+                      figures={"trajectory.png": fig})

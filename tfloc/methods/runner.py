@@ -130,7 +130,8 @@ def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = N
                       class_names=task.class_names,
                       to_class=(lambda c: task.condition_classes(c).numpy()) if task.class_names else None,
                       fixed_set=fixed_set, knn_neighbors=tuple(cfg.evaluation.knn_neighbors),
-                      site=task.site_info)
+                      site=task.site_info,
+                      trajectory=lambda: trajectory_set(cfg, task, models, data))
     names = cfg.evaluation.evaluators or list(task.evaluators)
     result = run_evaluators(names, ctx)
     meta = data.paths.meta
@@ -164,6 +165,31 @@ def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = N
     if "mean_m" in m:
         log.info("test: %s mean %.2f m (p90 %.2f m)", net.name, m["mean_m"], m["p90_m"])
     return report
+
+
+def trajectory_set(cfg, task, models, data) -> dict:
+    """The moving UE of ``evaluation.trajectory`` traced through the site (cached), its CSI
+    made as the test split's, and the model's outputs on it, in time order:
+    {"x", "y", "outputs", "time" (snapshot index), "snapshots", "n_indoor", "n_no_path"}."""
+    from tfloc.data import CSIPipeline, dataset_to_numpy
+    from tfloc.data.pipeline import sample_groups
+    from tfloc.sim.trajectory import load_or_trace_trajectory, spiral
+    t = cfg.evaluation.trajectory
+    paths = load_or_trace_trajectory(cfg.simulation, spiral(t), cfg.runtime.cache_dir)
+    paths.meta.setdefault("bs_positions", data.paths.meta.get("bs_positions"))
+    groups = sample_groups(paths)
+    when = np.asarray(paths.meta["source"])[paths.ue_id[groups[:, 0]]]
+    live = (paths.num_paths[groups] > 0).any(axis=1)
+    order = np.argsort(when)
+    order = order[live[order]]
+    rows = groups[order] if groups.shape[1] > 1 else groups[order, 0]
+    pipe = CSIPipeline(paths, cfg.data, seed=cfg.runtime.seed,
+                       array_shape=cfg.simulation.bs_array.shape,
+                       frequency_hz=cfg.simulation.frequency_hz)
+    x, y = dataset_to_numpy(pipe.feature_dataset(rows, training=False, split_seed_offset=5))
+    return {"x": x, "y": y, "outputs": task.evaluation_outputs(models, x), "time": when[order],
+            "snapshots": t.snapshots, "n_indoor": int(paths.meta["n_indoor_excluded"]),
+            "n_no_path": int((~live).sum())}
 
 
 def conditions_per_split(paths, splits) -> dict:

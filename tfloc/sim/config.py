@@ -32,6 +32,26 @@ class ArrayConfig:
 
 
 @dataclass
+class TrajectoryConfig:
+    """A moving UE's 3D spiral (seed 004's trajectory), in the scene's coordinates: it
+    circles ``center_m`` at ``radius_m``, ``turns`` times, rising linearly through
+    ``height_range_m``, one snapshot per ``snapshots``-th of the way."""
+    center_m: List[float] = param(factory=lambda: [155.0, 100.0], doc="[x, y] of the axis; the "
+                                  "default is an open square of the campus (configs/data/campus.yaml)")
+    radius_m: float = param(20.0, min=0.0)
+    turns: float = param(3.0, min=0.0)
+    height_range_m: List[float] = param(factory=lambda: [1.5, 28.5], doc="[start, end] height")
+    snapshots: int = param(240, min=2)
+
+    def validate(self):
+        if len(self.center_m) != 2:
+            raise ConfigError(f"center_m: expected [x, y], got {self.center_m!r}")
+        if len(self.height_range_m) != 2 or min(self.height_range_m) <= 0:
+            raise ConfigError(f"height_range_m: expected [start, end] above the ground (> 0 m), "
+                              f"got {self.height_range_m!r}")
+
+
+@dataclass
 class UEGridConfig:
     """A regular grid of UE positions; cells inside buildings are dropped."""
     x_range_m: List[float] = param(factory=lambda: [-30.0, 230.0])

@@ -297,24 +297,28 @@ def ue_positions(g: UEGridConfig) -> np.ndarray:
     return pos
 
 
-def plan_site(cfg: SimulationConfig, tracer: SiteTracer) -> dict:
+def plan_site(cfg: SimulationConfig, tracer: SiteTracer, candidates: np.ndarray | None = None) -> dict:
     """The UEs to trace and their split into chunks.
 
+    ``candidates`` [n, 3]: positions to trace instead of the config's UE grid (a
+    trajectory); indoor ones drop as from the grid.
+
     Output: dict with ``positions`` [n, 3] (sorted by sector on sectored sites),
-    ``sectors`` [n], ``chunks`` [num_chunks, 3] (realization, start, end; a chunk
-    lies in one sector and holds at most ``receivers_per_batch`` UEs),
-    ``static_los`` [n, num_links] (with cars only), ``n_grid`` and ``n_indoor``.
+    ``source`` [n] (each one's row in the candidates), ``sectors`` [n],
+    ``chunks`` [num_chunks, 3] (realization, start, end; a chunk lies in one
+    sector and holds at most ``receivers_per_batch`` UEs), ``static_los``
+    [n, num_links] (with cars only), ``n_grid`` and ``n_indoor``.
     """
     g = cfg.ue_grid
-    grid = ue_positions(g)
+    grid = ue_positions(g) if candidates is None else np.asarray(candidates, np.float32).reshape(-1, 3)
     indoor = is_indoor(tracer.scene.mi_scene, grid) if g.exclude_indoor else np.zeros(len(grid), bool)
-    positions = grid[~indoor]
+    positions, source = grid[~indoor], np.flatnonzero(~indoor)
     if tracer.sectored:
         sectors = sector_of(positions, cfg.bs_position_m, cfg.sector_azimuths_deg)
     else:
         sectors = np.zeros(len(positions), np.int8)
     order = np.argsort(sectors, kind="stable")
-    positions, sectors = positions[order], sectors[order]
+    positions, sectors, source = positions[order], sectors[order], source[order]
     bounds = []
     for s in np.unique(sectors):
         idx = np.flatnonzero(sectors == s)
@@ -323,7 +327,7 @@ def plan_site(cfg: SimulationConfig, tracer: SiteTracer) -> dict:
             bounds.append((int(chunk[0]), int(chunk[-1]) + 1))
     realizations = range(max(cfg.cars.num_realizations, 1))
     chunks = [(r, s, e) for r in realizations for s, e in bounds]
-    plan = {"positions": positions, "sectors": sectors,
+    plan = {"positions": positions, "source": source, "sectors": sectors,
             "chunks": np.array(chunks, np.int64).reshape(-1, 3),
             "n_grid": int(len(grid)), "n_indoor": int(indoor.sum())}
     if tracer.has_cars:
@@ -378,11 +382,15 @@ def car_meta(tracer: SiteTracer) -> dict:
             "car_types": [t.name for t in tracer.fleet] or ["car"] * len(tracer.cars)}
 
 
-def trace_site(cfg: SimulationConfig, progress: bool = True) -> PathSet:
-    """Traces the configured UEs of a site in memory (no cache; see tfloc.sim.build)."""
+def trace_site(cfg: SimulationConfig, progress: bool = True, candidates: np.ndarray | None = None) -> PathSet:
+    """Traces the configured UEs of a site in memory (no cache; see tfloc.sim.build).
+
+    ``candidates`` [n, 3]: these positions instead of the UE grid (see :func:`plan_site`);
+    the PathSet's ``meta["source"]`` then gives each traced UE's row in them.
+    """
     from tqdm.auto import tqdm
     tracer = SiteTracer(cfg)
-    plan = plan_site(cfg, tracer)
+    plan = plan_site(cfg, tracer, candidates)
     parts = []
     chunks = plan["chunks"]
     with tqdm(total=int((chunks[:, 2] - chunks[:, 1]).sum()), unit="rx",
@@ -393,4 +401,6 @@ def trace_site(cfg: SimulationConfig, progress: bool = True) -> PathSet:
     ps = PathSet.concatenate(parts)
     ps.meta = site_meta(cfg, ps, plan, sum(p.meta["trace_s"] for p in parts))
     ps.meta.update(car_meta(tracer))
+    if candidates is not None:
+        ps.meta["source"] = plan["source"].tolist()
     return ps
