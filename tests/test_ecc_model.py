@@ -119,7 +119,7 @@ def test_seed004_page_from_run_reports(tmp_path, rng):
     """The study's page: eta from the code beside the paper's Table II, and its figures."""
     import json
     from tfloc.studies.seed004 import experiments, write_page
-    exps = experiments([10, 4], strategies=False, ablation=True)
+    exps = experiments([10, 4], strategies=True, ablation=True)
     runs = {}
     for i, e in enumerate(exps):
         run = tmp_path / f"run{i}"
@@ -128,9 +128,13 @@ def test_seed004_page_from_run_reports(tmp_path, rng):
                "baselines": {"knn": {"mean_m": 3.0, "p50_m": 2.0, "p90_m": 4.0}},
                "n_test": 5, "n_train_labelled": 20, "n_val": 4,
                "timings_s": {"training_s": 60.0, "local": {"elapsed_s": 10.0},
-                             "joint": {"elapsed_s": 50.0, "samples_per_s": 40.0}},
-               "accumulation": {"mean_m": list(np.linspace(3, 1, 24))}}
+                             "joint": {"elapsed_s": 50.0, "samples_per_s": 40.0, "epochs": 30,
+                                       "best_epoch": 22}},
+               "accumulation": {"mean_m": list(np.linspace(3, 1, 24))},
+               "trajectory": {"mean_m": 7.0 + i, "p50_m": 6.0, "p90_m": 9.0, "n": 240,
+                              "snapshots": 240, "n_indoor_dropped": 0, "n_no_path_dropped": 0}}
         (run / "report.json").write_text(json.dumps(rep))
+        (run / "trajectory.png").write_bytes(b"png of run %d" % i)
         np.savez(run / "errors.npz", ecc=rng.uniform(0, 5, 5), **{"kNN (k=1)": rng.uniform(0, 5, 5)})
         runs[e.label] = str(run)
     out = tmp_path / "docs" / "seed004.md"
@@ -140,5 +144,12 @@ def test_seed004_page_from_run_reports(tmp_path, rng):
     assert "| lossless CSI | 100.00 % | 100.00 % |" in text
     assert "| kNN (k=1) | 3.00 | 2.00 | 4.00 |" in text
     assert "| Transformer (no gain mask), Q = 10 |" in text
+    fig9 = text.split("## Fig. 9 analog")[1].split("##")[0]               # the strategies at Q = 10
+    assert [l.split(" | ")[0] for l in fig9.splitlines() if l.startswith("| ") and "[m]" not in l] == [
+        "| lossless CSI", "| local + joint (paper), Q = 10", "| local + split, Q = 10",
+        "| joint from scratch, Q = 10"]
+    assert "| 10 | 50 | 30 (22) |" in fig9
+    assert "| local + joint (paper), Q = 10 | 8.00 | 6.00 | 9.00 |" in text   # the spiral's errors
+    assert (tmp_path / "docs" / "seed004" / "trajectory.png").read_bytes() == b"png of run 1"  # the paper's
     for png in ("cdf.png", "methods_cdf.png", "error_vs_q.png"):
         assert (tmp_path / "docs" / "seed004" / png).stat().st_size > 1000

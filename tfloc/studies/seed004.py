@@ -105,8 +105,31 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
                  + f" | {rep['baselines']['knn']['mean_m']:.2f} | "
                  f"{rep['timings_s']['training_s']:.0f} |")
     # Fig. 9 analog: CDF per strategy at the first Q; Fig. 11 analog: methods
-    curves = {e.label: res[e.label][1][next(iter(res[e.label][1]))] for e in exps if e.label in res}
-    _cdf_figure(curves, "test error CDF per run", os.path.join(figdir, "cdf.png"))
+    q0 = next(e.paper["bits"] for e in exps if "bits" in e.paper)
+
+    def at_q0(groups):
+        return [e for e in exps if e.label in res and e.group in groups
+                and e.paper.get("bits") in (None, q0)]
+
+    def model_curve(label):
+        return res[label][1][next(iter(res[label][1]))]
+    fig9 = at_q0(("local_joint", "local_split", "joint_scratch", "raw_csi"))
+    _cdf_figure({e.label: model_curve(e.label) for e in fig9},
+                f"training strategies at Q = {q0} (Fig. 9 analog)", os.path.join(figdir, "cdf.png"))
+    L += ["", f"## Fig. 9 analog: training strategies at Q = {q0}", "",
+          "Paper (Fig. 9, no numbers given): local + joint beats local + split, which beats joint "
+          "from scratch; local + joint approaches lossless CSI.", "",
+          "| strategy | mean [m] | p50 [m] | p90 [m] | stage I [s] | stage II [s] | stage II epochs "
+          "(best) |", "|---|---|---|---|---|---|---|"]
+    for e in fig9:
+        rep = res[e.label][0]
+        m, tm = rep["model"], rep["timings_s"]
+        L.append(f"| {e.label} | {m['mean_m']:.2f} | {m['p50_m']:.2f} | {m['p90_m']:.2f} | "
+                 f"{tm.get('local', {}).get('elapsed_s', 0):.0f} | {tm['joint']['elapsed_s']:.0f} | "
+                 f"{tm['joint']['epochs']} ({tm['joint']['best_epoch']}) |")
+    L += ["", f"![CDF per strategy (Fig. 9 analog)](seed004/cdf.png)"]
+    fig11 = at_q0(("local_joint", "raw_csi", "transformer"))
+    curves = {e.label: model_curve(e.label) for e in fig11}
     # baselines (the same test CSI in every run): kNN of the first run, MUSIC where scored
     baselines = {}
     for rep, errs in res.values():
@@ -116,15 +139,12 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
                 baselines[key] = (hit[0], errs[hit[0]], rep["baselines"][name])
     _cdf_figure({**curves, **{v[0]: v[1] for v in baselines.values()}}, "methods (Fig. 11 analog)",
                 os.path.join(figdir, "methods_cdf.png"))
-    L += ["", "![CDF per run (Fig. 9 analog)](seed004/cdf.png)",
+    L += ["", "## Fig. 11 analog: methods", "",
           "![methods (Fig. 11 analog)](seed004/methods_cdf.png)", "",
           "| method (Fig. 11 analog) | mean [m] | p50 [m] | p90 [m] |", "|---|---|---|---|"]
-    for e in exps:
-        if e.label in res and e.group in ("raw_csi", "transformer") or (
-                e.group == "local_joint" and e.paper.get("bits") == exps[1].paper.get("bits")):
-            m = res[e.label][0]["model"] if e.label in res else None
-            if m:
-                L.append(f"| {e.label} | {m['mean_m']:.2f} | {m['p50_m']:.2f} | {m['p90_m']:.2f} |")
+    for e in fig11:
+        m = res[e.label][0]["model"]
+        L.append(f"| {e.label} | {m['mean_m']:.2f} | {m['p50_m']:.2f} | {m['p90_m']:.2f} |")
     for label, _, s_ in baselines.values():
         L.append(f"| {label} | {s_['mean_m']:.2f} | {s_['p50_m']:.2f} | {s_['p90_m']:.2f} |")
     L.append("")
@@ -153,6 +173,25 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
             v = acc["mean_m"]
             L.append(f"| {e.label} | " + " | ".join(f"{v[min(i, len(v)) - 1]:.2f}"
                                                    for i in (1, 6, 12, 24)) + " |")
+    # the moving UE (evaluator 'trajectory'), drawn for the paper's strategy at the first Q
+    moving = sorted((e for e in at_q0(("local_joint", "local_split", "joint_scratch", "raw_csi",
+                                       "transformer")) if "trajectory" in res[e.label][0]),
+                    key=lambda e: e.group != "local_joint")
+    if moving:
+        import shutil
+        tr0 = res[moving[0].label][0]["trajectory"]
+        L += ["", "## A moving UE: 3D spiral through the campus", "",
+              f"{tr0['snapshots']} snapshots on a helix (`evaluation.trajectory`: radius, turns and "
+              f"heights in `configs/ecc.yaml`'s defaults), traced against the six BSs like the pool "
+              f"and positioned snapshot by snapshot; {tr0['n_indoor_dropped']} indoor and "
+              f"{tr0['n_no_path_dropped']} unheard snapshots dropped.", "",
+              "| run | mean [m] | p50 [m] | p90 [m] |", "|---|---|---|---|"]
+        for e in moving:
+            tr = res[e.label][0]["trajectory"]
+            L.append(f"| {e.label} | {tr['mean_m']:.2f} | {tr['p50_m']:.2f} | {tr['p90_m']:.2f} |")
+        shutil.copyfile(os.path.join(runs[moving[0].label], "trajectory.png"),
+                        os.path.join(figdir, "trajectory.png"))
+        L += ["", f"![spiral trajectory, {moving[0].label}](seed004/trajectory.png)"]
     L += ["", f"Stage I and stage II of the first two-stage run: {t.get('local', {}).get('elapsed_s', 0):.0f} s "
           f"and {t['joint']['elapsed_s']:.0f} s, {t['joint']['samples_per_s']:.1f} training samples/s."]
     return write_keeping_discussion(out, "\n".join(L))
