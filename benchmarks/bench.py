@@ -3,6 +3,7 @@
 
     python benchmarks/bench.py [--config configs/etoile_supervised.yaml] [--out FILE]
     python benchmarks/bench.py --scenes [--out FILE]
+    python benchmarks/bench.py --ecc [--config configs/ecc.yaml] [--out FILE]
 
 Measures: receivers ray traced per second (after JIT warm-up), CSI samples per
 second synthesised by the tf.data pipeline against a plain NumPy
@@ -10,7 +11,9 @@ implementation of the same math (outputs compared), training samples per
 second, and SavedModel latency at batch 1 and 256. ``--scenes`` builds each
 scene's default dataset (configs/data/*.yaml) from scratch instead: wall
 time, receivers per second, peak memory, cache size, and the samples per
-second of its pipeline from cache to batched features.
+second of its pipeline from cache to batched features. ``--ecc`` measures seed
+004's fresh-sample pipeline, its training steps per stage and strategy, and its
+split deployment (fronthaul bytes; edge, cloud and composed SavedModels).
 """
 from __future__ import annotations
 
@@ -234,14 +237,107 @@ def bench_serving(cfg, model, pipe, spec, reps=(200, 20)):
     return out
 
 
+def _median_ms(f, n):
+    for _ in range(3):
+        f()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(times)), 1e3 * float(np.percentile(times, 90))
+
+
+def bench_ecc(cfg, steps=20, reps=50):
+    """Seed 004 (configs/ecc.yaml): the fresh-sample pipeline, stage I and II training steps
+    per strategy, and the split deployment (payload bytes, latency and size of each part)."""
+    import keras
+    import tensorflow as tf
+    from tfloc.export import CloudModule, EdgeModule, ServingModule
+    from tfloc.losses import build_loss, negative_cosine_similarity
+    from tfloc.methods.runner import prepare
+    from tfloc.methods.task import TaskTrainer, position_trainer
+    from tfloc.models.ecc import build_decoder
+    task, data = prepare(cfg, progress=False)
+    inputs = task.build_inputs(data)
+    out = {"pool": int(len(data.splits.train)), "batch_size": cfg.data.batch_size,
+           "fresh_samples_per_epoch": cfg.data.fresh_samples_per_epoch}
+    rates = []                                   # one epoch of fresh draws, three times
+    for _ in range(3):
+        t, n = time.perf_counter(), 0
+        for x, _ in inputs["train"]:
+            n += int(x["features"].shape[0])
+        rates.append(n / (time.perf_counter() - t))
+    out["pipeline_samples_per_s"] = float(np.median(rates))
+    out["pipeline_samples_per_s_range"] = [min(rates), max(rates)]
+    batches = inputs["train"].take(steps).cache()
+    for _ in batches:
+        pass
+
+    def rate(trainer):
+        trainer.compile(keras.optimizers.Adam(1e-3))
+        trainer.fit(batches.take(2), epochs=1, verbose=0)
+        t = time.perf_counter()
+        trainer.fit(batches, epochs=1, verbose=0)
+        return cfg.data.batch_size * steps / (time.perf_counter() - t)
+    models = task.build_models(data.spec)
+    t_, nr, nsc, _ = task.spec.feature_shape
+    decoders = [build_decoder(cfg.model.options, (t_ * nr, nsc, 2), name=f"decoder{l}")
+                for l in range(len(task.edges))]
+
+    def stage1(batch):
+        x = batch[0]["features"]
+        value = tf.add_n([tf.reduce_mean(negative_cosine_similarity(o["x"], d(o["latent_continuous"], training=True)))
+                          for l, (e, d) in enumerate(zip(task.edges, decoders))
+                          for o in [e(x[:, l], training=True)]]) / len(decoders)
+        return {"loss": value}
+    out["stage1_samples_per_s"] = rate(TaskTrainer({**{e.name: e for e in task.edges},
+                                                    **{d.name: d for d in decoders}},
+                                                   stage1, ["loss"], None, []))
+    out["quantizer"] = task.calibrate(batches)
+    loss = build_loss(cfg.training.loss, task.spec)
+    out["stage2_joint_samples_per_s"] = rate(position_trainer(models, models["inference"], loss))
+    for e in task.edges:
+        e.get_layer(f"{e.name}_encoder").trainable = False
+    out["stage2_split_samples_per_s"] = rate(position_trainer(models, models["inference"], loss))
+    x, _ = next(iter(batches))
+    one = {k: v[:1] for k, v in x.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        def load(module):
+            path = module.write(os.path.join(tmp, module.name, "1"))
+            size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+            return tf.saved_model.load(path).signatures["serving_default"], size / 2**20
+        edge, edge_mb = load(EdgeModule("edge0", task.edges[0]))
+        cloud, cloud_mb = load(CloudModule("cloud", task.cloud, task.edges))
+        comp, comp_mb = load(ServingModule("ecc", models["inference"], task.spec, outputs=("position",)))
+        sent = [edge(csi=tf.constant(one["features"][:, l])) for l in range(len(task.edges))]
+        payload = tf.stack([s["payload"] for s in sent], 1)
+        gain = tf.stack([s["gain"] for s in sent], 1)
+        out["payload_bytes_per_bs"] = int(sent[0]["payload"].shape[-1] + sent[0]["gain"].shape[-1])
+        out["payload_bytes_per_snapshot"] = out["payload_bytes_per_bs"] * len(task.edges)
+        out["csi_bytes_per_bs"] = int(np.prod(one["features"].shape[2:-1])) * 8   # complex64
+        for name, f, mb in (("edge", lambda: edge(csi=tf.constant(one["features"][:, 0])), edge_mb),
+                            ("cloud", lambda: cloud(payload=payload, gain=gain), cloud_mb),
+                            ("composed", lambda: comp(csi=tf.constant(one["features"]),
+                                                      bs_positions=tf.constant(one["bs_positions"])), comp_mb)):
+            med, p90 = _median_ms(f, reps)
+            out[f"{name}_latency_ms_batch1"] = [med, p90]
+            out[f"{name}_savedmodel_mb"] = mb
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/etoile_supervised.yaml")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<time>.json)")
     p.add_argument("--scenes", action="store_true", help="per-scene default builds and pipelines")
+    p.add_argument("--ecc", action="store_true", help="seed 004's fresh-sample pipeline, training "
+                   "steps and split deployment (--config defaults to configs/ecc.yaml)")
     args = p.parse_args(argv)
     if args.scenes:
         return _main_scenes(args)
+    if args.ecc:
+        return _main_ecc(args)
     from tfloc.experiment import load_config
     from tfloc.methods.runner import load_data
     cfg = load_config(args.config)
@@ -277,6 +373,33 @@ def main(argv=None):
           f"| SavedModel latency, batch 1 (median) | {r['serving']['latency_ms_batch1_median']:.1f} ms |\n"
           f"| SavedModel latency, batch 256 (median) | {r['serving']['latency_ms_batch256_median']:.1f} ms |\n"
           f"| SavedModel size | {r['serving']['export_size_mb']:.1f} MB |\n\nwritten to {out}")
+    return results
+
+
+def _main_ecc(args):
+    from tfloc.experiment import load_config
+    config = "configs/ecc.yaml" if args.config == "configs/etoile_supervised.yaml" else args.config
+    r = bench_ecc(load_config(config))
+    results = {"config": config, "time": datetime.datetime.now().isoformat(timespec="seconds"),
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "ecc": r}
+    out = args.out or os.path.join("benchmarks", "results",
+                                   f"ecc-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump(results, fh, indent=2)
+    lo, hi = r["pipeline_samples_per_s_range"]
+    print(f"\n| measure ({config}, pool {r['pool']}, batch {r['batch_size']}) | value |\n|---|---|\n"
+          f"| fresh-sample pipeline (6 BSs x T slots of CSI synthesised per draw), samples/s, median of 3 (range) "
+          f"| {r['pipeline_samples_per_s']:.0f} ({lo:.0f}-{hi:.0f}) |\n"
+          f"| stage I training samples/s (six autoencoders, eq. 22) | {r['stage1_samples_per_s']:.0f} |\n"
+          f"| stage II training samples/s, local + joint (encoders trained) | {r['stage2_joint_samples_per_s']:.0f} |\n"
+          f"| stage II training samples/s, local + split (encoders frozen) | {r['stage2_split_samples_per_s']:.0f} |\n"
+          f"| fronthaul payload per BS / per snapshot (Q = {r['quantizer']['bits']}; lossless CSI per BS) "
+          f"| {r['payload_bytes_per_bs']} / {r['payload_bytes_per_snapshot']} B ({r['csi_bytes_per_bs']} B) |\n"
+          + "".join(f"| {n} SavedModel latency, batch 1 (median / p90) and size | "
+                    f"{r[f'{n}_latency_ms_batch1'][0]:.1f} / {r[f'{n}_latency_ms_batch1'][1]:.1f} ms, "
+                    f"{r[f'{n}_savedmodel_mb']:.1f} MB |\n" for n in ("edge", "cloud", "composed"))
+          + f"\nwritten to {out}")
     return results
 
 
