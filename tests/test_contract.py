@@ -238,6 +238,7 @@ def test_trajectory_is_scored_in_time_order_without_dead_snapshots(synthetic, tm
     assert tr["time"].tolist() == [0, 1, 2, 3, 5, 7, 9]
     np.testing.assert_allclose(tr["y"]["position"], pos[[0, 1, 2, 3, 5, 7, 9]], atol=1e-5)
     assert tr["x"]["features"].shape[:2] == (7, 6) and (tr["n_no_path"], tr["n_indoor"]) == (1, 2)
+    assert tr["config"]["snapshots"] == 10
 
     run = tmp_path / "run"
     report = train_and_evaluate(cfg, str(run))

@@ -132,7 +132,9 @@ def test_seed004_page_from_run_reports(tmp_path, rng):
                                        "best_epoch": 22}},
                "accumulation": {"mean_m": list(np.linspace(3, 1, 24))},
                "trajectory": {"mean_m": 7.0 + i, "p50_m": 6.0, "p90_m": 9.0, "n": 240,
-                              "snapshots": 240, "n_indoor_dropped": 0, "n_no_path_dropped": 0}}
+                              "snapshots": 240, "n_indoor_dropped": 0, "n_no_path_dropped": 0,
+                              "spiral": {"center_m": [155.0, 100.0], "radius_m": 20.0, "turns": 3.0,
+                                         "height_range_m": [1.5, 28.5], "snapshots": 240}}}
         (run / "report.json").write_text(json.dumps(rep))
         (run / "trajectory.png").write_bytes(b"png of run %d" % i)
         np.savez(run / "errors.npz", ecc=rng.uniform(0, 5, 5), **{"kNN (k=1)": rng.uniform(0, 5, 5)})
@@ -150,6 +152,7 @@ def test_seed004_page_from_run_reports(tmp_path, rng):
         "| joint from scratch, Q = 10"]
     assert "| 10 | 50 | 30 (22) |" in fig9
     assert "| local + joint (paper), Q = 10 | 8.00 | 6.00 | 9.00 |" in text   # the spiral's errors
+    assert "240 snapshots on a helix of radius 20 m about (155, 100) m, 3 turns rising from 1.5 to 28.5 m" in text
     assert (tmp_path / "docs" / "seed004" / "trajectory.png").read_bytes() == b"png of run 1"  # the paper's
     for png in ("cdf.png", "methods_cdf.png", "error_vs_q.png"):
         assert (tmp_path / "docs" / "seed004" / png).stat().st_size > 1000

@@ -363,7 +363,8 @@ def trajectory(ctx: EvalContext) -> EvalResult:
                              f"{ctx.model_name}: a UE on a 3D spiral, {len(err)} snapshots, "
                              f"mean {err.mean():.2f} m")
     return EvalResult(report={"trajectory": {**error_summary(err), "n": int(len(err)),
-                                             "snapshots": int(tr["snapshots"]),
+                                             "snapshots": int(tr["config"]["snapshots"]),
+                                             "spiral": tr["config"],
                                              "n_indoor_dropped": tr["n_indoor"],
                                              "n_no_path_dropped": tr["n_no_path"]}},
                       figures={"trajectory.png": fig})

@@ -170,7 +170,8 @@ def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = N
 def trajectory_set(cfg, task, models, data) -> dict:
     """The moving UE of ``evaluation.trajectory`` traced through the site (cached), its CSI
     made as the test split's, and the model's outputs on it, in time order:
-    {"x", "y", "outputs", "time" (snapshot index), "snapshots", "n_indoor", "n_no_path"}."""
+    {"x", "y", "outputs", "time" (snapshot index), "config" (the spiral), "n_indoor", "n_no_path"}."""
+    import dataclasses
     from tfloc.data import CSIPipeline, dataset_to_numpy
     from tfloc.data.pipeline import sample_groups
     from tfloc.sim.trajectory import load_or_trace_trajectory, spiral
@@ -188,7 +189,7 @@ def trajectory_set(cfg, task, models, data) -> dict:
                        frequency_hz=cfg.simulation.frequency_hz)
     x, y = dataset_to_numpy(pipe.feature_dataset(rows, training=False, split_seed_offset=5))
     return {"x": x, "y": y, "outputs": task.evaluation_outputs(models, x), "time": when[order],
-            "snapshots": t.snapshots, "n_indoor": int(paths.meta["n_indoor_excluded"]),
+            "config": dataclasses.asdict(t), "n_indoor": int(paths.meta["n_indoor_excluded"]),
             "n_no_path": int((~live).sum())}
 
 

@@ -180,10 +180,13 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
     if moving:
         import shutil
         tr0 = res[moving[0].label][0]["trajectory"]
+        sp = tr0["spiral"]
         L += ["", "## A moving UE: 3D spiral through the campus", "",
-              f"{tr0['snapshots']} snapshots on a helix (`evaluation.trajectory`: radius, turns and "
-              f"heights in `configs/ecc.yaml`'s defaults), traced against the six BSs like the pool "
-              f"and positioned snapshot by snapshot; {tr0['n_indoor_dropped']} indoor and "
+              f"{sp['snapshots']} snapshots on a helix of radius {sp['radius_m']:g} m about "
+              f"({sp['center_m'][0]:g}, {sp['center_m'][1]:g}) m, {sp['turns']:g} turns rising from "
+              f"{sp['height_range_m'][0]:g} to {sp['height_range_m'][1]:g} m "
+              "(`evaluation.trajectory`), traced against the six BSs with the pool's settings and "
+              f"positioned snapshot by snapshot; {tr0['n_indoor_dropped']} indoor and "
               f"{tr0['n_no_path_dropped']} unheard snapshots dropped.", "",
               "| run | mean [m] | p50 [m] | p90 [m] |", "|---|---|---|---|"]
         for e in moving:
