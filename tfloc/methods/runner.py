@@ -169,7 +169,8 @@ def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = N
 
 def trajectory_set(cfg, task, models, data) -> dict:
     """The moving UE of ``evaluation.trajectory`` traced through the site (cached), its CSI
-    made as the test split's, and the model's outputs on it, in time order:
+    made as an evaluation split's (fixed noise draws), and the model's outputs on it, in
+    time order:
     {"x", "y", "outputs", "time" (snapshot index), "config" (the spiral), "n_indoor", "n_no_path"}."""
     import dataclasses
     from tfloc.data import CSIPipeline, dataset_to_numpy
