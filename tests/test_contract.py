@@ -196,25 +196,27 @@ def test_ecc_strategies_keep_their_fronthaul(synthetic, tmp_path, strategy):
     from tfloc.layers import UniformMidriseQuantizer
     from tfloc.methods import train_and_evaluate
     run = tmp_path / "run"
-    report = train_and_evaluate(_config("ecc", [f"method.ecc.strategy={strategy}"]), str(run))
+    export = "true" if strategy == "raw_csi" else "false"   # the split's export: test_every_method
+    report = train_and_evaluate(_config("ecc", [f"method.ecc.strategy={strategy}",
+                                                f"export.enabled={export}",
+                                                "evaluation.evaluators=[position]"]), str(run))
     assert report["timings_s"]["strategy"] == strategy
     model = keras.saving.load_model(run / "model.keras")
     quantizers = [l for e in model.layers if isinstance(e, keras.Model) for l in e.layers
                   if isinstance(l, UniformMidriseQuantizer)]
     assert quantizers and all(q.bypass == (strategy == "raw_csi") for q in quantizers)
-    exported = {p.name for p in (run / "export").iterdir()}
-    assert ("ecc-cloud" in exported) == (strategy != "raw_csi")
-    if strategy == "local_split":
+    if strategy == "raw_csi":
+        assert {p.name for p in (run / "export").iterdir()} == {"ecc"}
+    else:
         assert "local" in report["timings_s"] and "quantizer" in report["timings_s"]
 
 
-def test_trajectory_is_scored_in_time_order_without_dead_snapshots(synthetic, tmp_path, monkeypatch):
+def test_trajectory_is_scored_in_time_order_without_dead_snapshots(monkeypatch):
     """The runner orders a traced trajectory by time, drops snapshots no BS hears, and the
     'trajectory' evaluator reports and draws it."""
     import dataclasses
     import types
     import tfloc.sim.trajectory as trajectory
-    from tfloc.methods import train_and_evaluate
     from tfloc.methods.runner import trajectory_set
     cfg = _config("ecc", ["evaluation.evaluators=[position, trajectory]",
                           "evaluation.trajectory.snapshots=10"])
@@ -240,8 +242,14 @@ def test_trajectory_is_scored_in_time_order_without_dead_snapshots(synthetic, tm
     assert tr["x"]["features"].shape[:2] == (7, 6) and (tr["n_no_path"], tr["n_indoor"]) == (1, 2)
     assert tr["config"]["snapshots"] == 10
 
-    run = tmp_path / "run"
-    report = train_and_evaluate(cfg, str(run))
-    t = report["trajectory"]
+    from tfloc.evaluation import EVALUATORS, EvalContext
+    ctx = EvalContext(model_name="m", x={}, y={}, outputs={}, trajectory=lambda: tr,
+                      site=lambda: {"panels": [{"position": [0.0, 0.0, 20.0]}]})
+    res = EVALUATORS.get("trajectory")(ctx)
+    t = res.report["trajectory"]
     assert (t["n"], t["snapshots"], t["n_indoor_dropped"], t["n_no_path_dropped"]) == (7, 10, 2, 1)
-    assert t["mean_m"] > 0 and (run / "trajectory.png").exists()
+    np.testing.assert_allclose(t["mean_m"], np.linalg.norm(pos[[0, 1, 2, 3, 5, 7, 9]], axis=1).mean(),
+                               rtol=1e-5)                        # the stub estimates the origin
+    assert list(res.figures) == ["trajectory.png"]
+    with pytest.raises(ValueError, match="needs the runner's traced trajectory"):
+        EVALUATORS.get("trajectory")(EvalContext(model_name="m", x={}, y={}, outputs={}))
