@@ -127,7 +127,7 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
         L.append(f"| {e.label} | {m['mean_m']:.2f} | {m['p50_m']:.2f} | {m['p90_m']:.2f} | "
                  f"{tm.get('local', {}).get('elapsed_s', 0):.0f} | {tm['joint']['elapsed_s']:.0f} | "
                  f"{tm['joint']['epochs']} ({tm['joint']['best_epoch']}) |")
-    L += ["", f"![CDF per strategy (Fig. 9 analog)](seed004/cdf.png)"]
+    L += ["", "![CDF per strategy (Fig. 9 analog)](seed004/cdf.png)"]
     fig11 = at_q0(("local_joint", "raw_csi", "transformer"))
     curves = {e.label: model_curve(e.label) for e in fig11}
     # baselines (the same test CSI in every run): kNN of the first run, MUSIC where scored
