@@ -254,10 +254,9 @@ def bench_ecc(cfg, steps=20, reps=50):
     import keras
     import tensorflow as tf
     from tfloc.export import CloudModule, EdgeModule, ServingModule
-    from tfloc.losses import build_loss, negative_cosine_similarity
+    from tfloc.losses import build_loss
     from tfloc.methods.runner import prepare
-    from tfloc.methods.task import TaskTrainer, position_trainer
-    from tfloc.models.ecc import build_decoder
+    from tfloc.methods.task import position_trainer
     task, data = prepare(cfg, progress=False)
     inputs = task.build_inputs(data)
     out = {"pool": int(len(data.splits.train)), "batch_size": cfg.data.batch_size,
@@ -281,24 +280,11 @@ def bench_ecc(cfg, steps=20, reps=50):
         trainer.fit(batches, epochs=1, verbose=0)
         return cfg.data.batch_size * steps / (time.perf_counter() - t)
     models = task.build_models(data.spec)
-    t_, nr, nsc, _ = task.spec.feature_shape
-    decoders = [build_decoder(cfg.model.options, (t_ * nr, nsc, 2), name=f"decoder{l}")
-                for l in range(len(task.edges))]
-
-    def stage1(batch):
-        x = batch[0]["features"]
-        value = tf.add_n([tf.reduce_mean(negative_cosine_similarity(o["x"], d(o["latent_continuous"], training=True)))
-                          for l, (e, d) in enumerate(zip(task.edges, decoders))
-                          for o in [e(x[:, l], training=True)]]) / len(decoders)
-        return {"loss": value}
-    out["stage1_samples_per_s"] = rate(TaskTrainer({**{e.name: e for e in task.edges},
-                                                    **{d.name: d for d in decoders}},
-                                                   stage1, ["loss"], None, []))
+    out["stage1_samples_per_s"] = rate(task.local_trainer())
     out["quantizer"] = task.calibrate(batches)
     loss = build_loss(cfg.training.loss, task.spec)
     out["stage2_joint_samples_per_s"] = rate(position_trainer(models, models["inference"], loss))
-    for e in task.edges:
-        e.get_layer(f"{e.name}_encoder").trainable = False
+    task.freeze_encoders()
     out["stage2_split_samples_per_s"] = rate(position_trainer(models, models["inference"], loss))
     x, _ = next(iter(batches))
     one = {k: v[:1] for k, v in x.items()}

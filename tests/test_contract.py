@@ -236,7 +236,7 @@ def test_trajectory_is_scored_in_time_order_without_dead_snapshots(monkeypatch):
     monkeypatch.setattr(trajectory, "load_or_trace_trajectory", lambda *a, **k: ps)
 
     stub = types.SimpleNamespace(evaluation_outputs=lambda m, x: {"position": np.zeros((len(x["features"]), 3))})
-    tr = trajectory_set(cfg, stub, {}, types.SimpleNamespace(paths=types.SimpleNamespace(meta={})))
+    tr = trajectory_set(cfg, stub, {})
     assert tr["time"].tolist() == [0, 1, 2, 3, 5, 7, 9]
     np.testing.assert_allclose(tr["y"]["position"], pos[[0, 1, 2, 3, 5, 7, 9]], atol=1e-5)
     assert tr["x"]["features"].shape[:2] == (7, 6) and (tr["n_no_path"], tr["n_indoor"]) == (1, 2)

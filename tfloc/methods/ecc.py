@@ -99,13 +99,25 @@ class ECCTask(Task):
         if self.embedded:
             facts["quantizer"] = self.calibrate(inputs["calibration"])
         if self.strategy == "local_split":
-            for e in self.edges:
-                e.get_layer(f"{e.name}_encoder").trainable = False
+            self.freeze_encoders()
         facts["joint"] = self.train_joint(models, inputs, run_dir)
         return facts
 
+    def freeze_encoders(self):
+        """Local + split: stage II trains the cloud only."""
+        for e in self.edges:
+            e.get_layer(f"{e.name}_encoder").trainable = False
+
     def train_local(self, inputs, run_dir) -> dict:
         """Stage I: one autoencoder per BS on unlabelled CSI, negative cosine loss (eq. 22)."""
+        t0 = time.time()
+        history = self.fit(self.local_trainer(), inputs["train"], inputs["val"], run_dir,
+                           epochs=self.options.local_epochs, monitor="val_cosine", tag="local")
+        return {**self.history_facts(history, "val_cosine"), "elapsed_s": round(time.time() - t0, 1)}
+
+    def local_trainer(self) -> TaskTrainer:
+        """Stage I's trainer: the edges with a decoder each, the mean negative cosine over
+        the links that carry a signal."""
         from tfloc.models.ecc import build_decoder
         m = self.cfg.model.options
         t, nr, nsc, _ = self.spec.feature_shape
@@ -129,12 +141,8 @@ class ECCTask(Task):
         def val_fn(x, y):
             c, live = cosines(x, False)
             return {"cosine": tf.reduce_sum(c * live, axis=1) / tf.maximum(tf.reduce_sum(live, axis=1), 1.0)}
-        trainer = TaskTrainer({**{e.name: e for e in edges}, **{d.name: d for d in decoders}},
-                              loss_fn, ["loss", "cosine_loss"], val_fn, ["cosine"])
-        t0 = time.time()
-        history = self.fit(trainer, inputs["train"], inputs["val"], run_dir,
-                           epochs=self.options.local_epochs, monitor="val_cosine", tag="local")
-        return {**self.history_facts(history, "val_cosine"), "elapsed_s": round(time.time() - t0, 1)}
+        return TaskTrainer({**{e.name: e for e in edges}, **{d.name: d for d in decoders}},
+                           loss_fn, ["loss", "cosine_loss"], val_fn, ["cosine"])
 
     def calibrate(self, dataset) -> dict:
         """Each BS's quantizer step from its training latents (seed 004 Table I); quantizers on."""

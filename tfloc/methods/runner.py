@@ -36,20 +36,26 @@ def make_task(cfg):
 
 def load_data(cfg, progress: bool = True):
     """Traced paths (from the cache when possible), the CSI pipeline, the splits and the spec."""
-    from tfloc.data import CSIPipeline, make_splits
+    from tfloc.data import make_splits
     from tfloc.data.spec import DataSpec
     from tfloc.methods.task import DataBundle
     from tfloc.sim import load_or_trace
     paths, cache, hit = load_or_trace(cfg.simulation, cfg.runtime.cache_dir, progress=progress)
     log.info("%s paths: %s (%d links, %d with no path)", "cached" if hit else "traced",
              cache, paths.num_ue, int((paths.num_paths == 0).sum()))
-    pipeline = CSIPipeline(paths, cfg.data, seed=cfg.runtime.seed,
-                           array_shape=cfg.simulation.bs_array.shape,
-                           frequency_hz=cfg.simulation.frequency_hz)
+    pipeline = csi_pipeline(cfg, paths)
     splits = make_splits(paths, cfg.data, seed=cfg.runtime.seed)
     train_rows = splits.train if splits.train.ndim == 1 else splits.train[:, 0]
     spec = DataSpec.from_config(cfg).with_targets(paths.positions[train_rows])
     return DataBundle(paths, pipeline, splits, spec, {"cache_dir": cache, "cache_hit": hit})
+
+
+def csi_pipeline(cfg, paths):
+    """The configured CSI pipeline (synthesis, impairments, features) over ``paths``."""
+    from tfloc.data import CSIPipeline
+    return CSIPipeline(paths, cfg.data, seed=cfg.runtime.seed,
+                       array_shape=cfg.simulation.bs_array.shape,
+                       frequency_hz=cfg.simulation.frequency_hz)
 
 
 def prepare(cfg, progress: bool = True):
@@ -131,7 +137,7 @@ def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = N
                       to_class=(lambda c: task.condition_classes(c).numpy()) if task.class_names else None,
                       fixed_set=fixed_set, knn_neighbors=tuple(cfg.evaluation.knn_neighbors),
                       site=task.site_info,
-                      trajectory=lambda: trajectory_set(cfg, task, models, data))
+                      trajectory=lambda: trajectory_set(cfg, task, models))
     names = cfg.evaluation.evaluators or list(task.evaluators)
     result = run_evaluators(names, ctx)
     meta = data.paths.meta
@@ -167,28 +173,24 @@ def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = N
     return report
 
 
-def trajectory_set(cfg, task, models, data) -> dict:
+def trajectory_set(cfg, task, models) -> dict:
     """The moving UE of ``evaluation.trajectory`` traced through the site (cached), its CSI
     made as an evaluation split's (fixed noise draws), and the model's outputs on it, in
     time order:
     {"x", "y", "outputs", "time" (snapshot index), "config" (the spiral), "n_indoor", "n_no_path"}."""
     import dataclasses
-    from tfloc.data import CSIPipeline, dataset_to_numpy
+    from tfloc.data import dataset_to_numpy
     from tfloc.data.pipeline import sample_groups
     from tfloc.sim.trajectory import load_or_trace_trajectory, spiral
     t = cfg.evaluation.trajectory
     paths = load_or_trace_trajectory(cfg.simulation, spiral(t), cfg.runtime.cache_dir)
-    paths.meta.setdefault("bs_positions", data.paths.meta.get("bs_positions"))
     groups = sample_groups(paths)
     when = np.asarray(paths.meta["source"])[paths.ue_id[groups[:, 0]]]
     live = (paths.num_paths[groups] > 0).any(axis=1)
     order = np.argsort(when)
     order = order[live[order]]
     rows = groups[order] if groups.shape[1] > 1 else groups[order, 0]
-    pipe = CSIPipeline(paths, cfg.data, seed=cfg.runtime.seed,
-                       array_shape=cfg.simulation.bs_array.shape,
-                       frequency_hz=cfg.simulation.frequency_hz)
-    x, y = dataset_to_numpy(pipe.feature_dataset(rows, training=False, split_seed_offset=5))
+    x, y = dataset_to_numpy(csi_pipeline(cfg, paths).feature_dataset(rows, training=False, split_seed_offset=5))
     return {"x": x, "y": y, "outputs": task.evaluation_outputs(models, x), "time": when[order],
             "config": dataclasses.asdict(t), "n_indoor": int(paths.meta["n_indoor_excluded"]),
             "n_no_path": int((~live).sum())}
