@@ -82,10 +82,17 @@ def test_bad_override_syntax():
     (["--config", "BAD", "--set", "simulation.scene=atlantis"], "simulation.scene: unknown scene 'atlantis'"),
     (["--config", "BAD", "--set", "simulation.scene=/nope/missing.xml"], "does not exist"),
     (["--config", "BAD", "--set", "method=nope"], "method.type: unknown method 'nope'"),
+    (["--config", "configs/consistency.yaml", "--set", "data.labelled_fraction=0.75"],
+     "method 'consistency' needs an unlabelled pool"),
+    (["--config", "configs/consistency.yaml", "--set", "method.consistency.radius_m=0"],
+     "method.consistency.radius_m: must be > 0 m"),
+    (["--config", "configs/fixmatch.yaml", "--set", "method.fixmatch.init_from=/nope"],
+     "method.fixmatch.init_from: '/nope' is not a finished run"),
 ])
 def test_cli_user_errors_exit_2_one_line(tmp_path, args, needle):
     good = _write(tmp_path, "name: t\n")
-    args = [good if a == "BAD" else a for a in args]
+    args = [good if a == "BAD" else os.path.join(REPO, a) if a.startswith("configs/") else a
+            for a in args]
     r = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args,
                         "--run-dir", str(tmp_path / "run")],
                        capture_output=True, text=True, cwd=tmp_path, timeout=300)

@@ -66,11 +66,17 @@ def synthetic_environment(ref, cache_dir, sub_array=None, progress=True):
     return ps
 
 
+#: the etoile-based configs on the synthetic set (one UE port, no sector panels)
+ETOILE_SETS = ["simulation.ue_array={num_rows: 1, num_cols: 1, pattern: iso, polarization: V}",
+               "model.resnet.width=8"]
 #: further shrinking for configs on other sites (campus: 288 subcarriers at stride 12, 10 slots)
 SITE_SETS = {"ecc": ["data.subcarrier_stride=2", "data.num_delay_taps=8", "data.num_slots=2",
                      "data.fresh_samples_per_epoch=16", "method.ecc.local_epochs=1",
                      "evaluation.evaluators=[position, knn, accumulation]",  # music: tests/test_music.py
-                     "model.ecc={encoder_filters: [4], latent_dim: 4, token_dim: 4, lstm_units: 8}"]}
+                     "model.ecc={encoder_filters: [4], latent_dim: 4, token_dim: 4, lstm_units: 8}"],
+             "consistency": ["method.consistency.finetune_epochs=1", *ETOILE_SETS],
+             **{m: [f"method.{m}.semi_epochs=2", *ETOILE_SETS]
+                for m in ("mean_teacher", "fixmatch", "fixmatch_distance")}}
 
 
 def _config(name, extra=()):

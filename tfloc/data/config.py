@@ -8,6 +8,22 @@ from tfloc.config import ConfigError, check_pair, param
 
 
 @dataclass
+class AugmentConfig:
+    """One view of a CSI sample for consistency training (tfloc.data.CSIPipeline.views_dataset):
+    physical impairments only, no image flips. Drawn per sample like the data's own
+    TA and noise, after them."""
+    snr_db: List[float] = param(factory=lambda: [20.0, 20.0], doc="[low, high] SNR of this view")
+    ta_max_ns: float = param(5.0, min=0.0, doc="timing-advance error, uniform in +-ta_max_ns")
+    subcarrier_mask_fraction: float = param(0.0, min=0.0, max=0.9,
+                                            doc="share of subcarriers zeroed (blanked resource blocks)")
+    antenna_dropout: float = param(0.0, min=0.0, max=0.9,
+                                   doc="probability that a BS antenna port is zeroed (a failed element)")
+
+    def validate(self):
+        check_pair(self.snr_db, "snr_db")
+
+
+@dataclass
 class DataConfig:
     """CSI synthesis, impairments, features and splits (``tfloc.data``)."""
     num_subcarriers: int = param(136, min=2, doc="paper: 408 (8-comb SRS, 100 MHz)")

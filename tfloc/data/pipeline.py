@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from tfloc.data.config import DataConfig
+from tfloc.data.config import AugmentConfig, DataConfig
 from tfloc.data.csi import (add_awgn, paths_to_csi, slot_variation, subcarrier_frequencies,
                             timing_advance_shift, to_real_imag)
 from tfloc.data.features import csi_features
@@ -155,7 +155,8 @@ class CSIPipeline:
         return tf.reshape(h, tf.concat([lead, [c.num_slots * self.num_ue_ant, self.num_bs_ant,
                                                self.num_subcarriers]], 0))
 
-    def _clean_csi(self, index: np.ndarray, draw_per_epoch: int = 0) -> tf.data.Dataset:
+    def _clean_csi(self, index: np.ndarray, draw_per_epoch: int = 0,
+                   positions: np.ndarray | None = None) -> tf.data.Dataset:
         """Noise-free CSI per sample, synthesised in the graph.
 
         ``index`` is [n] rows, or [n, L] rows of multi-BS samples. Fixed sets
@@ -163,7 +164,8 @@ class CSIPipeline:
         deterministic: pay it once). With ``draw_per_epoch`` each pass draws
         that many samples of ``index`` anew, with new slot variation, and
         synthesises them from the compact paths, so a large pool never has to
-        fit in memory as CSI.
+        fit in memory as CSI. ``positions`` [n, dims] replaces the position labels
+        (pseudo-labels of unlabelled samples).
         """
         index = np.asarray(index)
         n = index.shape[0]
@@ -171,6 +173,11 @@ class CSIPipeline:
         a, tau = self._padded(sub)
         dims = self.cfg.position_dims
         pos = sub.positions[:, :dims].astype(np.float32)
+        if positions is not None:
+            if index.ndim != 1 or np.shape(positions) != (n, dims):
+                raise ValueError(f"positions: expected [{n}, {dims}] labels for single-link rows, "
+                                 f"got {np.shape(positions)}")
+            pos = np.asarray(positions, np.float32)
         side = sub.sector.astype(np.int32)
         cond = sub.condition.astype(np.int32)
         if index.ndim == 2:  # [n * L] -> [n, L]: a sample is seen by L BSs
@@ -192,21 +199,31 @@ class CSIPipeline:
                     num_parallel_calls=tf.data.AUTOTUNE).unbatch()
         return ds if draw_per_epoch else ds.cache()
 
-    def _impair(self, h, seed):
-        """TA error and AWGN, drawn per link, on a batch of clean CSI; returns real-stacked CSI."""
-        c = self.cfg
+    def _impair(self, h, seed, aug: AugmentConfig | None = None):
+        """TA error and AWGN, drawn per link, on a batch of clean CSI; returns real-stacked CSI.
+
+        ``aug`` (default: the data config's own TA and SNR) may also blank a share of
+        the subcarriers and drop BS antenna ports, drawn per link."""
+        c = aug or self.cfg
         shape = tf.shape(h)
         h = tf.reshape(h, tf.concat([[-1], shape[-3:]], 0))
         b = tf.shape(h)[0]
-        s1, s2, s3 = (tf.random.experimental.stateless_fold_in(seed, i) for i in range(3))
+        s1, s2, s3, s4, s5 = (tf.random.experimental.stateless_fold_in(seed, i) for i in range(5))
         ta = tf.random.stateless_uniform([b], s1, -c.ta_max_ns, c.ta_max_ns) * 1e-9
         snr = tf.random.stateless_uniform([b], s2, c.snr_db[0], c.snr_db[1] + 1e-6)
         h = timing_advance_shift(h, self.frequencies, ta)
         h = add_awgn(h, snr, s3)
+        if aug is not None and aug.subcarrier_mask_fraction > 0:   # [b, 1, 1, sc]
+            keep = tf.random.stateless_uniform([b, 1, 1, tf.shape(h)[-1]], s4) >= aug.subcarrier_mask_fraction
+            h = h * tf.cast(keep, h.dtype)
+        if aug is not None and aug.antenna_dropout > 0:            # [b, 1, bs, 1]
+            keep = tf.random.stateless_uniform([b, 1, tf.shape(h)[-2], 1], s5) >= aug.antenna_dropout
+            h = h * tf.cast(keep, h.dtype)
         return to_real_imag(tf.reshape(h, shape))
 
     def csi_dataset(self, index: np.ndarray, *, training: bool, batch_size: int | None = None,
-                    split_seed_offset: int = 0) -> tf.data.Dataset:
+                    split_seed_offset: int = 0, positions: np.ndarray | None = None,
+                    views: dict | None = None) -> tf.data.Dataset:
         """({"csi": [B, (L,) T*num_ue_ant, num_bs_ant, subcarriers, 2] float32,
         "sector": [B] int32 or, multi-BS, "bs_positions": [B, L, 3]},
         {"position": [B, dims] float32, "condition": [B (, L)] int32}).
@@ -215,11 +232,14 @@ class CSIPipeline:
         (:data:`tfloc.sim.paths.CONDITIONS`).
 
         Training sets are reshuffled and get fresh TA/noise draws every epoch;
-        evaluation sets get the same draws on every pass (same seed).
+        evaluation sets get the same draws on every pass (same seed). ``positions``
+        replaces the position labels (see :meth:`_clean_csi`). ``views``
+        ({name: AugmentConfig}) makes ``csi`` a dict of that many independently
+        impaired copies of each sample (consistency training).
         """
         bsz = batch_size or self.cfg.batch_size
         fresh = self.cfg.fresh_samples_per_epoch if training else 0
-        ds = self._clean_csi(index, draw_per_epoch=fresh)
+        ds = self._clean_csi(index, draw_per_epoch=fresh, positions=positions)
         if training and not fresh:  # fresh draws arrive shuffled already
             ds = ds.shuffle(len(index), seed=self.seed, reshuffle_each_iteration=True)
         ds = ds.batch(bsz)
@@ -231,7 +251,13 @@ class CSIPipeline:
                 lambda i: tf.stack([tf.constant(base, tf.int64), i]))
         ds = tf.data.Dataset.zip((ds, seeds))
         side_key = "bs_positions" if np.ndim(index) == 2 else "sector"
-        ds = ds.map(lambda hsp, s: ({"csi": self._impair(hsp[0], s), side_key: hsp[1]}, hsp[2]),
+
+        def impair(h, s):
+            if not views:
+                return self._impair(h, s)
+            return {name: self._impair(h, tf.random.experimental.stateless_fold_in(s, 100 + i), aug)
+                    for i, (name, aug) in enumerate(views.items())}
+        ds = ds.map(lambda hsp, s: ({"csi": impair(hsp[0], s), side_key: hsp[1]}, hsp[2]),
                     num_parallel_calls=tf.data.AUTOTUNE)
         n = min(fresh, len(index)) if fresh else len(index)
         # unbatch() hides the length: state it, so Keras knows the steps per epoch
@@ -244,17 +270,22 @@ class CSIPipeline:
         return csi_features(csi, c.num_delay_taps, c.representation, c.normalization,
                             self.array_shape)
 
-    def feature_dataset(self, index: np.ndarray, *, training: bool,
-                        split_seed_offset: int = 0) -> tf.data.Dataset:
+    def feature_dataset(self, index: np.ndarray, *, training: bool, split_seed_offset: int = 0,
+                        batch_size: int | None = None, positions: np.ndarray | None = None,
+                        views: dict | None = None) -> tf.data.Dataset:
         """({"features": [B, (L,) H, W, C][, "sector": [B]]}, labels) (see csi_features
-        and :meth:`csi_dataset` for the labels).
+        and :meth:`csi_dataset` for the labels, ``positions`` and ``views``; with
+        views, ``features`` is a dict of them).
 
         ``sector`` is included when ``DataConfig.use_sector`` is set.
         """
-        ds = self.csi_dataset(index, training=training, split_seed_offset=split_seed_offset)
+        ds = self.csi_dataset(index, training=training, split_seed_offset=split_seed_offset,
+                              batch_size=batch_size, positions=positions, views=views)
 
         def to_features(x, y):
-            out = {"features": self.features(x["csi"])}
+            csi = x["csi"]
+            out = {"features": ({k: self.features(v) for k, v in csi.items()}
+                                if isinstance(csi, dict) else self.features(csi))}
             if "bs_positions" in x:
                 out["bs_positions"] = x["bs_positions"]
             elif self.cfg.use_sector:

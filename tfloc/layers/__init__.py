@@ -1,5 +1,5 @@
 """Custom Keras layers (all registered for serialisation under package 'tfloc')."""
-from tfloc.layers.features import AffineOutput, CoordinateChannels, CSIFeatures
+from tfloc.layers.features import AffineOutput, ChannelShuffle, ChannelSplit, CoordinateChannels, CSIFeatures
 from tfloc.layers.fronthaul import (UniformMidriseQuantizer, calibrate_step, pack_codes, pack_gain,
                                     packed_bytes, unpack_codes, unpack_gain)
 from tfloc.layers.fusion import (ChannelMaskedAttention, FrequencyEvidenceAccumulation,
@@ -7,7 +7,7 @@ from tfloc.layers.fusion import (ChannelMaskedAttention, FrequencyEvidenceAccumu
 from tfloc.layers.gaussian import GaussianOutput, num_gaussian_params
 from tfloc.layers.gradient_reversal import GradientReversal
 
-__all__ = ["AffineOutput", "ChannelMaskedAttention", "CoordinateChannels", "CSIFeatures",
+__all__ = ["AffineOutput", "ChannelMaskedAttention", "ChannelShuffle", "ChannelSplit", "CoordinateChannels", "CSIFeatures",
            "FrequencyEvidenceAccumulation", "GaussianOutput", "GradientReversal",
            "UniformMidriseQuantizer", "accumulation_weights", "calibrate_step", "num_gaussian_params",
            "pack_codes", "pack_gain", "packed_bytes", "unpack_codes", "unpack_gain"]

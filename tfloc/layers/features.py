@@ -88,3 +88,49 @@ class CoordinateChannels(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], input_shape[-1] + 2)
+
+
+@keras.saving.register_keras_serializable(package="tfloc")
+class ChannelShuffle(keras.layers.Layer):
+    """ShuffleNet's channel shuffle: channels viewed as [groups, C / groups], transposed.
+
+    Input: [batch, H, W, C] with C divisible by ``groups``. Output: same shape, channel
+    ``g * (C / groups) + i`` moved to ``i * groups + g``.
+    """
+
+    def __init__(self, groups: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = int(groups)
+
+    def call(self, x):
+        s = tf.shape(x)
+        c = x.shape[-1]
+        if c % self.groups:
+            raise ValueError(f"ChannelShuffle: {c} channels do not split into {self.groups} groups")
+        y = tf.reshape(x, tf.stack([s[0], s[1], s[2], self.groups, c // self.groups]))
+        y = tf.transpose(y, [0, 1, 2, 4, 3])
+        return tf.reshape(y, s)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(package="tfloc")
+class ChannelSplit(keras.layers.Layer):
+    """Splits the channels in two halves (ShuffleNetV2's channel split).
+
+    Input: [batch, H, W, C], C even. Output: two [batch, H, W, C / 2] tensors.
+    """
+
+    def call(self, x):
+        c = x.shape[-1]
+        if c % 2:
+            raise ValueError(f"ChannelSplit: {c} channels do not split in halves")
+        return x[..., :c // 2], x[..., c // 2:]
+
+    def compute_output_shape(self, input_shape):
+        half = (*input_shape[:-1], input_shape[-1] // 2)
+        return half, half

@@ -137,17 +137,20 @@ class Task(abc.ABC):
 
     def fit(self, trainer: "TaskTrainer", train_ds, val_ds, run_dir: str, *,
             epochs: int | None = None, monitor: str = "val_mean_error_m", tag: str = "",
-            schedule=None):
+            schedule=None, learning_rate: float | None = None, callbacks=()):
         """Keras fit with the house callbacks: TensorBoard (every loss term), best
         checkpoint, and a schedule: by default early stopping (best weights
         restored) and LR decay on plateau; ``schedule`` replaces those two by the
-        given callbacks (e.g. :class:`tfloc.methods.callbacks.GradualUnfreezing`)."""
+        given callbacks (e.g. :class:`tfloc.methods.callbacks.GradualUnfreezing`);
+        ``learning_rate`` overrides ``training.learning_rate`` (fine-tuning stages) and
+        ``callbacks`` are added (e.g. an EMA teacher's update)."""
         t = self.cfg.training
-        trainer.compile(optimizer=keras.optimizers.Adam(t.learning_rate))
+        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate or t.learning_rate))
         sub = f"-{tag}" if tag else ""
         ckpt = os.path.join(run_dir, "checkpoints", f"best{sub}.weights.h5")
         os.makedirs(os.path.dirname(ckpt), exist_ok=True)
-        callbacks = [
+        extra_callbacks = list(callbacks)
+        callbacks = extra_callbacks + [
             keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard", tag),
                                         write_graph=False, update_freq="epoch"),
             keras.callbacks.ModelCheckpoint(ckpt, monitor=monitor, mode="min", save_best_only=True,

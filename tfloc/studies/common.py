@@ -20,6 +20,12 @@ class Experiment:
     trains_position: bool = True
 
 
+def run_dir(root: str, index: int, label: str) -> str:
+    """Where :func:`run_experiments` puts the ``index``-th experiment, labelled ``label``."""
+    slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+    return os.path.join(root, f"{index:02d}-{slug}")
+
+
 def run_experiments(experiments, root: str, common_sets=(), repo: str = ".") -> dict:
     """Runs each experiment into ``root/<slug>`` unless its report exists (resumable).
 
@@ -29,8 +35,7 @@ def run_experiments(experiments, root: str, common_sets=(), repo: str = ".") -> 
     os.makedirs(root, exist_ok=True)
     out = {}
     for i, e in enumerate(experiments):
-        slug = "".join(c if c.isalnum() else "-" for c in e.label.lower()).strip("-")
-        run = os.path.join(root, f"{i:02d}-{slug}")
+        run = run_dir(root, i, e.label)
         out[e.label] = run
         if os.path.isfile(os.path.join(run, "report.json")):
             print(f"[{i + 1}/{len(experiments)}] {e.label}: done before ({run})", flush=True)

@@ -1,0 +1,167 @@
+"""Label-scarce methods (seed 000): augmented views, pseudo-label plumbing, interpolators,
+the new backbones and layers, init_from, and the consistency diagnostics."""
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import REPO, make_spec
+from synthetic import SYNTHETIC_SETS, synthetic_pathset
+from tfloc.config import ConfigError
+from tfloc.data import CSIPipeline
+from tfloc.data.config import AugmentConfig, DataConfig
+from tfloc.experiment import load_config
+
+
+def _pipe(**data):
+    cfg = DataConfig(num_subcarriers=16, num_delay_taps=16, batch_size=8, **data)
+    return CSIPipeline(synthetic_pathset(n_ue=20, n_realizations=1), cfg, seed=3, array_shape=(2, 4, 1))
+
+
+def test_views_blank_subcarriers_and_drop_ports_per_sample():
+    pipe = _pipe(snr_db=[200.0, 200.0], ta_max_ns=0.0)   # no noise, no TA: only the masks act
+    views = {"clean": AugmentConfig(snr_db=[200.0, 200.0], ta_max_ns=0.0),
+             "sc": AugmentConfig(snr_db=[200.0, 200.0], ta_max_ns=0.0, subcarrier_mask_fraction=0.5),
+             "ant": AugmentConfig(snr_db=[200.0, 200.0], ta_max_ns=0.0, antenna_dropout=0.5)}
+    x, _ = next(iter(pipe.csi_dataset(np.arange(8), training=False, views=views)))
+    clean, sc, ant = (x["csi"][k].numpy() for k in ("clean", "sc", "ant"))   # [b, ue, bs, sc, 2]
+    plain, _ = next(iter(pipe.csi_dataset(np.arange(8), training=False)))
+    np.testing.assert_allclose(clean, plain["csi"].numpy(), rtol=1e-5, atol=1e-7)
+    sc_zero = np.all(sc == 0, axis=(1, 2, 4))                       # [b, subcarriers]
+    assert 0.2 < sc_zero.mean() < 0.8
+    kept = ~sc_zero[:, None, None, :, None] & np.ones_like(sc, bool)
+    np.testing.assert_allclose(sc[kept], clean[kept], rtol=1e-5, atol=1e-9)   # the rest untouched
+    port_zero = np.all(ant == 0, axis=(1, 3, 4))                    # [b, ports]
+    assert 0.2 < port_zero.mean() < 0.8
+    assert len({tuple(r) for r in port_zero}) > 1                   # drawn per sample
+
+
+def test_views_differ_and_are_fixed_on_evaluation_sets():
+    pipe = _pipe()
+    views = {"weak": AugmentConfig(), "strong": AugmentConfig(snr_db=[0.0, 0.0], ta_max_ns=20.0)}
+    ds = pipe.feature_dataset(np.arange(8), training=False, views=views)
+    (x1, _), (x2, _) = next(iter(ds)), next(iter(ds))
+    assert set(x1["features"]) == {"weak", "strong"}
+    assert not np.allclose(x1["features"]["weak"], x1["features"]["strong"])
+    np.testing.assert_array_equal(x1["features"]["strong"], x2["features"]["strong"])
+
+
+def test_position_overrides_replace_labels_and_check_shape():
+    pipe = _pipe()
+    fake = np.arange(16, dtype=np.float32).reshape(8, 2)
+    _, y = next(iter(pipe.feature_dataset(np.arange(8), training=False, positions=fake)))
+    np.testing.assert_array_equal(y["position"], fake)
+    with pytest.raises(ValueError, match=r"positions: expected \[8, 2\]"):
+        pipe.feature_dataset(np.arange(8), training=False, positions=fake[:5])
+
+
+def test_interpolators_idw_exact_at_anchors_and_kriging_recovers_a_smooth_map(rng):
+    from tfloc.methods.semisupervised import INTERPOLATORS, ConsistencyOptions
+    opts = ConsistencyOptions()
+    feats = rng.normal(size=(300, 6))
+    pos = np.stack([3 * feats[:, 0] + feats[:, 1], np.sin(feats[:, 2])], 1) * 10
+    got = INTERPOLATORS.get("idw")(feats, pos, feats[:5], opts, rng)
+    np.testing.assert_allclose(got, pos[:5], atol=1e-9)
+    query = rng.normal(size=(100, 6))
+    truth = np.stack([3 * query[:, 0] + query[:, 1], np.sin(query[:, 2])], 1) * 10
+    gp = INTERPOLATORS.get("kriging")(feats, pos, query, opts, rng)
+    idw = INTERPOLATORS.get("idw")(feats, pos, query, opts, rng)
+    err = lambda p: np.mean(np.linalg.norm(p - truth, axis=1))   # noqa: E731
+    assert err(gp) < 0.25 * err(idw)             # a global smooth fit beats a local average here
+    assert {"idw", "kriging", "knn_mean"} <= set(INTERPOLATORS.names())
+
+
+def test_channel_shuffle_and_split_match_numpy_and_serialise(rng, tmp_path):
+    from tfloc.layers import ChannelShuffle, ChannelSplit
+    x = rng.normal(size=(2, 3, 4, 6)).astype(np.float32)
+    want = x.reshape(2, 3, 4, 2, 3).transpose(0, 1, 2, 4, 3).reshape(2, 3, 4, 6)
+    np.testing.assert_array_equal(ChannelShuffle(2)(x).numpy(), want)
+    a, b = ChannelSplit()(x)
+    np.testing.assert_array_equal(a, x[..., :3]) and np.testing.assert_array_equal(b, x[..., 3:])
+    inp = keras.Input((3, 4, 6))
+    m = keras.Model(inp, ChannelShuffle(3)(keras.layers.Concatenate()(list(ChannelSplit()(inp)))))
+    m.save(str(tmp_path / "m.keras"))
+    np.testing.assert_array_equal(keras.models.load_model(str(tmp_path / "m.keras"))(x), m(x))
+    with pytest.raises(ValueError, match="do not split into 4 groups"):
+        ChannelShuffle(4)(x)
+
+
+@pytest.mark.parametrize("depth, blocks", [(50, 16), (101, 33)])
+def test_bottleneck_resnets_have_the_papers_blocks(depth, blocks):
+    from tfloc.models import ModelConfig, build_model
+    mc = ModelConfig("resnet")
+    mc.options.depth, mc.options.width = depth, 8
+    m = build_model(mc, make_spec(feature_shape=(16, 32, 2)))
+    assert sum(l.name.endswith("_add") for l in m.layers) == blocks
+    assert m.get_layer("stage4_block1_conv3").filters == 4 * 8 * 8   # expansion 4 at the last stage
+
+
+def test_model_flops_matches_a_hand_count():
+    from tfloc.studies.seed000 import model_flops
+    inp = keras.Input((8, 8, 3), name="features")
+    m = keras.Model({"features": inp}, keras.layers.Dense(5, use_bias=False)(
+        keras.layers.Flatten()(keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inp))))
+    conv = 2 * 8 * 8 * 3 * 3 * 3 * 4
+    dense = 2 * (8 * 8 * 4) * 5
+    assert model_flops(m) == conv + dense
+
+
+def _synthetic_cfg(method, tmp_path, extra=()):
+    from test_contract import ETOILE_SETS
+    path = os.path.join(REPO, "configs", f"{method}.yaml")
+    return load_config(path, [*SYNTHETIC_SETS, *ETOILE_SETS, "export.enabled=false",
+                              "evaluation.evaluators=[position]", *extra])
+
+
+@pytest.fixture
+def stage1(synthetic, tmp_path):
+    """A finished supervised run on the synthetic set (the stage 1 of the methods below)."""
+    from tfloc.methods import train_and_evaluate
+    run = tmp_path / "supervised"
+    cfg = _synthetic_cfg("etoile_supervised", tmp_path)
+    train_and_evaluate(cfg, str(run))
+    return run
+
+
+@pytest.fixture
+def synthetic(monkeypatch):
+    import tfloc.sim
+    ps = synthetic_pathset()
+    monkeypatch.setattr(tfloc.sim, "load_or_trace", lambda cfg, cache, progress=True: (ps, "synthetic", True))
+    return ps
+
+
+def test_consistency_from_a_finished_run_logs_every_round(stage1, tmp_path):
+    from tfloc.methods import train_and_evaluate
+    cfg = _synthetic_cfg("consistency", tmp_path, [f"method.consistency.init_from={stage1}",
+                                                   "method.consistency.finetune_epochs=1",
+                                                   "method.consistency.radius_m=1000"])
+    rep = train_and_evaluate(cfg, str(tmp_path / "run"))
+    ss = rep["semi_supervised"]
+    assert ss["stage1"]["init_from"] == str(stage1 / "model.keras")
+    r1, r2 = ss["iterations"]
+    n_unl = rep["n_unlabelled"]
+    assert r1["kept"] == n_unl and r1["kept_fraction"] == 1.0   # r = 1 km keeps everyone
+    assert r2["anchors"] == rep["n_train_labelled"] + r1["kept"]   # kept UEs join the anchors
+    assert {"idw", "kriging"} == set(r1["pseudo_error"])
+    assert r1["kept_error"]["n"] == n_unl and r1["kept_error"]["mean_m"] > 0
+    assert (tmp_path / "run" / "tensorboard" / "pseudo_labels").is_dir()
+
+
+def test_fixmatch_distance_from_a_finished_run_logs_kept_share(stage1, tmp_path):
+    from tfloc.methods import train_and_evaluate
+    cfg = _synthetic_cfg("fixmatch_distance", tmp_path, [f"method.fixmatch_distance.init_from={stage1}",
+                                                         "method.fixmatch_distance.semi_epochs=2"])
+    rep = train_and_evaluate(cfg, str(tmp_path / "run"))
+    pe = rep["semi_supervised"]["semi"]["per_epoch"]
+    assert len(pe["pseudo_kept"]) == 2 and all(0.0 <= v <= 1.0 for v in pe["pseudo_kept"])
+
+
+def test_init_from_another_model_or_other_labels_is_refused(stage1, tmp_path):
+    from tfloc.methods import train_and_evaluate
+    for extra, needle in [(["model.resnet.width=12"], "not the configured"),
+                          (["runtime.seed=8"], "trained on other labels")]:
+        cfg = _synthetic_cfg("mean_teacher", tmp_path, [f"method.mean_teacher.init_from={stage1}", *extra])
+        with pytest.raises(ConfigError, match=needle):
+            train_and_evaluate(cfg, str(tmp_path / "bad"))

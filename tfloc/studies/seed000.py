@@ -1,0 +1,177 @@
+"""Seed 000 (Xu et al.): the Table I (backbones) and Table II (semi-supervised) analogs.
+
+    python -m tfloc.studies.seed000 [--semi] [--backbones] [--set KEY=VALUE ...]
+                                    [--root runs/seed000] [--out docs/results/seed000.md]
+
+Every run is a shipped config with overrides, in its own ``train.py`` process
+(resumable: a run with a report is not re-run), on the etoile site and split of
+``configs/etoile_supervised.yaml``. ``--semi`` (the default when neither is given)
+trains the supervised ResNet-18 once, then Mean Teacher, FixMatch, FixMatch with the
+distance threshold, ours (one round) and ours (iterative) all start from that model
+(``init_from``), so they differ only in how they use the unlabelled UEs.
+``--backbones`` trains every backbone of Table I on the labels alone and adds its
+parameters and FLOPs (TF profiler, one sample). Paper scale: ``--set`` the overrides
+in configs/etoile_supervised.yaml's header (they reach every run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from tfloc.studies.common import Experiment, run_dir, run_experiments
+
+#: Table I: backbone -> (parameters [M], FLOPs [G], mean error [m])
+PAPER_TABLE1 = {"ShuffleNetV2": (1.26, 0.08, 16.80), "MobileNetV2": (2.23, 0.17, 14.61),
+                "ResNet18": (11.18, 0.98, 14.25), "ResNet34": (21.29, 1.95, 13.36),
+                "ResNet50": (23.52, 2.19, 13.23), "ResNet101": (42.51, 4.17, 12.63)}
+BACKBONES = {"ShuffleNetV2": ["model.type=shufflenet_v2"], "MobileNetV2": ["model.type=mobilenet_v2"],
+             **{f"ResNet{d}": [f"model.resnet.depth={d}"] for d in (18, 34, 50, 101)}}
+#: Table II: method -> mean error [m] (10 % labelled; the supervised ResNet-18 of Table I: 14.25)
+PAPER_TABLE2 = {"supervised ResNet-18": 14.25, "Mean Teacher": 7.55, "FixMatch": 7.28,
+                "FixMatch (distance threshold)": 5.65, "ours": 4.13, "ours (iterative)": 2.23}
+SEMI = (("Mean Teacher", "configs/mean_teacher.yaml", "mean_teacher", []),
+        ("FixMatch", "configs/fixmatch.yaml", "fixmatch", []),
+        ("FixMatch (distance threshold)", "configs/fixmatch_distance.yaml", "fixmatch_distance", []),
+        ("ours", "configs/consistency.yaml", "consistency", ["method.consistency.iterations=1"]),
+        ("ours (iterative)", "configs/consistency.yaml", "consistency", []))
+
+
+def experiments(root: str, semi: bool, backbones: bool) -> list:
+    exps = [Experiment("supervised ResNet-18", "configs/etoile_supervised.yaml", [], group="supervised",
+                       paper={"mean_m": PAPER_TABLE2["supervised ResNet-18"]})]
+    stage1 = run_dir(root, 0, exps[0].label)
+    if semi:
+        exps += [Experiment(label, cfg, [*sets, f"method.{m}.init_from={stage1}"], group="semi",
+                            paper={"mean_m": PAPER_TABLE2[label]}) for label, cfg, m, sets in SEMI]
+    if backbones:
+        exps += [Experiment(f"backbone {name}", "configs/etoile_supervised.yaml", sets, group="backbone",
+                            paper={"name": name}) for name, sets in BACKBONES.items() if name != "ResNet18"]
+    return exps
+
+
+def model_flops(model) -> int:
+    """Floating-point operations of one sample through ``model`` (TF profiler; a
+    multiply-add counts 2)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
+    specs = {k: tf.TensorSpec([1, *v.shape[1:]], v.dtype, name=k) for k, v in
+             zip([i.name for i in model.inputs], model.inputs)}
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(specs)
+    _, graph_def = convert_variables_to_constants_v2_as_graph(fn)
+    with tf.Graph().as_default() as g:
+        tf.graph_util.import_graph_def(graph_def, name="")
+        opts = tf.compat.v1.profiler.ProfileOptionBuilder(
+            tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()).with_empty_output().build()
+        prof = tf.compat.v1.profiler.profile(graph=g, run_meta=tf.compat.v1.RunMetadata(), cmd="op",
+                                             options=opts)
+    return int(prof.total_float_ops)
+
+
+def _load(run: str):
+    with open(os.path.join(run, "report.json")) as fh:
+        rep = json.load(fh)
+    with np.load(os.path.join(run, "errors.npz")) as z:
+        errors = {k: z[k] for k in z.files}
+    return rep, errors
+
+
+def _cells(s: dict) -> str:
+    return " | ".join(f"{s[k]:.2f}" for k in ("mean_m", "p50_m", "p67_m", "p80_m", "p90_m"))
+
+
+def write_page(exps, runs: dict, out: str, command: str) -> str:
+    import keras
+    from tfloc.metrics import cdf_figure
+    from tfloc.studies.common import write_keeping_discussion
+    import matplotlib.pyplot as plt
+    reps = {e.label: _load(runs[e.label]) for e in exps}
+    sup, _ = reps[exps[0].label]
+    fig_dir = os.path.splitext(out)[0]
+    os.makedirs(fig_dir, exist_ok=True)
+    lines = ["# Seed 000 (Xu et al.): label-scarce positioning on etoile", "",
+             f"Generated by `{command}` (runs in `{os.path.dirname(runs[exps[0].label])}`). "
+             "Every run: Sionna RT `etoile`, one BS with three sectors, the split of "
+             "`configs/etoile_supervised.yaml`, each run's test set scored once.", "",
+             f"- Scale: {sup['n_train_labelled']} labelled UEs (10 %), {sup['n_unlabelled']} unlabelled, "
+             f"{sup['n_val']} validation, {sup['n_test']} test; 2 m UE grid unless the command sets "
+             "otherwise (the paper: 1 m grid, 10 % labelled).",
+             "- Errors in metres (2D), test set; the paper's numbers are on its own dataset.", ""]
+    semi = [e for e in exps if e.group in ("supervised", "semi")]
+    if len(semi) > 1:
+        lines += ["## Table II analog: semi-supervised methods", "",
+                  "All start from the supervised ResNet-18 of the first row (`init_from`).", "",
+                  "| method | mean | p50 | p67 | p80 | p90 | paper mean | training [s] |", "|---" * 8 + "|"]
+        for e in semi:
+            rep = reps[e.label][0]
+            t = rep.get("timings_s", {}).get("training_s")
+            lines.append(f"| {e.label} | {_cells(rep['model'])} | {e.paper['mean_m']:.2f} | "
+                         + (f"{t:.0f} |" if t is not None else "- |"))
+        k = sup["baselines"].get("knn")
+        if k:
+            lines.append(f"| kNN (k = {k['k']}, labelled UEs) | {_cells(k)} | - | - |")
+        lines.append("")
+        curves = {e.label: reps[e.label][1][reps[e.label][0]["model_name"]] for e in semi}
+        fig = cdf_figure(curves, title="seed 000 Table II analog: test error CDF")
+        fig.savefig(os.path.join(fig_dir, "table2_cdf.png"))
+        plt.close(fig)
+        lines += [f"![CDF]({os.path.basename(fig_dir)}/table2_cdf.png)", ""]
+        lines += ["### Pseudo-labels (true error known in simulation)", "",
+                  "| method | round | kept | kept share | kept: true error mean / p90 | "
+                  "rejected: mean | validation after |", "|---" * 7 + "|"]
+        for e in semi[1:]:
+            ss = reps[e.label][0].get("semi_supervised", {})
+            for r in ss.get("iterations", []):
+                ke, re_ = r["kept_error"], r["rejected_error"]
+                lines.append(f"| {e.label} | {r['iteration']} | {r['kept']} | {100 * r['kept_fraction']:.1f} % | "
+                             f"{ke.get('mean_m', float('nan')):.2f} / {ke.get('p90_m', float('nan')):.2f} | "
+                             f"{re_.get('mean_m', float('nan')):.2f} | {r['val_mean_m']:.2f} |")
+            pe = ss.get("semi", {}).get("per_epoch", {})
+            if pe.get("pseudo_kept"):
+                lines.append(f"| {e.label} | last epoch | - | {100 * pe['pseudo_kept'][-1]:.1f} % | "
+                             f"{pe['pseudo_true_error_m'][-1]:.2f} / - | - | "
+                             f"{ss['semi']['best_val_mean_error_m']:.2f} (best) |")
+        lines.append("")
+    bb = [e for e in exps if e.group in ("supervised", "backbone")]
+    if len(bb) > 1:
+        lines += ["## Table I analog: backbones (labelled UEs only)", "",
+                  "FLOPs: TF profiler over one sample at inference (a multiply-add counts 2).", "",
+                  "| backbone | parameters [M] | FLOPs [G] | training [s] | epochs | mean | p50 | p67 | p80 | p90 "
+                  "| paper: params / FLOPs / mean |", "|---" * 11 + "|"]
+        for e in bb:
+            rep = reps[e.label][0]
+            name = e.paper.get("name", "ResNet18")
+            model = keras.models.load_model(os.path.join(runs[e.label], "model.keras"))
+            p = PAPER_TABLE1[name]
+            t = rep.get("timings_s", {})
+            lines.append(f"| {name} | {model.count_params() / 1e6:.2f} | {model_flops(model) / 1e9:.3f} | "
+                         f"{t.get('training_s', float('nan')):.0f} | {t.get('epochs', '-')} | "
+                         f"{_cells(rep['model'])} | {p[0]:.2f} / {p[1]:.2f} / {p[2]:.2f} |")
+        lines.append("")
+    return write_keeping_discussion(out, "\n".join(lines))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--semi", action="store_true", help="Table II: the semi-supervised methods")
+    ap.add_argument("--backbones", action="store_true", help="Table I: every backbone")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="override for every run")
+    ap.add_argument("--root", default="runs/seed000")
+    ap.add_argument("--out", default="docs/results/seed000.md")
+    ap.add_argument("--repo", default=".")
+    args = ap.parse_args(argv)
+    semi = args.semi or not args.backbones
+    exps = experiments(args.root, semi, args.backbones)
+    t0 = time.time()
+    runs = run_experiments(exps, args.root, args.sets, repo=args.repo)
+    cmd = "python -m tfloc.studies.seed000" + (" --semi" if args.semi else "") + (
+        " --backbones" if args.backbones else "")
+    write_page(exps, runs, args.out, cmd)
+    print(f"wrote {args.out} ({len(exps)} runs, {(time.time() - t0) / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
