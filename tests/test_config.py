@@ -88,6 +88,8 @@ def test_bad_override_syntax():
      "method.consistency.radius_m: must be > 0 m"),
     (["--config", "configs/fixmatch.yaml", "--set", "method.fixmatch.init_from=/nope"],
      "method.fixmatch.init_from: '/nope' is not a finished run"),
+    (["--config", "configs/sector_heads.yaml", "--set", "data.use_sector=false"],
+     "method 'sector_heads' needs a sectored site"),
 ])
 def test_cli_user_errors_exit_2_one_line(tmp_path, args, needle):
     good = _write(tmp_path, "name: t\n")

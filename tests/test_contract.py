@@ -75,6 +75,7 @@ SITE_SETS = {"ecc": ["data.subcarrier_stride=2", "data.num_delay_taps=8", "data.
                      "evaluation.evaluators=[position, knn, accumulation]",  # music: tests/test_music.py
                      "model.ecc={encoder_filters: [4], latent_dim: 4, token_dim: 4, lstm_units: 8}"],
              "consistency": ["method.consistency.finetune_epochs=1", *ETOILE_SETS],
+             "sector_heads": ETOILE_SETS,
              **{m: [f"method.{m}.semi_epochs=2", *ETOILE_SETS]
                 for m in ("mean_teacher", "fixmatch", "fixmatch_distance")}}
 

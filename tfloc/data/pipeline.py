@@ -156,7 +156,8 @@ class CSIPipeline:
                                                self.num_subcarriers]], 0))
 
     def _clean_csi(self, index: np.ndarray, draw_per_epoch: int = 0,
-                   positions: np.ndarray | None = None) -> tf.data.Dataset:
+                   positions: np.ndarray | None = None,
+                   sectors: np.ndarray | None = None) -> tf.data.Dataset:
         """Noise-free CSI per sample, synthesised in the graph.
 
         ``index`` is [n] rows, or [n, L] rows of multi-BS samples. Fixed sets
@@ -165,7 +166,8 @@ class CSIPipeline:
         that many samples of ``index`` anew, with new slot variation, and
         synthesises them from the compact paths, so a large pool never has to
         fit in memory as CSI. ``positions`` [n, dims] replaces the position labels
-        (pseudo-labels of unlabelled samples).
+        (pseudo-labels of unlabelled samples, rotated copies) and ``sectors`` [n] the
+        serving sectors (sector rotation), of single-link rows.
         """
         index = np.asarray(index)
         n = index.shape[0]
@@ -173,12 +175,16 @@ class CSIPipeline:
         a, tau = self._padded(sub)
         dims = self.cfg.position_dims
         pos = sub.positions[:, :dims].astype(np.float32)
+        side = sub.sector.astype(np.int32)
         if positions is not None:
             if index.ndim != 1 or np.shape(positions) != (n, dims):
                 raise ValueError(f"positions: expected [{n}, {dims}] labels for single-link rows, "
                                  f"got {np.shape(positions)}")
             pos = np.asarray(positions, np.float32)
-        side = sub.sector.astype(np.int32)
+        if sectors is not None:
+            if index.ndim != 1 or np.shape(sectors) != (n,):
+                raise ValueError(f"sectors: expected [{n}] sector indices, got {np.shape(sectors)}")
+            side = np.asarray(sectors, np.int32)
         cond = sub.condition.astype(np.int32)
         if index.ndim == 2:  # [n * L] -> [n, L]: a sample is seen by L BSs
             L = index.shape[1]
@@ -223,7 +229,7 @@ class CSIPipeline:
 
     def csi_dataset(self, index: np.ndarray, *, training: bool, batch_size: int | None = None,
                     split_seed_offset: int = 0, positions: np.ndarray | None = None,
-                    views: dict | None = None) -> tf.data.Dataset:
+                    sectors: np.ndarray | None = None, views: dict | None = None) -> tf.data.Dataset:
         """({"csi": [B, (L,) T*num_ue_ant, num_bs_ant, subcarriers, 2] float32,
         "sector": [B] int32 or, multi-BS, "bs_positions": [B, L, 3]},
         {"position": [B, dims] float32, "condition": [B (, L)] int32}).
@@ -233,13 +239,13 @@ class CSIPipeline:
 
         Training sets are reshuffled and get fresh TA/noise draws every epoch;
         evaluation sets get the same draws on every pass (same seed). ``positions``
-        replaces the position labels (see :meth:`_clean_csi`). ``views``
+        and ``sectors`` replace the labels and serving sectors (see :meth:`_clean_csi`). ``views``
         ({name: AugmentConfig}) makes ``csi`` a dict of that many independently
         impaired copies of each sample (consistency training).
         """
         bsz = batch_size or self.cfg.batch_size
         fresh = self.cfg.fresh_samples_per_epoch if training else 0
-        ds = self._clean_csi(index, draw_per_epoch=fresh, positions=positions)
+        ds = self._clean_csi(index, draw_per_epoch=fresh, positions=positions, sectors=sectors)
         if training and not fresh:  # fresh draws arrive shuffled already
             ds = ds.shuffle(len(index), seed=self.seed, reshuffle_each_iteration=True)
         ds = ds.batch(bsz)
@@ -272,15 +278,17 @@ class CSIPipeline:
 
     def feature_dataset(self, index: np.ndarray, *, training: bool, split_seed_offset: int = 0,
                         batch_size: int | None = None, positions: np.ndarray | None = None,
+                        sectors: np.ndarray | None = None,
                         views: dict | None = None) -> tf.data.Dataset:
         """({"features": [B, (L,) H, W, C][, "sector": [B]]}, labels) (see csi_features
-        and :meth:`csi_dataset` for the labels, ``positions`` and ``views``; with
+        and :meth:`csi_dataset` for the labels, ``positions``, ``sectors`` and ``views``; with
         views, ``features`` is a dict of them).
 
         ``sector`` is included when ``DataConfig.use_sector`` is set.
         """
         ds = self.csi_dataset(index, training=training, split_seed_offset=split_seed_offset,
-                              batch_size=batch_size, positions=positions, views=views)
+                              batch_size=batch_size, positions=positions, sectors=sectors,
+                              views=views)
 
         def to_features(x, y):
             csi = x["csi"]

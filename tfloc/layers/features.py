@@ -134,3 +134,21 @@ class ChannelSplit(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         half = (*input_shape[:-1], input_shape[-1] // 2)
         return half, half
+
+
+@keras.saving.register_keras_serializable(package="tfloc")
+class SectorRouting(keras.layers.Layer):
+    """Picks, per sample, the output of the head of its serving sector (seed 000's
+    decoupled mapping heads).
+
+    Input: [heads: list of K tensors [batch, d], sector: [batch] int in 0..K-1].
+    Output: [batch, d].
+    """
+
+    def call(self, inputs):
+        heads, sector = inputs[:-1], inputs[-1]
+        stacked = tf.stack(heads, axis=1)                         # [b, K, d]
+        return tf.gather(stacked, tf.cast(tf.reshape(sector, [-1]), tf.int32), batch_dims=1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]

@@ -78,3 +78,25 @@ def sector_onehot(inputs: dict, num_sectors: int):
     L = keras.layers
     return L.CategoryEncoding(num_sectors, output_mode="one_hot", name="sector_onehot")(
         L.Reshape((1,), name="sector_column")(inputs["sector"]))
+
+
+def with_sector_heads(backbone, spec, units=(128,), name: str | None = None):
+    """Seed 000's decoupled mapping heads: ``backbone``'s shared features feed one
+    coordinate head per sector, and each sample takes the head of its serving sector.
+
+    Input: the backbone's inputs (``sector`` among them). Output: {"embedding",
+    "position": [b, dims] metres (the serving sector's head)}.
+    """
+    from tfloc.layers import SectorRouting
+    L = keras.layers
+    if not spec.num_sectors or "sector" not in backbone.input:
+        raise ValueError("sector heads need the serving sector among the model inputs")
+    emb = backbone.output["embedding"]
+    heads = []
+    for k in range(spec.num_sectors):
+        h = _mlp(emb, units, False, 0.9, 0.0, f"sector{k}")
+        h = L.Dense(spec.position_dims, name=f"sector{k}_out")(h)
+        heads.append(AffineOutput(spec.target_mean, spec.target_std, name=f"sector{k}_position")(h))
+    pos = SectorRouting(name="position")([*heads, backbone.input["sector"]])
+    return keras.Model(backbone.input, {"embedding": emb, "position": pos},
+                       name=name or f"{backbone.name}_sector_heads")

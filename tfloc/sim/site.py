@@ -48,3 +48,23 @@ def sector_of(positions: np.ndarray, bs_position, azimuths_deg) -> np.ndarray:
     az = np.degrees(np.arctan2(d[:, 1], d[:, 0]))
     diff = (az[:, None] - np.asarray(azimuths_deg)[None] + 180.0) % 360.0 - 180.0
     return np.argmin(np.abs(diff), axis=1).astype(np.int8)
+
+
+def rotate_into_sector(positions: np.ndarray, bs_position, azimuths_deg, source, target) -> np.ndarray:
+    """Seed 000's sector rotation: UEs served by sector ``source`` moved about the BS by
+    the angle between the two boresights, ``azimuths[target] - azimuths[source]``, so a
+    UE keeps its range, height and bearing relative to its panel's boresight, now in
+    sector ``target`` (its angle-delay map, seen by an identical panel, is unchanged).
+
+    Input: positions [n, >= 2] metres, source / target [n] sector indices.
+    Output: [n, same] rotated positions (coordinates past x, y unchanged).
+    """
+    az = np.radians(np.asarray(azimuths_deg, np.float64))
+    angle = az[np.asarray(target)] - az[np.asarray(source)]
+    c, s = np.cos(angle), np.sin(angle)
+    p = np.asarray(positions, np.float64)
+    d = p[:, :2] - np.asarray(bs_position[:2], np.float64)[None]
+    out = p.copy()
+    out[:, 0] = bs_position[0] + c * d[:, 0] - s * d[:, 1]
+    out[:, 1] = bs_position[1] + s * d[:, 0] + c * d[:, 1]
+    return out.astype(np.asarray(positions).dtype)
