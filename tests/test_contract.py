@@ -76,6 +76,9 @@ SITE_SETS = {"ecc": ["data.subcarrier_stride=2", "data.num_delay_taps=8", "data.
                      "model.ecc={encoder_filters: [4], latent_dim: 4, token_dim: 4, lstm_units: 8}"],
              "consistency": ["method.consistency.finetune_epochs=1", *ETOILE_SETS],
              "sector_heads": ETOILE_SETS,
+             "ensemble": [*ETOILE_SETS, "method.ensemble.members=[{model: {type: resnet, resnet: "
+                          "{width: 4}}, seed: 0}, {model: {type: shufflenet_v2, shufflenet_v2: "
+                          "{width_multiplier: 0.25}}, seed: 1}]"],
              **{m: [f"method.{m}.semi_epochs=2", *ETOILE_SETS]
                 for m in ("mean_teacher", "fixmatch", "fixmatch_distance")}}
 

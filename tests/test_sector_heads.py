@@ -81,3 +81,37 @@ def test_sector_heads_refuses_a_site_without_sectors():
         cfg = load_config(os.path.join(REPO, "configs", "sector_heads.yaml"), sets)
         with pytest.raises(ConfigError, match="method 'sector_heads' needs a sectored site"):
             make_task(cfg)
+
+
+def _combine_reference(p, w, r):
+    """NumPy: weighted average, and the consensus of the most-voted member's group."""
+    w = np.asarray(w) / np.sum(w)
+    weighted = np.einsum("bmd,m->bd", p, w)
+    out, sizes = [], []
+    for b in range(len(p)):
+        agree = np.linalg.norm(p[b][:, None] - p[b][None], axis=-1) < r
+        best = np.argmax(agree @ w)
+        g = agree[best]
+        sizes.append(g.sum())
+        out.append((w[g][:, None] * p[b][g]).sum(0) / w[g].sum() if g.sum() > 1 else weighted[b])
+    return weighted, np.array(out), np.array(sizes)
+
+
+def test_ensemble_combination_matches_numpy_and_serialises(rng, tmp_path):
+    from tfloc.layers import EnsembleCombine
+    p = rng.normal(scale=4.0, size=(50, 4, 2)).astype(np.float32)
+    p[:5] = [[0, 0], [1, 0], [0, 1], [30, 30]]                      # three agree, one outlier
+    layer = EnsembleCombine([1.0, 2.0, 1.0, 4.0], radius_m=3.0)
+    got = [np.asarray(v) for v in layer(p)]
+    want = _combine_reference(p, [1.0, 2.0, 1.0, 4.0], 3.0)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[1][0], (np.array([0, 0]) + 2 * np.array([1, 0]) + np.array([0, 1])) / 4)
+    assert got[2][0] == 3
+    inp = keras.Input((4, 2))
+    m = keras.Model(inp, layer(inp))
+    m.save(str(tmp_path / "m.keras"))
+    again = keras.models.load_model(str(tmp_path / "m.keras"))(p)
+    np.testing.assert_allclose(again[1], got[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="need >= 2 non-negative weights"):
+        EnsembleCombine([1.0], 3.0)

@@ -89,6 +89,25 @@ def position(ctx: EvalContext) -> EvalResult:
                       curves={ctx.model_name: err})
 
 
+@EVALUATORS.register("ensemble")
+def ensemble(ctx: EvalContext) -> EvalResult:
+    """Seed 000's ensemble: each member's errors and those of both combinations (the model's
+    ``member_positions``, ``position_weighted``, ``position_consensus``), and the share of
+    test UEs where at least two members agreed (``consensus_size`` > 1)."""
+    y = ctx.y["position"]
+    members = np.asarray(ctx.outputs["member_positions"])                # [n, M, dims]
+    curves = {f"member {i}": position_errors_m(members[:, i], y) for i in range(members.shape[1])}
+    curves["weighted average"] = position_errors_m(ctx.outputs["position_weighted"], y)
+    curves["consensus"] = position_errors_m(ctx.outputs["position_consensus"], y)
+    size = np.asarray(ctx.outputs["consensus_size"])
+    report = {"members": [error_summary(curves[f"member {i}"]) for i in range(members.shape[1])],
+              "weighted": error_summary(curves["weighted average"]),
+              "consensus": {**error_summary(curves["consensus"]),
+                            "agreed_share": round(float((size > 1.5).mean()), 4),
+                            "mean_group_size": round(float(size.mean()), 3)}}
+    return EvalResult(report={"ensemble": report}, curves=curves)
+
+
 @EVALUATORS.register("per_condition")
 def per_condition(ctx: EvalContext) -> EvalResult:
     """Point errors per propagation condition of the test links (the PathSet's labels)."""

@@ -19,7 +19,9 @@ from tfloc.utils import atomic_dir
 OUTPUT_DOCS = {"position": "metres, scene coordinates",
                "position_std": "metres, 1-sigma per axis",
                "position_scale_tril": "metres, Cholesky factor L of the position covariance L L^T",
-               "condition_probs": "probability of each condition class"}
+               "condition_probs": "probability of each condition class",
+               "position_weighted": "metres, the ensemble members' weighted average",
+               "position_consensus": "metres, the mean of the ensemble members that agree"}
 
 
 class ExportModule:

@@ -190,3 +190,44 @@ class LinkSelect(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "index": self.index}
+
+
+@keras.saving.register_keras_serializable(package="tfloc")
+class EnsembleCombine(keras.layers.Layer):
+    """Seed 000 section III-B: combines M members' positions by weighted averaging and by
+    consensus voting.
+
+    Weighted: ``sum_m w_m p_m`` (weights normalised). Consensus: each member votes for
+    every member within ``radius_m`` of it (itself included), votes weighted by w; the
+    members agreeing with the most-voted one are averaged with their weights. Where
+    no two members agree within the radius, the consensus is the weighted average.
+
+    Input: [batch, M, dims] positions. Output: (weighted [batch, dims], consensus
+    [batch, dims], group size [batch] (members in the consensus, 1: no agreement)).
+    """
+
+    def __init__(self, weights, radius_m: float, **kwargs):
+        super().__init__(**kwargs)
+        w = np.asarray(weights, np.float64)
+        if w.ndim != 1 or len(w) < 2 or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(f"EnsembleCombine: need >= 2 non-negative weights, got {list(weights)}")
+        self.member_weights = [float(v) for v in w / w.sum()]
+        self.radius_m = float(radius_m)
+
+    def call(self, p):
+        w = tf.constant(self.member_weights, p.dtype)                                # [M]
+        weighted = tf.einsum("bmd,m->bd", p, w)
+        dist = tf.norm(p[:, :, None, :] - p[:, None, :, :], axis=-1)                 # [b, M, M]
+        agree = tf.cast(dist < self.radius_m, p.dtype)
+        best = tf.argmax(tf.einsum("bij,j->bi", agree, w), axis=1, output_type=tf.int32)
+        group = tf.gather(agree, best, batch_dims=1) * w                           # [b, M]
+        consensus = tf.einsum("bm,bmd->bd", group, p) / tf.reduce_sum(group, axis=1, keepdims=True)
+        size = tf.reduce_sum(tf.gather(agree, best, batch_dims=1), axis=1)
+        consensus = tf.where(size[:, None] > 1.5, consensus, weighted)
+        return weighted, consensus, size
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2]), (input_shape[0], input_shape[2]), (input_shape[0],)
+
+    def get_config(self):
+        return {**super().get_config(), "weights": self.member_weights, "radius_m": self.radius_m}
