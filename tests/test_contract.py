@@ -67,8 +67,8 @@ def synthetic_environment(ref, cache_dir, sub_array=None, progress=True):
 
 
 #: the etoile-based configs on the synthetic set (one UE port, no sector panels)
-ETOILE_SETS = ["simulation.ue_array={num_rows: 1, num_cols: 1, pattern: iso, polarization: V}",
-               "model.resnet.width=8"]
+ETOILE_SITE = ["simulation.ue_array={num_rows: 1, num_cols: 1, pattern: iso, polarization: V}"]
+ETOILE_SETS = [*ETOILE_SITE, "model.resnet.width=8"]
 #: further shrinking for configs on other sites (campus: 288 subcarriers at stride 12, 10 slots)
 SITE_SETS = {"ecc": ["data.subcarrier_stride=2", "data.num_delay_taps=8", "data.num_slots=2",
                      "data.fresh_samples_per_epoch=16", "method.ecc.local_epochs=1",
@@ -76,6 +76,7 @@ SITE_SETS = {"ecc": ["data.subcarrier_stride=2", "data.num_delay_taps=8", "data.
                      "model.ecc={encoder_filters: [4], latent_dim: 4, token_dim: 4, lstm_units: 8}"],
              "consistency": ["method.consistency.finetune_epochs=1", *ETOILE_SETS],
              "sector_heads": ETOILE_SETS,
+             "autoencoder": [*ETOILE_SITE, "method.autoencoder.pretrain_epochs=2"],
              "ensemble": [*ETOILE_SETS, "method.ensemble.members=[{model: {type: resnet, resnet: "
                           "{width: 4}}, seed: 0}, {model: {type: shufflenet_v2, shufflenet_v2: "
                           "{width_multiplier: 0.25}}, seed: 1}]"],

@@ -108,9 +108,10 @@ def test_model_flops_matches_a_hand_count():
 
 
 def _synthetic_cfg(method, tmp_path, extra=()):
-    from test_contract import ETOILE_SETS
+    from test_contract import ETOILE_SETS, ETOILE_SITE
     path = os.path.join(REPO, "configs", f"{method}.yaml")
-    return load_config(path, [*SYNTHETIC_SETS, *ETOILE_SETS, "export.enabled=false",
+    site = ETOILE_SITE if method == "autoencoder" else ETOILE_SETS
+    return load_config(path, [*SYNTHETIC_SETS, *site, "export.enabled=false",
                               "evaluation.evaluators=[position]", *extra])
 
 
@@ -165,3 +166,54 @@ def test_init_from_another_model_or_other_labels_is_refused(stage1, tmp_path):
         cfg = _synthetic_cfg("mean_teacher", tmp_path, [f"method.mean_teacher.init_from={stage1}", *extra])
         with pytest.raises(ConfigError, match=needle):
             train_and_evaluate(cfg, str(tmp_path / "bad"))
+
+
+def test_axis_error_metrics_by_hand():
+    from tfloc.metrics import axis_error_metrics
+    true = np.array([[0.0, 0.0], [10.0, 4.0], [20.0, 8.0]])
+    pred = true + np.array([[1.0, 0.0], [-2.0, 2.0], [2.0, -2.0]])
+    m = axis_error_metrics(pred, true)
+    approx = lambda v: pytest.approx(v, rel=1e-4)   # noqa: E731 (reports keep 5 decimals)
+    assert m["x"]["mae_m"] == approx(5 / 3) and m["y"]["mae_m"] == approx(4 / 3)
+    assert m["x"]["rmse_m"] == approx(np.sqrt(9 / 3)) and m["y"]["rmse_m"] == approx(np.sqrt(8 / 3))
+    assert m["x"]["nmae"] == approx(5 / 3 / 20) and m["y"]["nrmse"] == approx(np.sqrt(8 / 3) / 8)
+    assert m["average"]["mae_m"] == approx(1.5)
+
+
+@pytest.mark.parametrize("kind", ["ae_mlp", "ae_cnn"])
+def test_decoders_mirror_their_encoders(kind, rng):
+    from tfloc.models import ModelConfig, build_model
+    from tfloc.models.autoencoder import build_decoder
+    spec = make_spec(feature_shape=(16, 32, 2))
+    mc = ModelConfig(kind)
+    net = build_model(mc, spec)
+    enc = net.get_layer("encoder")
+    dec = build_decoder(enc, mc.options, spec.feature_shape)
+    x = rng.random((3, 16, 32, 2), np.float32)
+    assert dec(enc(x)).shape == (3, 16, 32, 2)
+    if kind == "ae_mlp":
+        assert [l.units for l in enc.layers if hasattr(l, "units")] == [256, 128, 64, 32]
+    else:
+        with pytest.raises(ValueError, match="must divide by 4"):
+            build_model(mc, make_spec(feature_shape=(10, 32, 2)))
+
+
+def test_autoencoder_pretrains_then_finetunes_and_reports_axis_errors(synthetic, tmp_path):
+    from tfloc.methods import train_and_evaluate
+    cfg = _synthetic_cfg("autoencoder", tmp_path, ["method.autoencoder.pretrain_epochs=3",
+                                                   "evaluation.evaluators=[position, axis_errors]"])
+    rep = train_and_evaluate(cfg, str(tmp_path / "run"))
+    pre = rep["autoencoder"]["pretraining"]
+    assert pre["epochs"] == 3 and pre["best_val_reconstruction_mse"] > 0
+    assert set(rep["axis_errors"]) == {"x", "y", "average"}
+    assert (tmp_path / "run" / "models" / "decoder.keras").exists()
+    scratch = train_and_evaluate(_synthetic_cfg("autoencoder", tmp_path, [
+        "method.autoencoder.pretrain=false", "data.labelled_fraction=0.75"]), str(tmp_path / "scratch"))
+    assert "pretraining" not in scratch["autoencoder"]     # from scratch: no pool needed
+
+
+def test_autoencoder_needs_an_encoder_model():
+    from tfloc.methods.runner import make_task
+    cfg = load_config(os.path.join(REPO, "configs", "autoencoder.yaml"), ["model=resnet"])
+    with pytest.raises(ConfigError, match="method 'autoencoder' needs model.type ae_mlp or ae_cnn"):
+        make_task(cfg)

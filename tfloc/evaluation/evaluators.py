@@ -89,6 +89,16 @@ def position(ctx: EvalContext) -> EvalResult:
                       curves={ctx.model_name: err})
 
 
+@EVALUATORS.register("axis_errors")
+def axis_errors(ctx: EvalContext) -> EvalResult:
+    """Seed 003's metrics per axis and averaged over the axes (eq. 4-11): MAE, NMAE (MAE /
+    the axis's range), RMSE, NRMSE (RMSE / the range). The range is that of the test
+    labels. RMSE is sqrt(mean squared error): eq. 8-9 print the 1/n outside the root,
+    which the paper's own Table I (RMSE > MAE) does not follow."""
+    from tfloc.metrics import axis_error_metrics
+    return EvalResult(report={"axis_errors": axis_error_metrics(ctx.outputs["position"], ctx.y["position"])})
+
+
 @EVALUATORS.register("ensemble")
 def ensemble(ctx: EvalContext) -> EvalResult:
     """Seed 000's ensemble: each member's errors and those of both combinations (the model's

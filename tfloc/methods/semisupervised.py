@@ -186,15 +186,8 @@ class _SemiSupervised(SupervisedTask):
 
     def check(self, spec):
         super().check(spec)
-        d, name = self.cfg.data, self.cfg.method.type
-        if d.split_by == "random":
-            rest = 1.0 - d.labelled_fraction - d.val_fraction - d.test_fraction
-            require(rest > 1e-6, f"method '{name}' needs an unlabelled pool: data.labelled_fraction + "
-                    f"val_fraction + test_fraction = {1 - rest:g} leaves none")
-        else:
-            require(len(d.realization_splits) == 4 and d.realization_splits[3] > 0,
-                    f"method '{name}' needs an unlabelled pool: give data.realization_splits a 4th "
-                    "entry (unlabelled realizations)")
+        name = self.cfg.method.type
+        require_unlabelled_pool(self.cfg)
         require(not self.uncertain, f"method '{name}' trains a position head only; "
                 f"training.loss '{self.cfg.training.loss.type}' needs a sigma head")
         init = self.options.init_from
@@ -243,6 +236,19 @@ class _SemiSupervised(SupervisedTask):
         copy = build_model(self.cfg.model, self.spec, name=name)
         copy.set_weights(net.get_weights())
         return copy
+
+
+def require_unlabelled_pool(cfg):
+    """ConfigError unless the data config leaves UEs unlabelled (before tracing)."""
+    d, name = cfg.data, cfg.method.type
+    if d.split_by == "random":
+        rest = 1.0 - d.labelled_fraction - d.val_fraction - d.test_fraction
+        require(rest > 1e-6, f"method '{name}' needs an unlabelled pool: data.labelled_fraction + "
+                f"val_fraction + test_fraction = {1 - rest:g} leaves none")
+    else:
+        require(len(d.realization_splits) == 4 and d.realization_splits[3] > 0,
+                f"method '{name}' needs an unlabelled pool: give data.realization_splits a 4th "
+                "entry (unlabelled realizations)")
 
 
 def _summary(err) -> dict:

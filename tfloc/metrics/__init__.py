@@ -63,4 +63,21 @@ def cdf_figure(errors_by_name: dict, title: str = "Positioning error CDF"):
     return fig
 
 
-__all__ = ["PERCENTILES", "position_errors_m", "error_summary", "MeanDistanceError", "cdf_figure"]
+def axis_error_metrics(pred, true) -> dict:
+    """Seed 003 eq. 4-11 per axis (``x``, ``y``[, ``z``]) and averaged over them (``average``):
+    ``{"mae_m", "nmae", "rmse_m", "nrmse"}``; normalised by each axis's range of ``true``.
+
+    Input: pred, true [n, dims] metres."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    d = pred - true
+    span = true.max(axis=0) - true.min(axis=0)
+    span = np.where(span > 0, span, np.nan)
+    per = {"mae_m": np.abs(d).mean(axis=0), "rmse_m": np.sqrt((d ** 2).mean(axis=0))}
+    per["nmae"], per["nrmse"] = per["mae_m"] / span, per["rmse_m"] / span
+    out = {axis: {k: round(float(v[i]), 5) for k, v in per.items()}
+           for i, axis in enumerate("xyz"[:d.shape[1]])}
+    out["average"] = {k: round(float(np.mean(v)), 5) for k, v in per.items()}
+    return out
+
+
+__all__ = ["PERCENTILES", "axis_error_metrics", "position_errors_m", "error_summary", "MeanDistanceError", "cdf_figure"]

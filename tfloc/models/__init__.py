@@ -1,6 +1,6 @@
 """Positioning networks, chosen by registered name (``model.type``)."""
 from tfloc.models.registry import MODELS, ModelConfig
-from tfloc.models import ecc, mobile, pooling_cnn, resnet, semantic_cnn  # noqa: F401  (register them)
+from tfloc.models import autoencoder, ecc, mobile, pooling_cnn, resnet, semantic_cnn  # noqa: F401  (register them)
 
 
 def build_model(model_cfg: ModelConfig, spec, *, num_conditions: int = 0,
