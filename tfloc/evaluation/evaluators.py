@@ -89,6 +89,16 @@ def position(ctx: EvalContext) -> EvalResult:
                       curves={ctx.model_name: err})
 
 
+@EVALUATORS.register("per_sector")
+def per_sector(ctx: EvalContext) -> EvalResult:
+    """Point errors per serving sector of the test UEs (the model's ``sector`` input)."""
+    if "sector" not in ctx.x:
+        return EvalResult()
+    err, sec = _model_errors(ctx), np.asarray(ctx.x["sector"])
+    return EvalResult(report={"model": {"per_sector": {
+        str(int(k)): {**error_summary(err[sec == k]), "n": int((sec == k).sum())} for k in np.unique(sec)}}})
+
+
 @EVALUATORS.register("axis_errors")
 def axis_errors(ctx: EvalContext) -> EvalResult:
     """Seed 003's metrics per axis and averaged over the axes (eq. 4-11): MAE, NMAE (MAE /
@@ -115,7 +125,7 @@ def ensemble(ctx: EvalContext) -> EvalResult:
               "consensus": {**error_summary(curves["consensus"]),
                             "agreed_share": round(float((size > 1.5).mean()), 4),
                             "mean_group_size": round(float(size.mean()), 3)}}
-    return EvalResult(report={"ensemble": report}, curves=curves)
+    return EvalResult(report={"ensemble_test": report}, curves=curves)
 
 
 @EVALUATORS.register("per_condition")

@@ -33,6 +33,10 @@ class SectorHeadsOptions:
 @METHODS.register("sector_heads", config=SectorHeadsOptions)
 class SectorHeadsTask(SupervisedTask):
 
+    @property
+    def evaluators(self):
+        return ("position", "per_sector", "per_condition", "knn")
+
     def check(self, spec):
         super().check(spec)
         require(spec.site == "sectored" and spec.num_sectors > 1,

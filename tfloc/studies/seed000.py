@@ -1,6 +1,7 @@
 """Seed 000 (Xu et al.): the Table I (backbones) and Table II (semi-supervised) analogs.
 
-    python -m tfloc.studies.seed000 [--semi] [--backbones] [--set KEY=VALUE ...]
+    python -m tfloc.studies.seed000 [--semi] [--sectors] [--ensemble] [--backbones]
+                                    [--site default|uneven] [--set KEY=VALUE ...]
                                     [--root runs/seed000] [--out docs/results/seed000.md]
 
 Every run is a shipped config with overrides, in its own ``train.py`` process
@@ -9,9 +10,13 @@ Every run is a shipped config with overrides, in its own ``train.py`` process
 trains the supervised ResNet-18 once, then Mean Teacher, FixMatch, FixMatch with the
 distance threshold, ours (one round) and ours (iterative) all start from that model
 (``init_from``), so they differ only in how they use the unlabelled UEs.
-``--backbones`` trains every backbone of Table I on the labels alone and adds its
-parameters and FLOPs (TF profiler, one sample). Paper scale: ``--set`` the overrides
-in configs/etoile_supervised.yaml's header (they reach every run).
+``--sectors`` trains sector rotation with decoupled heads (and the heads without
+rotation), ``--ensemble`` the ensemble of configs/ensemble.yaml. ``--backbones`` trains
+every backbone of Table I on the labels alone and adds its parameters and FLOPs (TF
+profiler, one sample). ``--site uneven`` runs the chosen groups on the paper's uneven
+sectors (configs/data/etoile_uneven.yaml; default root runs/seed000-uneven, page
+docs/results/seed000_uneven.md). Paper scale: ``--set`` the overrides in
+configs/etoile_supervised.yaml's header (they reach every run).
 """
 from __future__ import annotations
 
@@ -40,13 +45,35 @@ SEMI = (("Mean Teacher", "configs/mean_teacher.yaml", "mean_teacher", []),
         ("ours (iterative)", "configs/consistency.yaml", "consistency", []))
 
 
-def experiments(root: str, semi: bool, backbones: bool) -> list:
+def site_sets(path: str) -> list:
+    """``--set`` overrides of a site variant: the ``simulation`` keys its file sets itself."""
+    import yaml
+
+    def flat(prefix, d):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(f"{prefix}{k}.", v)
+            else:
+                yield f"{prefix}{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+    with open(path) as fh:
+        return list(flat("simulation.", yaml.safe_load(fh).get("simulation", {})))
+
+
+def experiments(root: str, semi: bool, backbones: bool, sectors: bool = False,
+                ensemble: bool = False) -> list:
     exps = [Experiment("supervised ResNet-18", "configs/etoile_supervised.yaml", [], group="supervised",
                        paper={"mean_m": PAPER_TABLE2["supervised ResNet-18"]})]
     stage1 = run_dir(root, 0, exps[0].label)
     if semi:
         exps += [Experiment(label, cfg, [*sets, f"method.{m}.init_from={stage1}"], group="semi",
                             paper={"mean_m": PAPER_TABLE2[label]}) for label, cfg, m, sets in SEMI]
+    if sectors:
+        exps += [Experiment("sector rotation + decoupled heads", "configs/sector_heads.yaml", [],
+                            group="sectors"),
+                 Experiment("decoupled heads, no rotation", "configs/sector_heads.yaml",
+                            ["method.sector_heads.rotate=false"], group="sectors")]
+    if ensemble:
+        exps.append(Experiment("ensemble", "configs/ensemble.yaml", [], group="ensemble"))
     if backbones:
         exps += [Experiment(f"backbone {name}", "configs/etoile_supervised.yaml", sets, group="backbone",
                             paper={"name": name}) for name, sets in BACKBONES.items() if name != "ResNet18"]
@@ -135,6 +162,32 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
                              f"{pe['pseudo_true_error_m'][-1]:.2f} / - | - | "
                              f"{ss['semi']['best_val_mean_error_m']:.2f} (best) |")
         lines.append("")
+    other = [e for e in exps if e.group in ("sectors", "ensemble")]
+    if other:
+        lines += ["## Sector rotation, decoupled heads and the ensemble (labelled UEs only)", "",
+                  "| method | mean | p50 | p67 | p80 | p90 | mean per sector (0 / 1 / 2) | labelled per sector "
+                  "| training [s] |", "|---" * 9 + "|"]
+        for e in [exps[0], *other]:
+            rep = reps[e.label][0]
+            ps = rep["model"].get("per_sector", {})
+            per = " / ".join(f"{ps[k]['mean_m']:.2f}" for k in sorted(ps)) if ps else "-"
+            lab = rep.get("sector_heads", {}).get("labelled_per_sector", "-")
+            t = rep.get("timings_s", {}).get("training_s")
+            lines.append(f"| {e.label} | {_cells(rep['model'])} | {per} | {lab} | "
+                         + (f"{t:.0f} |" if t is not None else "- |"))
+        ens = [reps[e.label][0]["ensemble"] for e in other if e.group == "ensemble"]
+        if ens:
+            lines += ["", "Ensemble members and combinations (the weights come from validation errors):", "",
+                      "| member / combination | weight | mean | p50 | p67 | p80 | p90 |", "|---" * 7 + "|"]
+            e0 = ens[0]
+            test = [reps[e.label][0] for e in other if e.group == "ensemble"][0]["ensemble_test"]
+            for m, s_ in zip(e0["members"], test["members"]):
+                lines.append(f"| {m['name']} | {m['weight']:.3f} | {_cells(s_)} |")
+            lines.append(f"| weighted average | - | {_cells(test['weighted'])} |")
+            c = test["consensus"]
+            lines.append(f"| consensus (r = {e0['radius_m']:g} m; {100 * c['agreed_share']:.0f} % of UEs "
+                         f"with >= 2 agreeing) | - | {_cells(c)} |")
+        lines.append("")
     bb = [e for e in exps if e.group in ("supervised", "backbone")]
     if len(bb) > 1:
         lines += ["## Table I analog: backbones (labelled UEs only)", "",
@@ -158,19 +211,29 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--semi", action="store_true", help="Table II: the semi-supervised methods")
     ap.add_argument("--backbones", action="store_true", help="Table I: every backbone")
+    ap.add_argument("--sectors", action="store_true", help="sector rotation with decoupled heads")
+    ap.add_argument("--ensemble", action="store_true", help="the ensemble of configs/ensemble.yaml")
+    ap.add_argument("--site", choices=["default", "uneven"], default="default",
+                    help="uneven: the paper's uneven sectors (configs/data/etoile_uneven.yaml)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="override for every run")
-    ap.add_argument("--root", default="runs/seed000")
-    ap.add_argument("--out", default="docs/results/seed000.md")
+    ap.add_argument("--root", default=None, help="default: runs/seed000[-uneven]")
+    ap.add_argument("--out", default=None, help="default: docs/results/seed000[_uneven].md")
     ap.add_argument("--repo", default=".")
     args = ap.parse_args(argv)
-    semi = args.semi or not args.backbones
-    exps = experiments(args.root, semi, args.backbones)
+    uneven = args.site == "uneven"
+    root = args.root or ("runs/seed000-uneven" if uneven else "runs/seed000")
+    out = args.out or ("docs/results/seed000_uneven.md" if uneven else "docs/results/seed000.md")
+    semi = args.semi or not (args.backbones or args.sectors or args.ensemble)
+    exps = experiments(root, semi, args.backbones, args.sectors, args.ensemble)
+    sets = [*(site_sets(os.path.join(args.repo, "configs/data/etoile_uneven.yaml")) if uneven else []),
+            *args.sets]
     t0 = time.time()
-    runs = run_experiments(exps, args.root, args.sets, repo=args.repo)
-    cmd = "python -m tfloc.studies.seed000" + (" --semi" if args.semi else "") + (
-        " --backbones" if args.backbones else "")
-    write_page(exps, runs, args.out, cmd)
-    print(f"wrote {args.out} ({len(exps)} runs, {(time.time() - t0) / 60:.1f} min)")
+    runs = run_experiments(exps, root, sets, repo=args.repo)
+    cmd = "python -m tfloc.studies.seed000" + "".join(
+        f" --{k}" for k in ("semi", "sectors", "ensemble", "backbones") if getattr(args, k)) + (
+        " --site uneven" if uneven else "")
+    write_page(exps, runs, out, cmd)
+    print(f"wrote {out} ({len(exps)} runs, {(time.time() - t0) / 60:.1f} min)")
 
 
 if __name__ == "__main__":
