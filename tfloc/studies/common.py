@@ -18,6 +18,7 @@ class Experiment:
     paper: dict = field(default_factory=dict)   # e.g. {"rmse_m": 0.8165, "accuracy": 0.9359}
     group: str = ""
     trains_position: bool = True
+    key: str = ""   # the run's directory name under the study root (default: index and label)
 
 
 def run_dir(root: str, index: int, label: str) -> str:
@@ -35,7 +36,7 @@ def run_experiments(experiments, root: str, common_sets=(), repo: str = ".") -> 
     os.makedirs(root, exist_ok=True)
     out = {}
     for i, e in enumerate(experiments):
-        run = run_dir(root, i, e.label)
+        run = os.path.join(root, e.key) if e.key else run_dir(root, i, e.label)
         out[e.label] = run
         if os.path.isfile(os.path.join(run, "report.json")):
             print(f"[{i + 1}/{len(experiments)}] {e.label}: done before ({run})", flush=True)

@@ -61,23 +61,26 @@ def site_sets(path: str) -> list:
 
 def experiments(root: str, semi: bool, backbones: bool, sectors: bool = False,
                 ensemble: bool = False) -> list:
-    exps = [Experiment("supervised ResNet-18", "configs/etoile_supervised.yaml", [], group="supervised",
-                       paper={"mean_m": PAPER_TABLE2["supervised ResNet-18"]})]
-    stage1 = run_dir(root, 0, exps[0].label)
-    if semi:
-        exps += [Experiment(label, cfg, [*sets, f"method.{m}.init_from={stage1}"], group="semi",
-                            paper={"mean_m": PAPER_TABLE2[label]}) for label, cfg, m, sets in SEMI]
-    if sectors:
-        exps += [Experiment("sector rotation + decoupled heads", "configs/sector_heads.yaml", [],
-                            group="sectors"),
-                 Experiment("decoupled heads, no rotation", "configs/sector_heads.yaml",
-                            ["method.sector_heads.rotate=false"], group="sectors")]
-    if ensemble:
-        exps.append(Experiment("ensemble", "configs/ensemble.yaml", [], group="ensemble"))
-    if backbones:
-        exps += [Experiment(f"backbone {name}", "configs/etoile_supervised.yaml", sets, group="backbone",
-                            paper={"name": name}) for name, sets in BACKBONES.items() if name != "ResNet18"]
-    return exps
+    """The chosen groups; each run keeps its place in the full list as its directory name,
+    so a study re-run with other groups finds the runs it has."""
+    sup = Experiment("supervised ResNet-18", "configs/etoile_supervised.yaml", [], group="supervised",
+                     paper={"mean_m": PAPER_TABLE2["supervised ResNet-18"]})
+    stage1 = run_dir(root, 0, sup.label)
+    exps = [sup]
+    exps += [Experiment(label, cfg, [*sets, f"method.{m}.init_from={stage1}"], group="semi",
+                        paper={"mean_m": PAPER_TABLE2[label]}) for label, cfg, m, sets in SEMI]
+    exps += [Experiment("sector rotation + decoupled heads", "configs/sector_heads.yaml", [],
+                        group="sectors"),
+             Experiment("decoupled heads, no rotation", "configs/sector_heads.yaml",
+                        ["method.sector_heads.rotate=false"], group="sectors"),
+             Experiment("ensemble", "configs/ensemble.yaml", [], group="ensemble")]
+    exps += [Experiment(f"backbone {name}", "configs/etoile_supervised.yaml", sets, group="backbone",
+                        paper={"name": name}) for name, sets in BACKBONES.items() if name != "ResNet18"]
+    for i, e in enumerate(exps):
+        e.key = os.path.basename(run_dir(root, i, e.label))
+    chosen = {"supervised", *(["semi"] if semi else []), *(["sectors"] if sectors else []),
+              *(["ensemble"] if ensemble else []), *(["backbone"] if backbones else [])}
+    return [e for e in exps if e.group in chosen]
 
 
 def model_flops(model) -> int:
