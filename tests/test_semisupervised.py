@@ -115,13 +115,17 @@ def _synthetic_cfg(method, tmp_path, extra=()):
                               "evaluation.evaluators=[position]", *extra])
 
 
-@pytest.fixture
-def stage1(synthetic, tmp_path):
-    """A finished supervised run on the synthetic set (the stage 1 of the methods below)."""
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    """A finished supervised run on the synthetic set (the stage 1 of the methods below),
+    trained once for the module."""
+    import tfloc.sim
     from tfloc.methods import train_and_evaluate
-    run = tmp_path / "supervised"
-    cfg = _synthetic_cfg("etoile_supervised", tmp_path)
-    train_and_evaluate(cfg, str(run))
+    ps = synthetic_pathset()
+    run = tmp_path_factory.mktemp("stage1") / "supervised"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tfloc.sim, "load_or_trace", lambda cfg, cache, progress=True: (ps, "synthetic", True))
+        train_and_evaluate(_synthetic_cfg("etoile_supervised", None), str(run))
     return run
 
 
@@ -133,7 +137,7 @@ def synthetic(monkeypatch):
     return ps
 
 
-def test_consistency_from_a_finished_run_logs_every_round(stage1, tmp_path):
+def test_consistency_from_a_finished_run_logs_every_round(synthetic, stage1, tmp_path):
     from tfloc.methods import train_and_evaluate
     cfg = _synthetic_cfg("consistency", tmp_path, [f"method.consistency.init_from={stage1}",
                                                    "method.consistency.finetune_epochs=1",
@@ -150,7 +154,7 @@ def test_consistency_from_a_finished_run_logs_every_round(stage1, tmp_path):
     assert (tmp_path / "run" / "tensorboard" / "pseudo_labels").is_dir()
 
 
-def test_fixmatch_distance_from_a_finished_run_logs_kept_share(stage1, tmp_path):
+def test_fixmatch_distance_from_a_finished_run_logs_kept_share(synthetic, stage1, tmp_path):
     from tfloc.methods import train_and_evaluate
     cfg = _synthetic_cfg("fixmatch_distance", tmp_path, [f"method.fixmatch_distance.init_from={stage1}",
                                                          "method.fixmatch_distance.semi_epochs=2"])
@@ -159,7 +163,7 @@ def test_fixmatch_distance_from_a_finished_run_logs_kept_share(stage1, tmp_path)
     assert len(pe["pseudo_kept"]) == 2 and all(0.0 <= v <= 1.0 for v in pe["pseudo_kept"])
 
 
-def test_init_from_another_model_or_other_labels_is_refused(stage1, tmp_path):
+def test_init_from_another_model_or_other_labels_is_refused(synthetic, stage1, tmp_path):
     from tfloc.methods import train_and_evaluate
     for extra, needle in [(["model.resnet.width=12"], "not the configured"),
                           (["runtime.seed=8"], "trained on other labels")]:
