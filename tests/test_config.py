@@ -90,6 +90,8 @@ def test_bad_override_syntax():
      "method.fixmatch.init_from: '/nope' is not a finished run"),
     (["--config", "configs/sector_heads.yaml", "--set", "data.use_sector=false"],
      "method 'sector_heads' needs a sectored site"),
+    (["--config", "configs/ensemble.yaml", "--set", "method.ensemble.members=[{seed: 1}]"],
+     "method.ensemble.members: an ensemble needs at least 2 members, got 1"),
 ])
 def test_cli_user_errors_exit_2_one_line(tmp_path, args, needle):
     good = _write(tmp_path, "name: t\n")
