@@ -91,6 +91,10 @@ def synthetic_multi_bs_pathset(n_ue=60, n_bs=6, rows=2, cols=4, seed=0):
 
 
 #: overrides that shrink a street-canyon experiment to the synthetic PathSet
+#: the etoile-based configs on the synthetic set (one UE port, a small ResNet)
+ETOILE_SITE = ["simulation.ue_array={num_rows: 1, num_cols: 1, pattern: iso, polarization: V}"]
+ETOILE_SETS = [*ETOILE_SITE, "model.resnet.width=8"]
+
 SYNTHETIC_SETS = ["simulation.bs_array={num_rows: 2, num_cols: 4, pattern: iso, polarization: V}",
                   "simulation.cars.num_realizations=6", "data.realization_splits=[3, 1, 2]",
                   "data.num_subcarriers=16", "data.num_delay_taps=16", "data.batch_size=16",

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, make_spec
-from synthetic import SYNTHETIC_SETS, synthetic_multi_bs_pathset, synthetic_pathset
+from synthetic import (ETOILE_SETS, ETOILE_SITE, SYNTHETIC_SETS, synthetic_multi_bs_pathset,
+                       synthetic_pathset)
 from tfloc.experiment import load_config
 from tfloc.methods import METHODS
 from tfloc.models import MODELS, ModelConfig, build_model
@@ -66,20 +67,17 @@ def synthetic_environment(ref, cache_dir, sub_array=None, progress=True):
     return ps
 
 
-#: the etoile-based configs on the synthetic set (one UE port, no sector panels)
-ETOILE_SITE = ["simulation.ue_array={num_rows: 1, num_cols: 1, pattern: iso, polarization: V}"]
-ETOILE_SETS = [*ETOILE_SITE, "model.resnet.width=8"]
 #: further shrinking for configs on other sites (campus: 288 subcarriers at stride 12, 10 slots)
 SITE_SETS = {"ecc": ["data.subcarrier_stride=2", "data.num_delay_taps=8", "data.num_slots=2",
                      "data.fresh_samples_per_epoch=16", "method.ecc.local_epochs=1",
                      "evaluation.evaluators=[position, knn, accumulation]",  # music: tests/test_music.py
                      "model.ecc={encoder_filters: [4], latent_dim: 4, token_dim: 4, lstm_units: 8}"],
-             "consistency": ["method.consistency.finetune_epochs=1", *ETOILE_SETS],
+             "consistency": ["method.consistency.finetune_epochs=1", "method.consistency.radius_m=1000",
+                             *ETOILE_SETS],
              "sector_heads": ETOILE_SETS,
              "autoencoder": [*ETOILE_SITE, "method.autoencoder.pretrain_epochs=2"],
              "ensemble": [*ETOILE_SETS, "method.ensemble.members=[{model: {type: resnet, resnet: "
-                          "{width: 4}}, seed: 0}, {model: {type: shufflenet_v2, shufflenet_v2: "
-                          "{width_multiplier: 0.25}}, seed: 1}]"],
+                          "{width: 4}}, seed: 0}, {model: {type: resnet, resnet: {width: 6}}, seed: 1}]"],
              **{m: [f"method.{m}.semi_epochs=2", *ETOILE_SETS]
                 for m in ("mean_teacher", "fixmatch", "fixmatch_distance")}}
 
@@ -93,10 +91,55 @@ def _config(name, extra=()):
     return load_config(path, [*SYNTHETIC_SETS, *extra])
 
 
+#: methods that start from a finished supervised run (the session's synthetic stage 1)
+FROM_STAGE1 = ("consistency", "mean_teacher", "fixmatch", "fixmatch_distance")
+
+
+def _check_consistency(report, run, stage1):
+    ss = report["semi_supervised"]
+    assert ss["stage1"]["init_from"] == str(stage1 / "model.keras")
+    r1, r2 = ss["iterations"]
+    n_unl = report["n_unlabelled"]
+    assert r1["kept"] == n_unl and r1["kept_fraction"] == 1.0     # r = 1 km keeps everyone
+    assert r2["anchors"] == report["n_train_labelled"] + r1["kept"]  # kept UEs join the anchors
+    assert {"idw", "kriging"} == set(r1["pseudo_error"])
+    assert r1["kept_error"]["n"] == n_unl and r1["kept_error"]["mean_m"] > 0
+    assert (run / "tensorboard" / "pseudo_labels").is_dir()
+
+
+def _check_joint(report, run, stage1):
+    pe = report["semi_supervised"]["semi"]["per_epoch"]
+    assert len(pe["pseudo_kept"]) == 2 and all(0.0 <= v <= 1.0 for v in pe["pseudo_kept"])
+    assert len(pe["pseudo_true_error_m"]) == 2
+
+
+def _check_autoencoder(report, run, stage1):
+    pre = report["autoencoder"]["pretraining"]
+    assert pre["epochs"] == 2 and pre["best_val_reconstruction_mse"] > 0
+    assert set(report["axis_errors"]) == {"x", "y", "average"}
+    assert (run / "models" / "decoder.keras").exists()
+
+
+def _check_ensemble(report, run, stage1):
+    test, train = report["ensemble_test"], report["ensemble"]
+    assert len(test["members"]) == 2 and len(train["members"]) == 2
+    assert sum(m["weight"] for m in train["members"]) == pytest.approx(1.0, abs=1e-3)
+    assert report["model"]["mean_m"] == pytest.approx(test["consensus"]["mean_m"])   # served
+    assert 0.0 <= test["consensus"]["agreed_share"] <= 1.0
+
+
+#: method-specific checks of the report, after the common ones
+CHECKS = {"consistency": _check_consistency, "mean_teacher": _check_joint, "fixmatch": _check_joint,
+          "fixmatch_distance": _check_joint, "autoencoder": _check_autoencoder,
+          "ensemble": _check_ensemble}
+
+
 @pytest.mark.parametrize("method", METHODS.names())
-def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method):
+def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method, request):
     from tfloc.methods import train_and_evaluate
-    cfg = _config(method, [f"export.model_name={method}"])
+    stage1 = request.getfixturevalue("synthetic_stage1") if method in FROM_STAGE1 else None
+    cfg = _config(method, [f"export.model_name={method}"] +
+                  ([f"method.{method}.init_from={stage1}"] if stage1 else []))
     run = tmp_path / "run"
     report = train_and_evaluate(cfg, str(run))
     dims = cfg.data.position_dims
@@ -123,6 +166,8 @@ def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method):
     events = {p.parent.name for p in (run / "tensorboard").rglob("events.out.tfevents*")}
     assert {"train", "validation", "eval"} <= events
     assert not list(run.rglob(".tmp*"))
+    if method in CHECKS:
+        CHECKS[method](report, run, stage1)
 
 
 def test_hda_learns_its_sigmas_and_logs_every_term(synthetic, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_spec
-from synthetic import SYNTHETIC_SETS
+from synthetic import ETOILE_SETS, SYNTHETIC_SETS
 from tfloc.config import ConfigError
 from tfloc.experiment import load_config
 from tfloc.sim.site import rotate_into_sector, sector_of
@@ -62,7 +62,6 @@ def synthetic(monkeypatch):
 
 
 def test_sector_heads_trains_on_rotated_copies_and_serves_routed_heads(synthetic, tmp_path):
-    from test_contract import ETOILE_SETS
     from tfloc.methods import train_and_evaluate
     cfg = load_config(os.path.join(REPO, "configs", "sector_heads.yaml"),
                       [*SYNTHETIC_SETS, *ETOILE_SETS, "simulation.bs_position_m=[0.0, -8.0, 5.0]",
@@ -115,22 +114,6 @@ def test_ensemble_combination_matches_numpy_and_serialises(rng, tmp_path):
     np.testing.assert_allclose(again[1], got[1], rtol=1e-6)
     with pytest.raises(ValueError, match="need >= 2 non-negative weights"):
         EnsembleCombine([1.0], 3.0)
-
-
-def test_ensemble_reports_members_and_both_combinations(synthetic, tmp_path):
-    from test_contract import ETOILE_SETS
-    from tfloc.methods import train_and_evaluate
-    cfg = load_config(os.path.join(REPO, "configs", "ensemble.yaml"), [
-        *SYNTHETIC_SETS, *ETOILE_SETS, "export.enabled=false",
-        "method.ensemble.members=[{model: {type: resnet, resnet: {width: 4}}, seed: 0}, "
-        "{model: {type: resnet, resnet: {width: 6}}, seed: 1}, {model: {type: resnet, resnet: "
-        "{width: 4}}, seed: 2}]", "method.ensemble.serve=weighted"])
-    rep = train_and_evaluate(cfg, str(tmp_path / "run"))
-    test, train = rep["ensemble_test"], rep["ensemble"]
-    assert len(test["members"]) == 3 and len(train["members"]) == 3
-    assert sum(m["weight"] for m in train["members"]) == pytest.approx(1.0, abs=1e-3)
-    assert rep["model"]["mean_m"] == pytest.approx(test["weighted"]["mean_m"])   # served: weighted
-    assert 0.0 <= test["consensus"]["agreed_share"] <= 1.0
 
 
 def test_site_variant_becomes_simulation_overrides():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_spec
-from synthetic import SYNTHETIC_SETS, synthetic_pathset
+from synthetic import ETOILE_SETS, ETOILE_SITE, SYNTHETIC_SETS, synthetic_pathset
 from tfloc.config import ConfigError
 from tfloc.data import CSIPipeline
 from tfloc.data.config import AugmentConfig, DataConfig
@@ -108,25 +108,10 @@ def test_model_flops_matches_a_hand_count():
 
 
 def _synthetic_cfg(method, tmp_path, extra=()):
-    from test_contract import ETOILE_SETS, ETOILE_SITE
     path = os.path.join(REPO, "configs", f"{method}.yaml")
     site = ETOILE_SITE if method == "autoencoder" else ETOILE_SETS
     return load_config(path, [*SYNTHETIC_SETS, *site, "export.enabled=false",
                               "evaluation.evaluators=[position]", *extra])
-
-
-@pytest.fixture(scope="module")
-def stage1(tmp_path_factory):
-    """A finished supervised run on the synthetic set (the stage 1 of the methods below),
-    trained once for the module."""
-    import tfloc.sim
-    from tfloc.methods import train_and_evaluate
-    ps = synthetic_pathset()
-    run = tmp_path_factory.mktemp("stage1") / "supervised"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tfloc.sim, "load_or_trace", lambda cfg, cache, progress=True: (ps, "synthetic", True))
-        train_and_evaluate(_synthetic_cfg("etoile_supervised", None), str(run))
-    return run
 
 
 @pytest.fixture
@@ -137,33 +122,8 @@ def synthetic(monkeypatch):
     return ps
 
 
-def test_consistency_from_a_finished_run_logs_every_round(synthetic, stage1, tmp_path):
-    from tfloc.methods import train_and_evaluate
-    cfg = _synthetic_cfg("consistency", tmp_path, [f"method.consistency.init_from={stage1}",
-                                                   "method.consistency.finetune_epochs=1",
-                                                   "method.consistency.radius_m=1000"])
-    rep = train_and_evaluate(cfg, str(tmp_path / "run"))
-    ss = rep["semi_supervised"]
-    assert ss["stage1"]["init_from"] == str(stage1 / "model.keras")
-    r1, r2 = ss["iterations"]
-    n_unl = rep["n_unlabelled"]
-    assert r1["kept"] == n_unl and r1["kept_fraction"] == 1.0   # r = 1 km keeps everyone
-    assert r2["anchors"] == rep["n_train_labelled"] + r1["kept"]   # kept UEs join the anchors
-    assert {"idw", "kriging"} == set(r1["pseudo_error"])
-    assert r1["kept_error"]["n"] == n_unl and r1["kept_error"]["mean_m"] > 0
-    assert (tmp_path / "run" / "tensorboard" / "pseudo_labels").is_dir()
-
-
-def test_fixmatch_distance_from_a_finished_run_logs_kept_share(synthetic, stage1, tmp_path):
-    from tfloc.methods import train_and_evaluate
-    cfg = _synthetic_cfg("fixmatch_distance", tmp_path, [f"method.fixmatch_distance.init_from={stage1}",
-                                                         "method.fixmatch_distance.semi_epochs=2"])
-    rep = train_and_evaluate(cfg, str(tmp_path / "run"))
-    pe = rep["semi_supervised"]["semi"]["per_epoch"]
-    assert len(pe["pseudo_kept"]) == 2 and all(0.0 <= v <= 1.0 for v in pe["pseudo_kept"])
-
-
-def test_init_from_another_model_or_other_labels_is_refused(synthetic, stage1, tmp_path):
+def test_init_from_another_model_or_other_labels_is_refused(synthetic, synthetic_stage1, tmp_path):
+    stage1 = synthetic_stage1
     from tfloc.methods import train_and_evaluate
     for extra, needle in [(["model.resnet.width=12"], "not the configured"),
                           (["runtime.seed=8"], "trained on other labels")]:
@@ -202,18 +162,11 @@ def test_decoders_mirror_their_encoders(kind, rng):
             build_model(mc, make_spec(feature_shape=(10, 32, 2)))
 
 
-def test_autoencoder_pretrains_then_finetunes_and_reports_axis_errors(synthetic, tmp_path):
+def test_autoencoder_from_scratch_needs_no_unlabelled_pool(synthetic, tmp_path):
     from tfloc.methods import train_and_evaluate
-    cfg = _synthetic_cfg("autoencoder", tmp_path, ["method.autoencoder.pretrain_epochs=3",
-                                                   "evaluation.evaluators=[position, axis_errors]"])
-    rep = train_and_evaluate(cfg, str(tmp_path / "run"))
-    pre = rep["autoencoder"]["pretraining"]
-    assert pre["epochs"] == 3 and pre["best_val_reconstruction_mse"] > 0
-    assert set(rep["axis_errors"]) == {"x", "y", "average"}
-    assert (tmp_path / "run" / "models" / "decoder.keras").exists()
     scratch = train_and_evaluate(_synthetic_cfg("autoencoder", tmp_path, [
         "method.autoencoder.pretrain=false", "data.labelled_fraction=0.75"]), str(tmp_path / "scratch"))
-    assert "pretraining" not in scratch["autoencoder"]     # from scratch: no pool needed
+    assert "pretraining" not in scratch["autoencoder"] and scratch["n_unlabelled"] == 0
 
 
 def test_autoencoder_needs_an_encoder_model():
