@@ -389,11 +389,12 @@ class _EMA(keras.callbacks.Callback):
 class _JointTask(_SemiSupervised):
     """Labelled and unlabelled batches together, after stage 1.
 
-    The unlabelled views pass through the networks with batch-norm statistics frozen
-    (``training=False``; gradients still flow): only labelled batches update them, so the
-    strong views' low SNR and blanked subcarriers do not shift the normalisation the
-    served model uses (with the views in training mode the validation error of the
-    etoile runs rose from stage 1's 9 m to 15-17 m within the first epochs)."""
+    Every pass runs in inference mode (``training=False``: batch-norm statistics frozen at
+    stage 1's, gradients still flow), as when fine-tuning a converged network. In training
+    mode the strong views' statistics pulled the served normalisation away (etoile
+    validation 9 m -> 15-17 m); with only the unlabelled passes frozen, batch-norm's scale
+    invariance in the labelled (training-mode) pass left the frozen path free to blow up
+    (validation error of 10^5 m)."""
     consistency_name = ""
 
     def unlabelled_dataset(self):
@@ -455,8 +456,8 @@ class MeanTeacherTask(_JointTask):
 
         def loss_fn(batch):
             (x, y), (xu, yu) = batch
-            sup = tf.reduce_mean(loss(y, student(x, training=True)))
-            ps = student(self.view(xu, "strong"), training=False)["position"]   # see _JointTask
+            sup = tf.reduce_mean(loss(y, student(x, training=False)))          # see _JointTask
+            ps = student(self.view(xu, "strong"), training=False)["position"]
             pt = tf.stop_gradient(teacher(self.view(xu, "weak"), training=False)["position"])
             cons = tf.reduce_mean(self.scaled_sq(ps, pt))
             return {"loss": sup + weight * cons, "position_loss": sup, "consistency_loss": cons,
@@ -481,9 +482,9 @@ class FixMatchTask(_JointTask):
 
         def loss_fn(batch):
             (x, y), (xu, yu) = batch
-            sup = tf.reduce_mean(loss(y, net(x, training=True)))
+            sup = tf.reduce_mean(loss(y, net(x, training=False)))              # see _JointTask
             pw = tf.stop_gradient(net(self.view(xu, "weak"), training=False)["position"])
-            ps = net(self.view(xu, "strong"), training=False)["position"]   # see _JointTask
+            ps = net(self.view(xu, "strong"), training=False)["position"]
             if d > 0:
                 keep = tf.cast(tf.norm(ps - pw, axis=-1) < d, tf.float32)
             else:
