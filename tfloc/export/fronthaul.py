@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfloc.export.saved_model import OUTPUT_DOCS, ExportModule
+from tfloc.export.saved_model import OUTPUT_DOCS, ExportModule, after_checks
 from tfloc.layers.fronthaul import pack_codes, pack_gain, packed_bytes, unpack_codes, unpack_gain
 
 
@@ -65,8 +65,9 @@ class EdgeModule(ExportModule):
         msg = f"input 'csi' must have shape [batch, {', '.join(map(str, shape))}]"
 
         def serve(csi):
-            tf.debugging.assert_equal(tf.shape(csi)[1:], tf.constant(shape, tf.int32), msg)
-            tf.debugging.assert_all_finite(csi, "input 'csi' contains NaN or Inf values")
+            checks = [tf.debugging.assert_equal(tf.shape(csi)[1:], tf.constant(shape, tf.int32), msg),
+                      tf.debugging.assert_all_finite(csi, "input 'csi' contains NaN or Inf values")]
+            csi = after_checks(checks, {"csi": csi})["csi"]
             out = edge(csi, training=False)
             z = tf.reshape(out["latent_continuous"], [-1, n])            # eq. 17's order
             return {"payload": pack_codes(q.encode(z), q.bits), "gain": pack_gain(out["gain"])}
@@ -110,11 +111,14 @@ class CloudModule(ExportModule):
         bits, n, shape, outputs = self.bits, self.num_codes, self.latent_shape, self.outputs
 
         def serve(payload, gain):
-            tf.debugging.assert_equal(tf.shape(payload)[1:], tf.constant([L, nbytes], tf.int32),
-                                      f"input 'payload' must have shape [batch, {L}, {nbytes}] "
-                                      f"({L} BSs x {nbytes} bytes)")
-            tf.debugging.assert_equal(tf.shape(gain)[1:], tf.constant([L, 4], tf.int32),
-                                      f"input 'gain' must have shape [batch, {L}, 4]")
+            checked = after_checks([
+                tf.debugging.assert_equal(tf.shape(payload)[1:], tf.constant([L, nbytes], tf.int32),
+                                          f"input 'payload' must have shape [batch, {L}, {nbytes}] "
+                                          f"({L} BSs x {nbytes} bytes)"),
+                tf.debugging.assert_equal(tf.shape(gain)[1:], tf.constant([L, 4], tf.int32),
+                                          f"input 'gain' must have shape [batch, {L}, 4]")],
+                {"payload": payload, "gain": gain})
+            payload, gain = checked["payload"], checked["gain"]
             codes = unpack_codes(payload, bits, n)                                   # [b, L, D]
             z = (tf.cast(codes, tf.float32) - half + 0.5) * steps[None, :, None]
             latents = tf.reshape(z, tf.concat([tf.shape(codes)[:2], shape], 0))

@@ -24,6 +24,15 @@ OUTPUT_DOCS = {"position": "metres, scene coordinates",
                "position_consensus": "metres, the mean of the ensemble members that agree"}
 
 
+def after_checks(checks, tensors: dict) -> dict:
+    """``tensors`` passed through ``tf.identity`` after every op of ``checks``, so the input
+    checks run before any computation on the inputs: ops without a data dependency have
+    no set order in a graph, and a bad shape could otherwise fail first inside the model
+    with an opaque error (seen: "slice index 5 of dimension 1 out of bounds")."""
+    with tf.control_dependencies([c for c in checks if c is not None]):
+        return {k: tf.identity(v) for k, v in tensors.items()}
+
+
 class ExportModule:
     """One SavedModel a method serves. Subclasses implement :meth:`build_archive`."""
 
@@ -93,20 +102,21 @@ class ServingModule(ExportModule):
             csi = x["csi"]
             # A loaded signature does not enforce static shapes, and the transform would
             # accept another subcarrier count, so check explicitly.
-            tf.debugging.assert_equal(tf.shape(csi)[1:], tf.constant(csi_shape, tf.int32), shape_msg)
-            tf.debugging.assert_all_finite(csi, "input 'csi' contains NaN or Inf values")
+            checks = [tf.debugging.assert_equal(tf.shape(csi)[1:], tf.constant(csi_shape, tf.int32),
+                                                shape_msg),
+                      tf.debugging.assert_all_finite(csi, "input 'csi' contains NaN or Inf values")]
             for k, v in x.items():
                 if k != "csi":
-                    tf.debugging.assert_equal(tf.shape(v)[0], tf.shape(csi)[0],
-                                              f"inputs 'csi' and '{k}' differ in batch size")
+                    checks.append(tf.debugging.assert_equal(tf.shape(v)[0], tf.shape(csi)[0],
+                                                            f"inputs 'csi' and '{k}' differ in batch size"))
             if "sector" in x:
-                tf.debugging.assert_less(x["sector"], num_sectors,
-                                         f"input 'sector' must be < {num_sectors}")
-                tf.debugging.assert_non_negative(x["sector"], "input 'sector' must be >= 0")
+                checks += [tf.debugging.assert_less(x["sector"], num_sectors,
+                                                    f"input 'sector' must be < {num_sectors}"),
+                           tf.debugging.assert_non_negative(x["sector"], "input 'sector' must be >= 0")]
             if "bs_positions" in x:
-                tf.debugging.assert_all_finite(x["bs_positions"],
-                                               "input 'bs_positions' contains NaN or Inf values")
-            return serve_model(x, training=False)
+                checks.append(tf.debugging.assert_all_finite(
+                    x["bs_positions"], "input 'bs_positions' contains NaN or Inf values"))
+            return serve_model(after_checks(checks, x), training=False)
 
         archive = keras.export.ExportArchive()
         archive.track(serve_model)
