@@ -151,6 +151,8 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
     from tfloc.metrics import cdf_figure
     from tfloc.studies.common import write_keeping_discussion
     import matplotlib.pyplot as plt
+    missing = [e.label for e in exps if not os.path.isfile(os.path.join(runs[e.label], "report.json"))]
+    exps = [e for e in exps if e.label not in missing]
     reps = {e.label: _load(runs[e.label]) for e in exps}
     sup, _ = reps[exps[0].label]
     fig_dir = os.path.splitext(out)[0]
@@ -163,6 +165,8 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
              f"{sup['n_val']} validation, {sup['n_test']} test; 2 m UE grid unless the command sets "
              "otherwise (the paper: 1 m grid, 10 % labelled).",
              "- Errors in metres (2D), test set; the paper's numbers are on its own dataset.", ""]
+    if missing:
+        lines += [f"- Not run yet (the command resumes them): {', '.join(missing)}.", ""]
     semi = [e for e in exps if e.group in ("supervised", "semi")]
     if len(semi) > 1:
         lines += ["## Table II analog: semi-supervised methods", "",
@@ -250,6 +254,8 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--semi", action="store_true", help="Table II: the semi-supervised methods")
+    ap.add_argument("--page-only", action="store_true",
+                    help="write the page from the runs that have finished; train nothing")
     ap.add_argument("--backbones", action="store_true", help="Table I: every backbone")
     ap.add_argument("--sectors", action="store_true", help="sector rotation with decoupled heads")
     ap.add_argument("--ensemble", action="store_true", help="the ensemble of configs/ensemble.yaml")
@@ -268,12 +274,13 @@ def main(argv=None):
     sets = [*(site_sets(os.path.join(args.repo, "configs/data/etoile_uneven.yaml")) if uneven else []),
             *args.sets]
     t0 = time.time()
-    runs = run_experiments(exps, root, sets, repo=args.repo)
+    runs = ({e.label: os.path.join(root, e.key) for e in exps} if args.page_only
+            else run_experiments(exps, root, sets, repo=args.repo))
     cmd = "python -m tfloc.studies.seed000" + "".join(
         f" --{k}" for k in ("semi", "sectors", "ensemble", "backbones") if getattr(args, k)) + (
         " --site uneven" if uneven else "")
     write_page(exps, runs, out, cmd)
-    print(f"wrote {out} ({len(exps)} runs, {(time.time() - t0) / 60:.1f} min)")
+    print(f"wrote {out} ({(time.time() - t0) / 60:.1f} min)")
 
 
 if __name__ == "__main__":
