@@ -149,8 +149,8 @@ class Task(abc.ABC):
         sub = f"-{tag}" if tag else ""
         ckpt = os.path.join(run_dir, "checkpoints", f"best{sub}.weights.h5")
         os.makedirs(os.path.dirname(ckpt), exist_ok=True)
-        extra_callbacks = list(callbacks)
-        callbacks = extra_callbacks + [
+        callbacks = [
+            *callbacks,
             keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard", tag),
                                         write_graph=False, update_freq="epoch"),
             keras.callbacks.ModelCheckpoint(ckpt, monitor=monitor, mode="min", save_best_only=True,
