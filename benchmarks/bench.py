@@ -4,6 +4,7 @@
     python benchmarks/bench.py [--config configs/etoile_supervised.yaml] [--out FILE]
     python benchmarks/bench.py --scenes [--out FILE]
     python benchmarks/bench.py --ecc [--config configs/ecc.yaml] [--out FILE]
+    python benchmarks/bench.py --runs runs/seed000 runs/seed003 [--out FILE]
 
 Measures: receivers ray traced per second (after JIT warm-up), CSI samples per
 second synthesised by the tf.data pipeline against a plain NumPy
@@ -14,6 +15,9 @@ time, receivers per second, peak memory, cache size, and the samples per
 second of its pipeline from cache to batched features. ``--ecc`` measures seed
 004's fresh-sample pipeline, its training steps per stage and strategy, and its
 split deployment (fronthaul bytes; edge, cloud and composed SavedModels).
+``--runs`` collects the training samples/s of finished runs (every method, from
+their reports: rows through a training step over the measured training time;
+tfloc.studies.common.training_samples_per_s says what counts as a row).
 """
 from __future__ import annotations
 
@@ -319,7 +323,11 @@ def main(argv=None):
     p.add_argument("--scenes", action="store_true", help="per-scene default builds and pipelines")
     p.add_argument("--ecc", action="store_true", help="seed 004's fresh-sample pipeline, training "
                    "steps and split deployment (--config defaults to configs/ecc.yaml)")
+    p.add_argument("--runs", nargs="+", metavar="ROOT", help="training samples/s of the finished "
+                   "runs under these study roots (or run directories)")
     args = p.parse_args(argv)
+    if args.runs:
+        return _main_runs(args)
     if args.scenes:
         return _main_scenes(args)
     if args.ecc:
@@ -359,6 +367,39 @@ def main(argv=None):
           f"| SavedModel latency, batch 1 (median) | {r['serving']['latency_ms_batch1_median']:.1f} ms |\n"
           f"| SavedModel latency, batch 256 (median) | {r['serving']['latency_ms_batch256_median']:.1f} ms |\n"
           f"| SavedModel size | {r['serving']['export_size_mb']:.1f} MB |\n\nwritten to {out}")
+    return results
+
+
+def _main_runs(args):
+    import glob
+    from tfloc.studies.common import load_run, training_samples_per_s
+    runs = sorted({os.path.dirname(r) for root in args.runs
+                   for r in glob.glob(os.path.join(root, "report.json"))
+                   + glob.glob(os.path.join(root, "*", "report.json"))})
+    if not runs:
+        raise SystemExit(f"--runs: no finished run (report.json) under {' '.join(args.runs)}")
+    rows = []
+    for run in runs:
+        rep = load_run(run)
+        rate = training_samples_per_s(rep, rep["_method_options"])
+        rows.append({"run": run, "method": rep["method"], "model": rep.get("model_name"),
+                     "parameters": rep.get("num_parameters"),
+                     "training_s": rep.get("timings_s", {}).get("training_s"),
+                     "train_samples_per_s": rate})
+    results = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+               "note": "times as the runs measured them; runs that shared the cores are slower",
+               "runs": rows}
+    out = args.out or os.path.join("benchmarks", "results",
+                                   f"runs-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump(results, fh, indent=2)
+    print("| run | method | training [s] | training samples/s |\n|---|---|---|---|")
+    for r in rows:
+        rate = "-" if r["train_samples_per_s"] is None else f"{r['train_samples_per_s']:.0f}"
+        print(f"| {r['run']} | {r['method']} | {r['training_s'] or 0:.0f} | {rate} |")
+    print(f"\nwritten to {out}")
     return results
 
 

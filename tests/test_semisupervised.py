@@ -174,3 +174,49 @@ def test_autoencoder_needs_an_encoder_model():
     cfg = load_config(os.path.join(REPO, "configs", "autoencoder.yaml"), ["model=resnet"])
     with pytest.raises(ConfigError, match="method 'autoencoder' needs model.type ae_mlp or ae_cnn"):
         make_task(cfg)
+
+
+def _fake_run(path, method, options, report):
+    import json
+    import yaml
+    os.makedirs(path)
+    with open(os.path.join(path, "report.json"), "w") as fh:
+        json.dump({"method": method, "n_train_labelled": 100, "n_unlabelled": 1000, **report}, fh)
+    with open(os.path.join(path, "config.yaml"), "w") as fh:
+        yaml.safe_dump({"method": {"type": method, method: options}}, fh)
+    return path
+
+
+def test_training_samples_per_s_counts_each_methods_rows(tmp_path):
+    """What benchmarks/bench.py --runs reports: rows through a training step per second."""
+    from tfloc.studies.common import load_run, training_samples_per_s as rate
+
+    def of(method, options, report):
+        rep = load_run(_fake_run(str(tmp_path / str(len(os.listdir(tmp_path)))), method, options, report))
+        return rate(rep, rep["_method_options"])
+    assert of("supervised", {}, {"timings_s": {"training_s": 10.0, "epochs": 5}}) == 50.0
+    # two fine-tunings over labelled + unlabelled, then one over labelled + kept, per round
+    assert of("consistency", {"finetune_epochs": 3}, {"timings_s": {"training_s": 99.0}, "semi_supervised": {
+        "iterations": [{"kept": 200, "seconds": 10.0}, {"kept": 400, "seconds": 10.0}]}}) == pytest.approx(
+        (2 * 3 * 1100 + 3 * 300 + 2 * 3 * 1100 + 3 * 500) / 20.0)
+    assert of("fixmatch", {"unlabelled_ratio": 2}, {"timings_s": {"training_s": 99.0}, "semi_supervised": {
+        "semi": {"epochs": 4, "seconds": 12.0}}}) == 100.0   # 4 x 100 x (1 + 2) / 12
+    # pre-training sees the unlabelled UEs less the held-out 20 %
+    assert of("autoencoder", {}, {"timings_s": {"training_s": 99.0}, "autoencoder": {
+        "pretrain": True, "pretrain_val_fraction": 0.2, "pretraining": {"epochs": 2, "seconds": 4.0},
+        "finetune": {"epochs": 10, "seconds": 6.0}}}) == (2 * 800 + 10 * 100) / 10.0
+    assert of("supervised", {}, {"timings_s": {}}) is None
+
+
+def test_bench_runs_collects_finished_runs(tmp_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench", os.path.join(REPO, "benchmarks", "bench.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _fake_run(str(tmp_path / "study" / "00-a"), "supervised", {}, {"timings_s": {"training_s": 4.0, "epochs": 2}})
+    os.makedirs(tmp_path / "study" / "01-unfinished")
+    res = bench.main(["--runs", str(tmp_path / "study"), "--out", str(tmp_path / "r.json")])
+    assert [r["train_samples_per_s"] for r in res["runs"]] == [50.0]
+    assert os.path.isfile(tmp_path / "r.json") and "| supervised | 4 | 50 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no finished run"):
+        bench.main(["--runs", str(tmp_path / "nowhere")])

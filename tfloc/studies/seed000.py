@@ -21,13 +21,12 @@ configs/etoile_supervised.yaml's header (they reach every run).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import numpy as np
 
-from tfloc.studies.common import Experiment, run_dir, run_experiments
+from tfloc.studies.common import Experiment, run_dir, run_experiments, load_run, training_samples_per_s
 
 #: Table I: backbone -> (parameters [M], FLOPs [G], mean error [m])
 PAPER_TABLE1 = {"ShuffleNetV2": (1.26, 0.08, 16.80), "MobileNetV2": (2.23, 0.17, 14.61),
@@ -102,44 +101,9 @@ def model_flops(model) -> int:
 
 
 def _load(run: str):
-    import yaml
-    with open(os.path.join(run, "report.json")) as fh:
-        rep = json.load(fh)
-    with open(os.path.join(run, "config.yaml")) as fh:
-        method = yaml.safe_load(fh)["method"]
-    rep["_method_options"] = method.get(method["type"]) or {}
     with np.load(os.path.join(run, "errors.npz")) as z:
         errors = {k: z[k] for k in z.files}
-    return rep, errors
-
-
-def training_rate(rep: dict, opts: dict) -> float | None:
-    """Training samples per second of a run: rows through a training step (labelled and
-    unlabelled, pseudo-labelled and rotated copies counted once each per epoch) over the
-    training time (stage 1 excluded where it was loaded with init_from). ``opts``: the
-    run's method options (its config.yaml)."""
-    t = rep.get("timings_s", {})
-    n_lab, n_unl = rep["n_train_labelled"], rep["n_unlabelled"]
-    ss, method = rep.get("semi_supervised", {}), rep.get("method")
-    secs = t.get("training_s")
-    if not secs:
-        return None
-    if method in ("mean_teacher", "fixmatch", "fixmatch_distance"):
-        semi = ss["semi"]
-        mu = opts["unlabelled_ratio"]
-        rows = semi["epochs"] * n_lab * (1 + mu)
-        secs = semi["seconds"]
-    elif method == "consistency":
-        e = opts["finetune_epochs"]
-        rows = sum(2 * e * (n_lab + n_unl) + e * (n_lab + r["kept"]) for r in ss["iterations"])
-        secs = sum(r["seconds"] for r in ss["iterations"])
-    elif method == "sector_heads":
-        rows = t["epochs"] * sum(rep["sector_heads"]["training_per_sector"])
-    elif method == "ensemble":
-        rows = sum(m["epochs"] for m in rep["ensemble"]["members"]) * n_lab
-    else:
-        rows = t.get("epochs", 0) * n_lab
-    return rows / secs if secs else None
+    return load_run(run), errors
 
 
 def _cells(s: dict) -> str:
@@ -176,7 +140,7 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
         for e in semi:
             rep = reps[e.label][0]
             t = rep.get("timings_s", {}).get("training_s")
-            rate = training_rate(rep, rep["_method_options"])
+            rate = training_samples_per_s(rep, rep["_method_options"])
             lines.append(f"| {e.label} | {_cells(rep['model'])} | {e.paper['mean_m']:.2f} | "
                          + (f"{t:.0f} |" if t is not None else "- |")
                          + (f" {rate:.0f} |" if rate else " - |"))
@@ -216,7 +180,7 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
             per = " / ".join(f"{ps[k]['mean_m']:.2f}" for k in sorted(ps)) if ps else "-"
             lab = rep.get("sector_heads", {}).get("labelled_per_sector", "-")
             t = rep.get("timings_s", {}).get("training_s")
-            rate = training_rate(rep, rep["_method_options"])
+            rate = training_samples_per_s(rep, rep["_method_options"])
             lines.append(f"| {e.label} | {_cells(rep['model'])} | {per} | {lab} | "
                          + (f"{t:.0f} |" if t is not None else "- |") + (f" {rate:.0f} |" if rate else " - |"))
         ens = [reps[e.label][0]["ensemble"] for e in other if e.group == "ensemble"]
