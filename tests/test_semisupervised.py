@@ -87,6 +87,15 @@ def test_channel_shuffle_and_split_match_numpy_and_serialise(rng, tmp_path):
         ChannelShuffle(4)(x)
 
 
+@pytest.mark.parametrize("kind", ["mobilenet_v2", "shufflenet_v2"])
+def test_mobile_models_keep_their_name(kind):
+    """The name an ensemble gives a member (or the default) survives the block loop."""
+    from tfloc.models import ModelConfig, build_model
+    mc = ModelConfig(kind)
+    assert build_model(mc, make_spec(feature_shape=(16, 32, 2))).name == kind
+    assert build_model(mc, make_spec(feature_shape=(16, 32, 2)), name="member2").name == "member2"
+
+
 @pytest.mark.parametrize("depth, blocks", [(50, 16), (101, 33)])
 def test_bottleneck_resnets_have_the_papers_blocks(depth, blocks):
     from tfloc.models import ModelConfig, build_model

@@ -78,11 +78,11 @@ def build_mobilenet_v2(cfg: MobileConfig, spec, *, num_conditions: int = 0,
     x = _conv_bn(x, _channels(32 * a), 3, cfg.stem_stride, "stem_conv", m, relu="relu6")
     for i, (t, c, n, s) in enumerate(_MOBILENET_V2):
         for j in range(n):
-            name, inp = f"block{i + 1}_{j + 1}", x
-            y = x if t == 1 else _conv_bn(x, x.shape[-1] * t, 1, 1, name + "_expand", m, relu="relu6")
-            y = _conv_bn(y, None, 3, s if j == 0 else 1, name + "_dw", m, relu="relu6", depthwise=True)
-            y = _conv_bn(y, _channels(c * a), 1, 1, name + "_project", m, relu=False)
-            x = L.Add(name=name + "_add")([inp, y]) if (j > 0 or s == 1) and inp.shape[-1] == y.shape[-1] else y
+            block, inp = f"block{i + 1}_{j + 1}", x
+            y = x if t == 1 else _conv_bn(x, x.shape[-1] * t, 1, 1, block + "_expand", m, relu="relu6")
+            y = _conv_bn(y, None, 3, s if j == 0 else 1, block + "_dw", m, relu="relu6", depthwise=True)
+            y = _conv_bn(y, _channels(c * a), 1, 1, block + "_project", m, relu=False)
+            x = L.Add(name=block + "_add")([inp, y]) if (j > 0 or s == 1) and inp.shape[-1] == y.shape[-1] else y
     x = _conv_bn(x, _channels(1280 * max(1.0, a)), 1, 1, "last_conv", m, relu="relu6")
     return keras.Model(inputs, _heads(x, inputs, spec, cfg, num_conditions, position_std),
                        name=name or "mobilenet_v2")
@@ -103,18 +103,18 @@ def build_shufflenet_v2(cfg: MobileConfig, spec, *, num_conditions: int = 0,
     for i, (c, n) in enumerate(_SHUFFLENET_V2):
         out = _channels(c * a, 4)
         for j in range(n):
-            name = f"stage{i + 2}_unit{j + 1}"
+            unit = f"stage{i + 2}_unit{j + 1}"
             if j == 0:   # stride 2: both branches see the whole input
-                left = _conv_bn(x, None, 3, 2, name + "_left_dw", m, relu=False, depthwise=True)
-                left = _conv_bn(left, out // 2, 1, 1, name + "_left_pw", m)
+                left = _conv_bn(x, None, 3, 2, unit + "_left_dw", m, relu=False, depthwise=True)
+                left = _conv_bn(left, out // 2, 1, 1, unit + "_left_pw", m)
                 right = x
             else:
-                left, right = ChannelSplit(name=name + "_split")(x)
-            right = _conv_bn(right, out // 2, 1, 1, name + "_pw1", m)
-            right = _conv_bn(right, None, 3, 2 if j == 0 else 1, name + "_dw", m, relu=False,
+                left, right = ChannelSplit(name=unit + "_split")(x)
+            right = _conv_bn(right, out // 2, 1, 1, unit + "_pw1", m)
+            right = _conv_bn(right, None, 3, 2 if j == 0 else 1, unit + "_dw", m, relu=False,
                              depthwise=True)
-            right = _conv_bn(right, out // 2, 1, 1, name + "_pw2", m)
-            x = ChannelShuffle(2, name=name + "_shuffle")(L.Concatenate(name=name + "_concat")([left, right]))
+            right = _conv_bn(right, out // 2, 1, 1, unit + "_pw2", m)
+            x = ChannelShuffle(2, name=unit + "_shuffle")(L.Concatenate(name=unit + "_concat")([left, right]))
     x = _conv_bn(x, _channels(1024 * max(1.0, a), 4), 1, 1, "conv5", m)
     return keras.Model(inputs, _heads(x, inputs, spec, cfg, num_conditions, position_std),
                        name=name or "shufflenet_v2")

@@ -215,7 +215,9 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
             e0 = ens[0]
             test = [reps[e.label][0] for e in other if e.group == "ensemble"][0]["ensemble_test"]
             for m, s_ in zip(e0["members"], test["members"]):
-                lines.append(f"| {m['name']} | {m['weight']:.3f} | {_cells(s_)} |")
+                lines.append(f"| member {m['member']}: {m['model']}, seed {m['seed']}, "
+                             f"{m['parameters'] / 1e6:.2f} M parameters, {m['epochs']} epochs | "
+                             f"{m['weight']:.3f} | {_cells(s_)} |")
             lines.append(f"| weighted average | - | {_cells(test['weighted'])} |")
             c = test["consensus"]
             lines.append(f"| consensus (r = {e0['radius_m']:g} m; {100 * c['agreed_share']:.0f} % of UEs "
