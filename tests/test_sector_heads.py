@@ -117,9 +117,13 @@ def test_ensemble_combination_matches_numpy_and_serialises(rng, tmp_path):
 
 
 def test_site_variant_becomes_simulation_overrides():
+    """The study's overrides trace the same dataset (cache key) as the site's own config."""
+    from tfloc.sim.build import cache_key
     from tfloc.studies.seed000 import site_sets
-    sets = site_sets(os.path.join(REPO, "configs", "data", "etoile_uneven.yaml"))
-    cfg = load_config(os.path.join(REPO, "configs", "etoile_supervised.yaml"), sets)
-    assert cfg.simulation.sector_azimuths_deg == [75.0, 195.0, 315.0]
-    assert cfg.simulation.ue_grid.x_range_m == [-130.0, 250.0]
-    assert cfg.simulation.ue_grid.y_range_m == [-180.0, -30.0]
+    site = os.path.join(REPO, "configs", "data", "etoile_uneven.yaml")
+    cfg = load_config(os.path.join(REPO, "configs", "etoile_supervised.yaml"), site_sets(site))
+    own = load_config(site)
+    assert cfg.simulation.sector_azimuths_deg == own.simulation.sector_azimuths_deg
+    assert cache_key(cfg.simulation) == cache_key(own.simulation)
+    default = load_config(os.path.join(REPO, "configs", "etoile_supervised.yaml"))
+    assert cache_key(default.simulation) != cache_key(own.simulation)
