@@ -106,14 +106,16 @@ def _load(run: str):
     return load_run(run), errors
 
 
-def _split_sectors(run: str) -> tuple:
-    """Serving sectors of a run's test and labelled training UEs (every run of a study
-    shares the split), so runs scored before the ``per_sector`` evaluator existed get
-    the same breakdown from their stored per-UE errors."""
+def _split_sectors(run: str) -> dict:
+    """Serving sectors of a run's test and labelled training UEs, and the UEs with paths
+    per sector (every run of a study shares the split), so runs scored before the
+    ``per_sector`` evaluator existed get the same breakdown from their per-UE errors."""
     from tfloc.experiment import load_config
     from tfloc.methods.runner import load_data
     data = load_data(load_config(os.path.join(run, "config.yaml")), progress=False)
-    return data.paths.sector[data.splits.test], data.paths.sector[data.splits.train]
+    sec = data.paths.sector
+    return {"test": sec[data.splits.test], "train": sec[data.splits.train],
+            "with_paths": np.bincount(sec[data.paths.num_paths > 0], minlength=sec.max() + 1)}
 
 
 def _cells(s: dict) -> str:
@@ -129,6 +131,10 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
     exps = [e for e in exps if e.label not in missing]
     reps = {e.label: _load(runs[e.label]) for e in exps}
     sup, _ = reps[exps[0].label]
+    sectors = _split_sectors(runs[exps[0].label])
+    wp = sectors["with_paths"]
+    with_paths = (" / ".join(f"{n:,}" for n in wp) + " ("
+                  + ", ".join(f"{100 * n / wp.sum():.0f}" for n in wp) + " %)")
     import yaml
     with open(os.path.join(runs[exps[0].label], "config.yaml")) as fh:
         sim = yaml.safe_load(fh)["simulation"]
@@ -145,7 +151,8 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
              "each run's test set scored once.", "",
              f"- Site: one BS with three sectors, boresights {site['az']} degrees, UE grid {site['area']}; "
              f"traced UEs per sector {' / '.join(f'{n:,}' for n in sup['per_sector'])} "
-             f"({sum(sup['per_sector']):,}); the paper's sectors hold 21,745 / 6,764 / 12,308 UEs "
+             f"({sum(sup['per_sector']):,}), with paths {with_paths}; "
+             "the paper's sectors hold 21,745 / 6,764 / 12,308 UEs (53, 17, 30 %) "
              "(configs/data/etoile_uneven.yaml is our site with such uneven sectors).",
              f"- Scale: {sup['n_train_labelled']} labelled UEs (10 %), {sup['n_unlabelled']} unlabelled, "
              f"{sup['n_val']} validation, {sup['n_test']} test; 2 m UE grid unless the command sets "
@@ -193,7 +200,7 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
         lines.append("")
     other = [e for e in exps if e.group in ("sectors", "ensemble")]
     if other:
-        test_sec, train_sec = _split_sectors(runs[exps[0].label])
+        test_sec, train_sec = sectors["test"], sectors["train"]
         lines += ["## Sector rotation, decoupled heads and the ensemble (labelled UEs only)", "",
                   f"Labelled training UEs per sector: {' / '.join(str(n) for n in np.bincount(train_sec))}; "
                   f"test UEs: {' / '.join(str(n) for n in np.bincount(test_sec))}. With rotation every "
