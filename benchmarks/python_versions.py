@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Which Python versions can install tfloc's pinned stack from binary wheels?
 
-    python tools/python_versions.py [3.9 3.10 3.11 3.12 3.13] [--keep DIR]
+    python benchmarks/python_versions.py [3.9 3.10 3.11 3.12 3.13] [--keep DIR]
 
 For each version, ``pip download --only-binary=:all: --python-version X`` resolves
 setup.cfg's ``install_requires`` (and the ``test`` extra) for this machine's platform
