@@ -160,3 +160,21 @@ def test_config_module_imports_no_component():
                        capture_output=True, text=True, timeout=120)
     mods = eval(r.stdout.strip())
     assert set(mods) <= {"tfloc", "tfloc.config"}, mods
+
+
+def test_cli_start_is_quiet_but_keeps_real_stderr():
+    """TF's CUDA plugin lines on a CPU-only machine are held back; other stderr output,
+    C++ or Python, during and after the import still gets through."""
+    code = ("import os, sys\n"
+            "from tfloc.utils import quiet_tensorflow, filtered_stderr\n"
+            "quiet_tensorflow()\n"
+            "import tensorflow as tf\n"
+            "with filtered_stderr():\n"
+            "    os.write(2, b'Unable to register cuDNN factory: noise\\nkept line\\n')\n"
+            "print(float(tf.reduce_sum(tf.ones(3))))\n"
+            "print('after', file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "3.0"
+    assert r.stderr.splitlines() == ["kept line", "after"]

@@ -62,6 +62,66 @@ def atomic_dir(final_path: str):
         raise
 
 
+#: stderr lines TensorFlow's CUDA plugins print while it is imported on a machine without
+#: a GPU (before absl logging starts, so TF_CPP_MIN_LOG_LEVEL does not reach them)
+TF_IMPORT_NOISE = ("All log messages before absl::InitializeLog()", "Unable to register cuDNN factory",
+                   "Unable to register cuBLAS factory", "Unable to register cuFFT factory",
+                   "computation placer already registered")
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise=TF_IMPORT_NOISE):
+    """Holds what is written to file descriptor 2 (C++ included) and passes on every line
+    that contains none of ``noise``."""
+    import sys
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True)
+                    if not any(n in line for n in noise)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+class _QuietImport:
+    """Meta-path finder that runs the first ``import tensorflow`` under :func:`filtered_stderr`."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        import importlib.util
+        import sys
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+
+        class Loader:
+            def create_module(self, spec_):
+                return loader.create_module(spec_)
+
+            def exec_module(self, module):
+                with filtered_stderr():
+                    loader.exec_module(module)
+        spec.loader = Loader()
+        return spec
+
+
 def quiet_tensorflow():
-    """Silences TF's C++ start-up chatter; must run before TF is imported."""
+    """Silences TF's start-up chatter on CPU-only machines: its C++ logging below errors,
+    and the CUDA plugin registration lines of its first import. Run it before TF is
+    imported (the import itself stays lazy)."""
+    import sys
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
