@@ -124,6 +124,8 @@ def _cells(s: dict) -> str:
 
 def write_page(exps, runs: dict, out: str, command: str) -> str:
     import keras
+    import tfloc.layers  # noqa: F401  (registers the custom layers model.keras files use)
+    import tfloc.models  # noqa: F401
     from tfloc.metrics import cdf_figure
     from tfloc.studies.common import write_keeping_discussion
     import matplotlib.pyplot as plt
