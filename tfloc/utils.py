@@ -113,6 +113,9 @@ class _QuietImport:
             def exec_module(self, module):
                 with filtered_stderr():
                     loader.exec_module(module)
+
+            def __getattr__(self, attr):   # resource readers and the rest: the real loader's
+                return getattr(loader, attr)
         spec.loader = Loader()
         return spec
 
