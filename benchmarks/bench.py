@@ -5,6 +5,7 @@
     python benchmarks/bench.py --scenes [--out FILE]
     python benchmarks/bench.py --ecc [--config configs/ecc.yaml] [--out FILE]
     python benchmarks/bench.py --runs runs/seed000 runs/seed003 [--out FILE]
+    python benchmarks/bench.py --serving RUN_DIR [--out FILE]
 
 Measures: receivers ray traced per second (after JIT warm-up), CSI samples per
 second synthesised by the tf.data pipeline against a plain NumPy
@@ -17,7 +18,9 @@ second of its pipeline from cache to batched features. ``--ecc`` measures seed
 split deployment (fronthaul bytes; edge, cloud and composed SavedModels).
 ``--runs`` collects the training samples/s of finished runs (every method, from
 their reports: rows through a training step over the measured training time;
-tfloc.studies.common.training_samples_per_s says what counts as a row).
+tfloc.studies.common.training_samples_per_s says what counts as a row). ``--serving``
+times a finished run's export: p50 / p99 latency and positions/s at batch 1 and 256,
+in process and through ``python -m tfloc.serve``'s REST API.
 """
 from __future__ import annotations
 
@@ -214,31 +217,89 @@ def bench_training(cfg, spec, steps=60):
             "train_samples_per_s": b * steps / dt}, model
 
 
-def bench_serving(cfg, model, pipe, spec, reps=(200, 20)):
-    import tensorflow as tf
+def bench_serving(cfg, model, pipe, spec):
+    """The SavedModel of a freshly trained model (random weights are as fast as trained)."""
     from tfloc.export import ServingModule
-    d = cfg.data
     with tempfile.TemporaryDirectory() as tmp:
-        csi_shape = pipe.csi_shape
         path = ServingModule("bench", model, spec).write(os.path.join(tmp, "bench", "1"))
-        size_mb = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs) / 2**20
-        f = tf.saved_model.load(path).signatures["serving_default"]
-        out = {"export_size_mb": size_mb}
-        for batch, n in zip((1, 256), reps):
-            x = {"csi": tf.constant(np.random.default_rng(0).normal(size=(batch, *csi_shape))
-                                    .astype(np.float32))}
-            if d.use_sector:
-                x["sector"] = tf.zeros([batch], tf.int32)
-            for _ in range(3):
-                f(**x)
-            times = []
-            for _ in range(n):
-                t = time.perf_counter()
-                f(**x)["position"].numpy()
-                times.append(time.perf_counter() - t)
-            out[f"latency_ms_batch{batch}_median"] = 1e3 * float(np.median(times))
-            out[f"latency_ms_batch{batch}_p90"] = 1e3 * float(np.percentile(times, 90))
+        return bench_export(path)
+
+
+def bench_export(path: str, reps=(300, 30), rest: bool = False) -> dict:
+    """Latency (p50 / p99) and throughput of an exported model's signature at batch 1 and
+    256, on its warm-up requests' CSI (real test CSI for a run's export) tiled to the batch;
+    with ``rest`` also through ``python -m tfloc.serve``'s HTTP API on 127.0.0.1."""
+    import tensorflow as tf
+    from tfloc.export.saved_model import WARMUP_FILE, read_warmup
+    size_mb = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs) / 2**20
+    f = tf.saved_model.load(path).signatures["serving_default"]
+    warm = os.path.join(path, "assets.extra", WARMUP_FILE)
+    if os.path.isfile(warm):
+        base, inputs = max(read_warmup(warm), key=lambda x: len(next(iter(x.values())))), "warm-up requests"
+    else:   # an export older than warm-up files: seeded normal CSI of the signature's shapes
+        rng = np.random.default_rng(0)
+        base = {k: (rng.standard_normal([32, *v.shape[1:]]) if v.dtype.is_floating else
+                    np.zeros([32, *v.shape[1:]])).astype(v.dtype.as_numpy_dtype)
+                for k, v in f.structured_input_signature[1].items()}
+        inputs = "seeded normal values"
+    out = {"export": path, "export_size_mb": size_mb, "inputs": inputs}
+
+    def batch_of(b):
+        n = len(next(iter(base.values())))
+        take = np.arange(b) % n
+        return {k: v[take] for k, v in base.items()}
+
+    def timed(call, n):
+        for _ in range(5):
+            call()
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t)
+        return np.asarray(times)
+
+    server = None
+    if rest:
+        from tfloc.export.rest import Predictor, make_server, serve_forever
+        import urllib.request
+        server = make_server(Predictor(path, "bench"), port=0)
+        serve_forever(server)
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/models/bench:predict"
+    for batch, n in zip((1, 256), reps):
+        x = batch_of(batch)
+        xt = {k: tf.constant(v) for k, v in x.items()}
+        t = timed(lambda: [v.numpy() for v in f(**xt).values()], n)
+        out[f"batch{batch}"] = {"p50_ms": 1e3 * float(np.percentile(t, 50)),
+                                "p99_ms": 1e3 * float(np.percentile(t, 99)),
+                                "positions_per_s": batch / float(np.mean(t)), "requests": n}
+        if rest:
+            body = json.dumps({"inputs": {k: v.tolist() for k, v in x.items()}}).encode()
+
+            def post():
+                req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req) as r:
+                    r.read()
+            t = timed(post, max(n // 3, 10))
+            out[f"rest_batch{batch}"] = {"p50_ms": 1e3 * float(np.percentile(t, 50)),
+                                         "p99_ms": 1e3 * float(np.percentile(t, 99)),
+                                         "positions_per_s": batch / float(np.mean(t)),
+                                         "request_kb": len(body) / 1024}
+    if server is not None:
+        server.shutdown()
     return out
+
+
+def _export_table(r: dict) -> str:
+    rows = []
+    for key, what in (("batch1", "signature, batch 1"), ("batch256", "signature, batch 256"),
+                      ("rest_batch1", "REST (tfloc.serve), batch 1"),
+                      ("rest_batch256", "REST (tfloc.serve), batch 256")):
+        if key in r:
+            v = r[key]
+            rows.append(f"| {what} | {v['p50_ms']:.1f} ms | {v['p99_ms']:.1f} ms | {v['positions_per_s']:.0f} |")
+    return ("| SavedModel | p50 latency | p99 latency | positions/s |\n|---|---|---|---|\n"
+            + "\n".join(rows) + f"\n\nSavedModel size {r['export_size_mb']:.1f} MB ({r['export']})")
 
 
 def _median_ms(f, n):
@@ -323,11 +384,15 @@ def main(argv=None):
     p.add_argument("--scenes", action="store_true", help="per-scene default builds and pipelines")
     p.add_argument("--ecc", action="store_true", help="seed 004's fresh-sample pipeline, training "
                    "steps and split deployment (--config defaults to configs/ecc.yaml)")
+    p.add_argument("--serving", metavar="RUN_DIR", help="latency (p50 / p99) and positions/s of a "
+                   "finished run's export at batch 1 and 256, in process and through tfloc.serve's REST API")
     p.add_argument("--runs", nargs="+", metavar="ROOT", help="training samples/s of the finished "
                    "runs under these study roots (or run directories)")
     args = p.parse_args(argv)
     if args.runs:
         return _main_runs(args)
+    if args.serving:
+        return _main_serving(args)
     if args.scenes:
         return _main_scenes(args)
     if args.ecc:
@@ -364,10 +429,25 @@ def main(argv=None):
           f"| CSI samples/s, NumPy reference | {r['pipeline']['numpy_samples_per_s']:.0f} |\n"
           f"| tf.data / NumPy speed ratio | {r['pipeline']['speedup_tf_over_numpy']:.1f}x |\n"
           f"| training samples/s ({r['training']['model']}, batch {r['training']['batch_size']}) | {r['training']['train_samples_per_s']:.0f} |\n"
-          f"| SavedModel latency, batch 1 (median) | {r['serving']['latency_ms_batch1_median']:.1f} ms |\n"
-          f"| SavedModel latency, batch 256 (median) | {r['serving']['latency_ms_batch256_median']:.1f} ms |\n"
+          f"| SavedModel latency, batch 1 (p50 / p99) | {r['serving']['batch1']['p50_ms']:.1f} / {r['serving']['batch1']['p99_ms']:.1f} ms |\n"
+          f"| SavedModel latency, batch 256 (p50 / p99) | {r['serving']['batch256']['p50_ms']:.1f} / {r['serving']['batch256']['p99_ms']:.1f} ms |\n"
+          f"| SavedModel throughput, batch 256 | {r['serving']['batch256']['positions_per_s']:.0f} positions/s |\n"
           f"| SavedModel size | {r['serving']['export_size_mb']:.1f} MB |\n\nwritten to {out}")
     return results
+
+
+def _main_serving(args):
+    from tfloc.export.rest import find_export
+    r = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
+         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+         **bench_export(find_export(args.serving), rest=True)}
+    out = args.out or os.path.join("benchmarks", "results",
+                                   f"serving-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump(r, fh, indent=2)
+    print(_export_table(r) + f"\n\nwritten to {out}")
+    return r
 
 
 def _main_runs(args):

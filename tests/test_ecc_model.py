@@ -102,6 +102,12 @@ assert payload.dtype == np.uint8 and payload.shape == (5, 6, 24 * 6 * 6 // 8), p
 pos = tf.saved_model.load(r"{tmp_path / 'cloud'}").signatures["serving_default"](
     payload=tf.constant(payload), gain=tf.constant(gain))["position"].numpy()
 np.save(r"{tmp_path / 'pos.npy'}", pos)
+# empty batches get empty results of the right inner shape, edge and cloud alike
+e0 = tf.saved_model.load(r"{tmp_path}/edge0").signatures["serving_default"](csi=tf.zeros([0, 4, 8, 24, 2]))
+assert e0["payload"].shape == (0, 108) and e0["gain"].shape == (0, 4), e0
+c0 = tf.saved_model.load(r"{tmp_path / 'cloud'}").signatures["serving_default"](
+    payload=tf.zeros([0, 6, 108], tf.uint8), gain=tf.zeros([0, 6, 4], tf.uint8))["position"]
+assert c0.shape == (0, 3), c0.shape
 """
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]

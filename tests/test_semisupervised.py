@@ -134,11 +134,11 @@ def synthetic(monkeypatch):
 def test_init_from_another_model_or_other_labels_is_refused(synthetic, synthetic_stage1, tmp_path):
     stage1 = synthetic_stage1
     from tfloc.methods import train_and_evaluate
-    for extra, needle in [(["model.resnet.width=12"], "not the configured"),
-                          (["runtime.seed=8"], "trained on other labels")]:
+    for i, (extra, needle) in enumerate([(["model.resnet.width=12"], "not the configured"),
+                                         (["runtime.seed=8"], "trained on other labels")]):
         cfg = _synthetic_cfg("mean_teacher", tmp_path, [f"method.mean_teacher.init_from={stage1}", *extra])
         with pytest.raises(ConfigError, match=needle):
-            train_and_evaluate(cfg, str(tmp_path / "bad"))
+            train_and_evaluate(cfg, str(tmp_path / f"bad{i}"))
 
 
 def test_axis_error_metrics_by_hand():

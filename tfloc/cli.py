@@ -16,8 +16,9 @@ from tfloc.utils import quiet_tensorflow
 
 def _user_errors():
     from tfloc.config import ConfigError
+    from tfloc.methods.callbacks import CheckpointError
     from tfloc.sim.paths import CacheError
-    return (ConfigError, CacheError, FileNotFoundError)
+    return (ConfigError, CacheError, CheckpointError, FileNotFoundError)
 
 
 def run_cli(fn, argv=None):
@@ -46,7 +47,8 @@ def train_main(argv=None):
     cfg = load_config(args.config, args.overrides)
     run_dir = args.run_dir or os.path.join(
         cfg.runtime.runs_dir, f"{cfg.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    logging.getLogger("tfloc").info("run directory: %s", run_dir)
+    logging.getLogger("tfloc").info("run directory: %s (if interrupted, the same command with "
+                                    "--run-dir %s resumes it)", run_dir, run_dir)
     from tfloc.methods import train_and_evaluate
     report = train_and_evaluate(cfg, run_dir)
     print(f"\nrun: {run_dir}\n{summary_lines(report)}\n"

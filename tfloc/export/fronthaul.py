@@ -73,8 +73,7 @@ class EdgeModule(ExportModule):
             return {"payload": pack_codes(q.encode(z), q.bits), "gain": pack_gain(out["gain"])}
         archive = keras.export.ExportArchive()
         archive.track(edge)
-        archive.add_endpoint(name="serving_default", fn=serve,
-                             input_signature=[tf.TensorSpec([None, *shape], tf.float32, name="csi")])
+        self.add_serving_endpoint(archive, serve, [tf.TensorSpec([None, *shape], tf.float32, name="csi")])
         return archive
 
 
@@ -126,7 +125,7 @@ class CloudModule(ExportModule):
             return {k: out[k] for k in outputs}
         archive = keras.export.ExportArchive()
         archive.track(cloud)
-        archive.add_endpoint(name="serving_default", fn=serve, input_signature=[
+        self.add_serving_endpoint(archive, serve, [
             tf.TensorSpec([None, L, nbytes], tf.uint8, name="payload"),
             tf.TensorSpec([None, L, 4], tf.uint8, name="gain")])
         return archive

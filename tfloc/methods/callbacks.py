@@ -1,6 +1,9 @@
 """Keras callbacks the methods share."""
 from __future__ import annotations
 
+import json
+import os
+
 import keras
 import numpy as np
 
@@ -71,3 +74,135 @@ class GradualUnfreezing(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+
+class CheckpointError(RuntimeError):
+    """A training backup or stage checkpoint is corrupt or truncated (a user-facing error)."""
+
+
+def _damaged(path: str, e: Exception, remedy: str) -> CheckpointError:
+    return CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}); {remedy}")
+
+
+class ResumableBackup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, with every epoch's logs kept beside the backup so a resumed
+    fit's history is whole, atomic writes (a kill mid-save leaves the previous backup), and
+    a one-line :class:`CheckpointError` naming the file when a backup cannot be read.
+
+    The order of an epoch's save is logs, weights (model and optimizer), then the epoch
+    counter, so a kill at any point resumes at an epoch whose weights and logs exist.
+
+    Attributes: ``start_epoch`` (0: a fresh fit), ``prior`` (logs of the epochs before it),
+    ``history`` (every epoch's logs after the fit, as ``History.history``).
+    """
+
+    def __init__(self, backup_dir: str):
+        super().__init__(backup_dir)
+        self._logs_path = os.path.join(backup_dir, "epochs.json")
+        self.start_epoch, self.prior, self.epochs = 0, {}, {}
+        if os.path.exists(self._training_metadata_path):
+            self.start_epoch = int(self._read_json(self._training_metadata_path, "epoch"))
+            if os.path.exists(self._logs_path):
+                logs = self._read_json(self._logs_path)
+                self.prior = {int(e): v for e, v in logs.items() if int(e) < self.start_epoch}
+        self.epochs = dict(self.prior)
+
+    def _read_json(self, path, key=None):
+        try:
+            with open(path) as fh:
+                data = json.load(fh)
+            return data[key] if key else dict(data)
+        except (ValueError, KeyError, TypeError) as e:
+            raise _damaged(path, e, f"delete {self.backup_dir} to train this stage from its start") from None
+
+    def on_train_begin(self, logs=None):
+        if not self.start_epoch:
+            return
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        try:
+            self.model.load_weights(self._weights_path)
+        except Exception as e:  # h5py raises OSError, KeyError or ValueError by the damage
+            raise _damaged(self._weights_path, e,
+                           f"delete {self.backup_dir} to train this stage from its start") from None
+        self.model._initial_epoch = self.start_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs[epoch] = {k: float(v) for k, v in (logs or {}).items()}
+        super().on_epoch_end(epoch, logs)
+
+    def _save_model(self):
+        from tfloc.utils import atomic_write_text
+        os.makedirs(self.backup_dir, exist_ok=True)
+        atomic_write_text(self._logs_path, json.dumps({str(e): v for e, v in self.epochs.items()}))
+        tmp = os.path.join(self.backup_dir, ".tmp-latest.weights.h5")
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, self._weights_path)
+        atomic_write_text(self._training_metadata_path, json.dumps({"epoch": self._current_epoch}))
+
+    def on_train_end(self, logs=None):
+        self.model._initial_epoch = None
+        super().on_train_end(logs)
+
+    @property
+    def history(self) -> dict:
+        keys = sorted({k for v in self.epochs.values() for k in v})
+        order = sorted(self.epochs)
+        return {k: [self.epochs[e].get(k, float("nan")) for e in order] for k in keys}
+
+
+class FinishedStage:
+    """A fit that ran to its end: the trained weights (without optimizer state) and the
+    history, at ``<prefix>.weights.h5`` and ``<prefix>.json``; a re-run skips the fit and
+    restores them, so a multi-stage method resumes at the first stage that did not finish."""
+
+    def __init__(self, prefix: str):
+        self.weights, self.record = prefix + ".weights.h5", prefix + ".json"
+
+    @property
+    def exists(self) -> bool:
+        return os.path.isfile(self.record) and os.path.isfile(self.weights)
+
+    def save(self, trainer, history: dict, facts: dict):
+        from tfloc.utils import atomic_write_text
+        tmp = os.path.join(os.path.dirname(self.weights), ".tmp-" + os.path.basename(self.weights))
+        with _without_optimizer(trainer):
+            trainer.save_weights(tmp, overwrite=True)
+        os.replace(tmp, self.weights)
+        atomic_write_text(self.record, json.dumps({"history": history, **facts}))
+
+    def restore(self, trainer) -> dict:
+        """Loads the weights into ``trainer``; returns the record (``history``, facts)."""
+        try:
+            with open(self.record) as fh:
+                record = json.load(fh)
+            record["history"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise _damaged(self.record, e, "delete it to train this stage again") from None
+        try:
+            with _without_optimizer(trainer):
+                trainer.load_weights(self.weights)
+        except Exception as e:
+            raise _damaged(self.weights, e, "delete it to train this stage again") from None
+        return record
+
+
+class _without_optimizer:
+    """Hides a model's optimizer while its weights are saved or loaded (stage results keep
+    the weights only: the next stage compiles its own optimizer)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.optimizer, self.model.optimizer = self.model.optimizer, None
+
+    def __exit__(self, *exc):
+        self.model.optimizer = self.optimizer
+
+
+class RecordedHistory:
+    """A ``keras.callbacks.History`` stand-in for a fit whose history was recorded."""
+
+    def __init__(self, history: dict):
+        self.history = history

@@ -71,6 +71,10 @@ def train_and_evaluate(cfg, run_dir: str) -> dict:
     from tfloc.config import dump_yaml
     from tfloc.utils import set_seed
     set_seed(cfg.runtime.seed)
+    if cfg.runtime.deterministic:
+        import tensorflow as tf
+        tf.config.experimental.enable_op_determinism()
+    resuming = check_run_dir(cfg, run_dir)
     timings = {}
     t0 = time.time()
     task, data = prepare(cfg)
@@ -91,13 +95,57 @@ def train_and_evaluate(cfg, run_dir: str) -> dict:
     timings["training_s"] = time.time() - t1
     timings.update(facts)
     save_models(run_dir, models)
-    report = evaluate(cfg, run_dir, task, models, data, extra={"timings_s": timings})
+    extra = {"timings_s": timings}
+    if resuming:  # stage -> the epoch it went on after, or 'restored'
+        extra["resumed"] = {"stages": getattr(task, "resumed", {})}
+    report = evaluate(cfg, run_dir, task, models, data, extra=extra)
     if cfg.export.enabled:
         t2 = time.time()
+        examples = serving_examples(data)
         for module in task.export_modules(models, data.spec):
-            path = module.write(os.path.join(run_dir, "export", module.name, str(cfg.export.version)))
+            path = module.write(os.path.join(run_dir, "export", module.name, str(cfg.export.version)),
+                                examples)
             log.info("exported SavedModel %s (%.1f s)", path, time.time() - t2)
     return report
+
+
+def serving_examples(data, n: int = 32) -> dict:
+    """Raw serving inputs (``csi`` and ``sector`` / ``bs_positions``) of the first ``n`` test
+    UEs, with the test split's impairments: the exports' warm-up requests."""
+    x, _ = next(iter(data.pipeline.csi_dataset(data.splits.test[:n], training=False,
+                                                batch_size=n, split_seed_offset=3)))
+    return {k: np.asarray(v) for k, v in x.items()}
+
+
+def check_run_dir(cfg, run_dir: str) -> bool:
+    """True when ``run_dir`` holds an earlier run of this same config (it resumes);
+    ConfigError when it holds another config's (nothing is written)."""
+    import yaml
+    from tfloc.config import ConfigError, to_dict
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return False
+    with open(path) as fh:
+        old = yaml.safe_load(fh) or {}
+    new = yaml.safe_load(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    for tree in (old, new):
+        tree.get("runtime", {}).pop("verbose", None)   # how much it prints is no difference
+    diff = _first_difference(old, new)
+    if diff:
+        raise ConfigError(f"{run_dir}: holds a run of another config ({diff}); re-run it with "
+                          "its own config to resume, or choose a new --run-dir")
+    log.info("%s: resuming the run of this config found there", run_dir)
+    return True
+
+
+def _first_difference(old, new, where: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in list(old) + [k for k in new if k not in old]:
+            d = _first_difference(old.get(k), new.get(k), f"{where}.{k}" if where else str(k))
+            if d:
+                return d
+        return ""
+    return "" if old == new else f"{where}: {old!r} there, {new!r} here"
 
 
 def save_models(run_dir: str, models: dict):
@@ -155,6 +203,7 @@ def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = N
                                                  "mean_paths_per_ue", "conditions")} | data.info,
         "method": cfg.method.type, "evaluators": names,
         "model_name": net.name, "num_parameters": int(net.count_params()),
+        "op_determinism": _op_determinism(),
         "evaluation_s": round(time.time() - t0, 2),
     }
     report.update(getattr(task, "report_extra", {}) or {})
@@ -171,6 +220,12 @@ def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = N
     if "mean_m" in m:
         log.info("test: %s mean %.2f m (p90 %.2f m)", net.name, m["mean_m"], m["p90_m"])
     return report
+
+
+def _op_determinism() -> bool:
+    """Whether TF ran with op determinism (``runtime.deterministic``), as TF reports it."""
+    from tensorflow.python.framework import config
+    return bool(config.is_op_determinism_enabled())
 
 
 def trajectory_set(cfg, task, models) -> dict:

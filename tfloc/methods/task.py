@@ -19,6 +19,7 @@ losses are callables of (labels, outputs); evaluators are chosen in the config
 from __future__ import annotations
 
 import abc
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ import tensorflow as tf
 
 from tfloc.config import ConfigError, param
 from tfloc.losses import LossConfig
+
+log = logging.getLogger("tfloc")
 
 #: class names of the propagation-condition task, by number of classes, and the
 #: PathSet condition code (LOS, NLOS-static, NLOS-car) each class collects
@@ -143,18 +146,42 @@ class Task(abc.ABC):
         restored) and LR decay on plateau; ``schedule`` replaces those two by the
         given callbacks (e.g. :class:`tfloc.methods.callbacks.GradualUnfreezing`);
         ``learning_rate`` overrides ``training.learning_rate`` (fine-tuning stages) and
-        ``callbacks`` are added (e.g. an EMA teacher's update)."""
+        ``callbacks`` are added (e.g. an EMA teacher's update).
+
+        Every fit survives a kill: ``backup/<tag>`` holds the last finished epoch
+        (Keras BackupAndRestore: weights, optimizer, epoch) and a re-run in the same
+        run directory goes on from there; a fit that ran to its end leaves its weights
+        and history in ``checkpoints/done-<tag>.*`` and a re-run restores them instead
+        of training, so multi-stage methods resume at the first unfinished stage. On a
+        resumed fit the schedule's counters (patience, plateau) start again; the best
+        weights of the whole fit are restored at its end."""
+        from tfloc.methods.callbacks import FinishedStage, RecordedHistory, ResumableBackup
         t = self.cfg.training
         trainer.compile(optimizer=keras.optimizers.Adam(learning_rate or t.learning_rate))
+        stage = tag or "train"
         sub = f"-{tag}" if tag else ""
-        ckpt = os.path.join(run_dir, "checkpoints", f"best{sub}.weights.h5")
-        os.makedirs(os.path.dirname(ckpt), exist_ok=True)
+        ckpt_dir = os.path.join(run_dir, "checkpoints")
+        os.makedirs(ckpt_dir, exist_ok=True)
+        done = FinishedStage(os.path.join(ckpt_dir, f"done-{stage}"))
+        if done.exists:
+            record = done.restore(trainer)
+            self.resumed = {**getattr(self, "resumed", {}), stage: "restored"}
+            log.info("stage %s: finished in an earlier run (%d epochs), weights restored",
+                     stage, len(record["history"].get("loss", [])))
+            return RecordedHistory(record["history"])
+        backup = ResumableBackup(os.path.join(run_dir, "backup", stage))
+        prior_best = min((v[monitor] for v in backup.prior.values() if monitor in v), default=None)
+        if backup.start_epoch:
+            log.info("stage %s: resuming after epoch %d (best %s so far %.4g)", stage,
+                     backup.start_epoch, monitor, prior_best if prior_best is not None else np.nan)
+        ckpt = os.path.join(ckpt_dir, f"best{sub}.weights.h5")
         callbacks = [
-            *callbacks,
+            backup, *callbacks,
             keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard", tag),
                                         write_graph=False, update_freq="epoch"),
             keras.callbacks.ModelCheckpoint(ckpt, monitor=monitor, mode="min", save_best_only=True,
-                                            save_weights_only=True),
+                                            save_weights_only=True,
+                                            initial_value_threshold=prior_best),
         ]
         callbacks += list(schedule) if schedule is not None else [
             keras.callbacks.EarlyStopping(monitor=monitor, mode="min",
@@ -166,8 +193,22 @@ class Task(abc.ABC):
         verbose = self.cfg.runtime.verbose
         if verbose == 1 and not sys.stdout.isatty():
             verbose = 2  # one line per epoch in logs and CI instead of a redrawn bar
-        return trainer.fit(train_ds, validation_data=val_ds, epochs=epochs or t.epochs,
-                           callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles
+        trainer.fit(train_ds, validation_data=val_ds, epochs=epochs or t.epochs,
+                    callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles
+        history = backup.history
+        if backup.start_epoch and prior_best is not None and \
+                np.nanargmin(history[monitor]) < backup.start_epoch:
+            from tfloc.methods.callbacks import CheckpointError
+            try:   # the best epoch was before the kill: its weights are the checkpoint's
+                trainer.load_weights(ckpt)
+            except Exception as e:
+                raise CheckpointError(f"{ckpt}: corrupt or truncated checkpoint "
+                                      f"({type(e).__name__}); delete it and "
+                                      f"{os.path.join(run_dir, 'backup', stage)}") from None
+        done.save(trainer, history, {"resumed_at_epoch": backup.start_epoch})
+        if backup.start_epoch:
+            self.resumed = {**getattr(self, "resumed", {}), stage: backup.start_epoch}
+        return RecordedHistory(history)
 
 
 class TaskTrainer(keras.Model):

@@ -1,0 +1,160 @@
+"""Training that survives a kill (issue 11, point 4): BackupAndRestore in every fit, stages
+that finished are restored, a damaged backup or another config's run directory is a
+one-line error."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+from synthetic import ETOILE_SETS, SYNTHETIC_SETS
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+#: train.py on the synthetic path set (no tracing); TFLOC_TEST_EPOCH_SLEEP slows each epoch
+#: so the test can kill the process between epochs
+DRIVER = f"""
+import os, sys, time
+sys.path.insert(0, {TESTS!r})
+import keras, tfloc.sim
+from synthetic import synthetic_pathset
+ps = synthetic_pathset()
+tfloc.sim.load_or_trace = lambda cfg, cache, progress=True: (ps, "synthetic", True)
+pause = float(os.environ.get("TFLOC_TEST_EPOCH_SLEEP", "0"))
+if pause:
+    end = keras.callbacks.TensorBoard.on_epoch_end
+    keras.callbacks.TensorBoard.on_epoch_end = lambda self, e, logs=None: (time.sleep(pause), end(self, e, logs))
+from tfloc.cli import run_cli, train_main
+run_cli(train_main, sys.argv[1:])
+"""
+
+EPOCHS = 8
+SETS = [*SYNTHETIC_SETS, *ETOILE_SETS, "export.enabled=false", "evaluation.evaluators=[position]",
+        f"training.epochs={EPOCHS}", "training.early_stopping_patience=50"]
+
+
+def _cmd(tmp, run, sets=(), config="etoile_supervised.yaml"):
+    driver = tmp / "driver.py"
+    driver.write_text(DRIVER)
+    args = [a for s in [*SETS, *sets] for a in ("--set", s)]
+    return [sys.executable, str(driver), "--config", os.path.join(REPO, "configs", config),
+            *args, "--run-dir", str(run)]
+
+
+def _env(**extra):
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+
+
+def _backup_epoch(run, stage="train"):
+    try:
+        with open(run / "backup" / stage / "training_metadata.json") as fh:
+            return json.load(fh)["epoch"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_sigkill_then_rerun_resumes_at_the_last_finished_epoch(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(tmp_path, run), cwd=tmp_path, env=_env(TFLOC_TEST_EPOCH_SLEEP="1.0"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while _backup_epoch(run) < 3:
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline, "no backup after 10 minutes"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _backup_epoch(run)
+    assert 3 <= killed_at < EPOCHS and not (run / "report.json").exists()
+
+    r = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"stage train: resuming after epoch {killed_at}" in r.stderr
+    report = json.loads((run / "report.json").read_text())
+    assert report["resumed"] == {"stages": {"train": killed_at}}
+    assert report["timings_s"]["epochs"] == EPOCHS      # the whole history, not the resumed part
+    assert report["model"]["mean_m"] > 0 and (run / "model.keras").is_file()
+    record = json.loads((run / "checkpoints" / "done-train.json").read_text())
+    assert record["resumed_at_epoch"] == killed_at and len(record["history"]["loss"]) == EPOCHS
+    assert not (run / "backup" / "train").exists()      # removed once the fit finished
+
+    # a third run finds every stage finished: restores them, trains nothing, same test error
+    r = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stage train: finished in an earlier run (8 epochs), weights restored" in r.stderr
+    again = json.loads((run / "report.json").read_text())
+    assert again["resumed"] == {"stages": {"train": "restored"}}
+    assert again["model"]["mean_m"] == pytest.approx(report["model"]["mean_m"], rel=1e-6)
+
+
+def _one_line_error(r, *needles):
+    assert r.returncode == 2, r.stderr[-3000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def test_damaged_backup_is_a_one_line_error_naming_the_file(tmp_path):
+    run = tmp_path / "run"
+    r = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    # a backup of epoch 2 whose weights file was cut short
+    backup = run / "backup" / "train"
+    backup.mkdir(parents=True)
+    (backup / "training_metadata.json").write_text('{"epoch": 2}')
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
+    for f in (run / "checkpoints").glob("done-*"):
+        f.unlink()
+    r = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                       timeout=900)
+    _one_line_error(r, str(backup / "latest.weights.h5"), "corrupt or truncated")
+    (backup / "training_metadata.json").write_text('{"epo')
+    r = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                       timeout=900)
+    _one_line_error(r, str(backup / "training_metadata.json"), "corrupt or truncated")
+
+
+def test_run_dir_of_another_config_is_refused_before_anything_is_written(tmp_path):
+    run = tmp_path / "run"
+    r = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    r = subprocess.run(_cmd(tmp_path, run, ["training.learning_rate=0.01"]), cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=900)
+    _one_line_error(r, str(run), "training.learning_rate: 0.001 there, 0.01 here")
+    after = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_multi_stage_method_resumes_at_its_first_unfinished_stage(tmp_path, monkeypatch):
+    """Autoencoder: pre-training finished, fine-tuning did not -> pre-training is restored
+    (not retrained), fine-tuning trains again."""
+    import tfloc.sim
+    from synthetic import ETOILE_SITE, synthetic_pathset
+    from tfloc.experiment import load_config
+    from tfloc.methods import train_and_evaluate
+    ps = synthetic_pathset()
+    monkeypatch.setattr(tfloc.sim, "load_or_trace", lambda cfg, cache, progress=True: (ps, "synthetic", True))
+    cfg = load_config(os.path.join(REPO, "configs", "autoencoder.yaml"),
+                      [*SYNTHETIC_SETS, *ETOILE_SITE, "export.enabled=false", "evaluation.evaluators=[position]"])
+    run = tmp_path / "run"
+    first = train_and_evaluate(cfg, str(run))
+    assert "resumed" not in first
+    for f in [run / "report.json", *(run / "checkpoints").glob("done-train.*")]:
+        f.unlink()
+    second = train_and_evaluate(cfg, str(run))
+    assert second["resumed"] == {"stages": {"pretrain": "restored"}}
+    keep = ("epochs", "best_epoch", "best_val_reconstruction_mse")
+    assert {k: second["autoencoder"]["pretraining"][k] for k in keep} == \
+        {k: first["autoencoder"]["pretraining"][k] for k in keep}
+    assert second["timings_s"]["epochs"] == first["timings_s"]["epochs"]

@@ -1,0 +1,199 @@
+"""TF Serving's REST predict API for one exported SavedModel, for users without the
+model server binary (``python -m tfloc.serve``).
+
+``POST /v1/models/<name>[/versions/<v>]:predict`` takes ``{"instances": [...]}`` (row
+format: one object of named inputs per UE, or the bare value when the signature has one
+input) or ``{"inputs": {...}}`` (columnar) and answers ``{"predictions": [...]}`` (one
+object of named outputs per UE, or the bare value for one output) or ``{"outputs":
+...}``, as TF Serving does. ``GET /v1/models/<name>`` reports the version's status.
+A request the model rejects (CSI of the wrong shape, NaN, a sector out of range,
+malformed JSON) gets HTTP 400 and ``{"error": "<one line>"}``; an unknown model 404.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+from tfloc.export.saved_model import SIGNATURE
+
+log = logging.getLogger("tfloc")
+
+_PREDICT = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?:predict$")
+_STATUS = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?$")
+
+
+class BadRequest(ValueError):
+    """A request the model cannot answer (HTTP 400)."""
+
+
+def find_export(path: str) -> str:
+    """``path`` itself if it is a SavedModel; else the newest version under ``path`` (an
+    ``export/<name>`` directory) or under the one ``export/<name>`` of a run directory."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    found = [os.path.join(path, v[-1]) for v in [versions_of(path)] if v]
+    export = os.path.join(path, "export")
+    if not found and os.path.isdir(export):
+        found = [os.path.join(export, n, versions_of(os.path.join(export, n))[-1])
+                 for n in sorted(os.listdir(export)) if versions_of(os.path.join(export, n))]
+    if len(found) != 1:
+        raise FileNotFoundError(f"{path}: {'no SavedModel' if not found else 'several SavedModels'} "
+                                f"found{': ' + ', '.join(found) if found else ''}; give one "
+                                "export/<name>/<version> directory")
+    return found[0]
+
+
+def versions_of(d: str) -> list[str]:
+    """The numbered SavedModel versions in ``d``, oldest first."""
+    if not os.path.isdir(d):
+        return []
+    return sorted((v for v in os.listdir(d) if v.isdigit()
+                   and os.path.isfile(os.path.join(d, v, "saved_model.pb"))), key=int)
+
+
+def error_line(message: str) -> str:
+    """The one line of a TF runtime error a user needs: an assertion's own message (the
+    signature's input checks), not the graph location around it."""
+    m = re.search(r"assertion failed: \[(.+?)\](?: \[|$)", message)
+    if m:
+        return m.group(1).replace("\\'", "'")
+    skip = ("Graph execution error", "Detected at node", "<stack traces", "[[")
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip() and not ln.strip().startswith(skip)]
+    return (lines[0] if lines else message.strip()).split("\t [[")[0].strip()
+
+
+class Predictor:
+    """The ``serving_default`` signature of a SavedModel on JSON-decoded requests."""
+
+    def __init__(self, model_dir: str, name: str | None = None):
+        import tensorflow as tf
+        self.model_dir = os.path.abspath(model_dir)
+        self.loaded = tf.saved_model.load(self.model_dir)
+        self.fn = self.loaded.signatures[SIGNATURE]
+        self.inputs = dict(self.fn.structured_input_signature[1])
+        self.version = os.path.basename(self.model_dir)
+        self.name = name or os.path.basename(os.path.dirname(self.model_dir))
+        self._tf = tf
+
+    def _array(self, key, value, spec) -> np.ndarray:
+        try:
+            a = np.asarray(value, dtype=spec.dtype.as_numpy_dtype)
+        except (ValueError, TypeError) as e:
+            raise BadRequest(f"input '{key}': not a {spec.dtype.name} array ({e})") from None
+        if a.ndim != len(spec.shape):
+            raise BadRequest(f"input '{key}' must have shape [batch, "
+                             f"{', '.join(map(str, spec.shape[1:]))}], got {list(a.shape)}")
+        return a
+
+    def predict(self, body) -> dict:
+        if not isinstance(body, dict) or (("instances" in body) == ("inputs" in body)):
+            raise BadRequest("the request body must be a JSON object with 'instances' (row "
+                             "format) or 'inputs' (columnar format)")
+        sig = body.get("signature_name", SIGNATURE)
+        if sig != SIGNATURE:
+            raise BadRequest(f"signature '{sig}' not found; the model serves '{SIGNATURE}'")
+        names = list(self.inputs)
+        rows = "instances" in body
+        if rows:
+            inst = body["instances"]
+            if not isinstance(inst, list):
+                raise BadRequest("'instances' must be a list")
+            if len(names) == 1 and not (inst and isinstance(inst[0], dict)):
+                cols = {names[0]: inst}
+            else:
+                bad = [i for i, v in enumerate(inst) if not isinstance(v, dict) or set(v) != set(names)]
+                if bad:
+                    raise BadRequest(f"instance {bad[0]} must be an object with the inputs "
+                                     f"{names}")
+                cols = {k: [v[k] for v in inst] for k in names}
+        else:
+            cols = body["inputs"] if isinstance(body["inputs"], dict) else {names[0]: body["inputs"]}
+            if set(cols) != set(names):
+                raise BadRequest(f"'inputs' must hold the inputs {names}, got {sorted(cols)}")
+        x = {}
+        for k in names:
+            spec = self.inputs[k]
+            if len(cols[k]) == 0:
+                x[k] = np.zeros([0, *spec.shape[1:]], spec.dtype.as_numpy_dtype)
+            else:
+                x[k] = self._array(k, cols[k], spec)
+        try:
+            out = self.fn(**{k: self._tf.constant(v) for k, v in x.items()})
+        except (self._tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+            raise BadRequest(error_line(getattr(e, "message", str(e)))) from None
+        out = {k: v.numpy().tolist() for k, v in out.items()}
+        if not rows:
+            return {"outputs": out if len(out) > 1 else next(iter(out.values()))}
+        keys = sorted(out)
+        n = len(out[keys[0]])
+        if len(keys) == 1:
+            return {"predictions": out[keys[0]]}
+        return {"predictions": [{k: out[k][i] for k in keys} for i in range(n)]}
+
+    def status(self) -> dict:
+        return {"model_version_status": [{"version": self.version, "state": "AVAILABLE",
+                                          "status": {"error_code": "OK", "error_message": ""}}]}
+
+
+def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8501) -> ThreadingHTTPServer:
+    """An HTTP server (not started) answering TF Serving's REST API for ``predictor``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, code: int, payload: dict):
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _model(self, m) -> bool:
+            name, version = m.group(1), m.group(2)
+            if name != predictor.name or (version and version != predictor.version):
+                self._send(404, {"error": f"Servable not found for request: Latest({name})"
+                                 if not version else f"Servable not found: {name} version {version}"})
+                return False
+            return True
+
+        def do_GET(self):  # noqa: N802 (http.server's names)
+            m = _STATUS.match(self.path)
+            if not m:
+                return self._send(404, {"error": f"Malformed request: GET {self.path}"})
+            if self._model(m):
+                self._send(200, predictor.status())
+
+        def do_POST(self):  # noqa: N802
+            m = _PREDICT.match(self.path)
+            if not m:
+                return self._send(404, {"error": f"Malformed request: POST {self.path}"})
+            if not self._model(m):
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null")
+            except (ValueError, UnicodeDecodeError) as e:
+                return self._send(400, {"error": f"JSON parse error: {e}"})
+            try:
+                self._send(200, predictor.predict(body))
+            except BadRequest as e:
+                self._send(400, {"error": str(e)})
+
+        def log_message(self, fmt, *args):
+            log.debug("%s %s", self.address_string(), fmt % args)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def serve_forever(server: ThreadingHTTPServer) -> threading.Thread:
+    """Starts ``server`` on a daemon thread (tests, notebooks); returns the thread."""
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    return t

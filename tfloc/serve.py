@@ -1,0 +1,38 @@
+"""Serve an exported model with TF Serving's REST predict API on this machine:
+
+    python -m tfloc.serve RUN_DIR_OR_EXPORT [--port 8501] [--host 127.0.0.1] [--name NAME]
+
+then ``POST http://127.0.0.1:8501/v1/models/NAME:predict`` with ``{"instances": [...]}``.
+See :mod:`tfloc.export.rest`. For production, TF Serving's model server loads the same
+export directory (``export/<name>``) and replays its warm-up requests.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="TF Serving's REST predict API for a tfloc export.")
+    p.add_argument("path", help="a run directory, export/<name> or export/<name>/<version>")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501, help="0: any free port (printed)")
+    p.add_argument("--name", help="model name in the URL (default: the export's name)")
+    args = p.parse_args(argv)
+    from tfloc.export.rest import Predictor, find_export, make_server
+    model_dir = find_export(args.path)
+    predictor = Predictor(model_dir, args.name)
+    server = make_server(predictor, args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"serving {predictor.name} (version {predictor.version}, {model_dir}) at "
+          f"http://{host}:{port}/v1/models/{predictor.name}:predict", flush=True)
+    logging.getLogger("tfloc").info("inputs: %s", {k: v.shape.as_list() for k, v in predictor.inputs.items()})
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    from tfloc.cli import run_cli
+    run_cli(main)
