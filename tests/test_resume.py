@@ -102,11 +102,23 @@ def _one_line_error(r, *needles):
     return lines[0]
 
 
-def test_damaged_backup_is_a_one_line_error_naming_the_file(tmp_path):
-    run = tmp_path / "run"
-    r = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("finished")
+    r = subprocess.run(_cmd(tmp, tmp / "run"), cwd=tmp, env=_env(), capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    return tmp / "run"
+
+
+def _copy(run, tmp_path):
+    import shutil
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_damaged_backup_is_a_one_line_error_naming_the_file(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
     # a backup of epoch 2 whose weights file was cut short
     backup = run / "backup" / "train"
     backup.mkdir(parents=True)
@@ -123,11 +135,8 @@ def test_damaged_backup_is_a_one_line_error_naming_the_file(tmp_path):
     _one_line_error(r, str(backup / "training_metadata.json"), "corrupt or truncated")
 
 
-def test_run_dir_of_another_config_is_refused_before_anything_is_written(tmp_path):
-    run = tmp_path / "run"
-    r = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                       timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_run_dir_of_another_config_is_refused_before_anything_is_written(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     r = subprocess.run(_cmd(tmp_path, run, ["training.learning_rate=0.01"]), cwd=tmp_path, env=_env(),
                        capture_output=True, text=True, timeout=900)

@@ -34,6 +34,8 @@ class RuntimeConfig:
     runs_dir: str = param("runs")
     cache_dir: str = param("cache")
     verbose: int = param(1, min=0, max=2)
+    distribution: str = param("none", choices=["none", "mirrored", "multi_worker"],
+                              doc="tf.distribute strategy (multi_worker: TF_CONFIG, see README)")
     deterministic: bool = param(False, doc="TF op determinism: two runs of a config on one "
                                 "machine give the same weights and report (slower, see README)")
 

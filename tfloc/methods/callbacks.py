@@ -96,14 +96,19 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     ``history`` (every epoch's logs after the fit, as ``History.history``).
     """
 
-    def __init__(self, backup_dir: str):
+    def __init__(self, backup_dir: str, restore_dir: str | None = None):
         super().__init__(backup_dir)
         self._logs_path = os.path.join(backup_dir, "epochs.json")
+        # where to resume from: this backup, or (a multi-worker run's other workers) the chief's
+        src = restore_dir or backup_dir
+        self._restore = {k: os.path.join(src, f) for k, f in
+                         (("meta", "training_metadata.json"), ("logs", "epochs.json"),
+                          ("weights", "latest.weights.h5"))}
         self.start_epoch, self.prior, self.epochs = 0, {}, {}
-        if os.path.exists(self._training_metadata_path):
-            self.start_epoch = int(self._read_json(self._training_metadata_path, "epoch"))
-            if os.path.exists(self._logs_path):
-                logs = self._read_json(self._logs_path)
+        if os.path.exists(self._restore["meta"]):
+            self.start_epoch = int(self._read_json(self._restore["meta"], "epoch"))
+            if os.path.exists(self._restore["logs"]):
+                logs = self._read_json(self._restore["logs"])
                 self.prior = {int(e): v for e, v in logs.items() if int(e) < self.start_epoch}
         self.epochs = dict(self.prior)
 
@@ -121,9 +126,9 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         try:
-            self.model.load_weights(self._weights_path)
+            self.model.load_weights(self._restore["weights"])
         except Exception as e:  # h5py raises OSError, KeyError or ValueError by the damage
-            raise _damaged(self._weights_path, e,
+            raise _damaged(self._restore["weights"], e,
                            f"delete {self.backup_dir} to train this stage from its start") from None
         self.model._initial_epoch = self.start_epoch
 
@@ -156,12 +161,14 @@ class FinishedStage:
     history, at ``<prefix>.weights.h5`` and ``<prefix>.json``; a re-run skips the fit and
     restores them, so a multi-stage method resumes at the first stage that did not finish."""
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, restore_prefix: str | None = None):
         self.weights, self.record = prefix + ".weights.h5", prefix + ".json"
+        src = restore_prefix or prefix   # a multi-worker run's other workers read the chief's
+        self.src_weights, self.src_record = src + ".weights.h5", src + ".json"
 
     @property
     def exists(self) -> bool:
-        return os.path.isfile(self.record) and os.path.isfile(self.weights)
+        return os.path.isfile(self.src_record) and os.path.isfile(self.src_weights)
 
     def save(self, trainer, history: dict, facts: dict):
         from tfloc.utils import atomic_write_text
@@ -174,16 +181,16 @@ class FinishedStage:
     def restore(self, trainer) -> dict:
         """Loads the weights into ``trainer``; returns the record (``history``, facts)."""
         try:
-            with open(self.record) as fh:
+            with open(self.src_record) as fh:
                 record = json.load(fh)
             record["history"]
         except (ValueError, KeyError, TypeError) as e:
-            raise _damaged(self.record, e, "delete it to train this stage again") from None
+            raise _damaged(self.src_record, e, "delete it to train this stage again") from None
         try:
             with _without_optimizer(trainer):
-                trainer.load_weights(self.weights)
+                trainer.load_weights(self.src_weights)
         except Exception as e:
-            raise _damaged(self.weights, e, "delete it to train this stage again") from None
+            raise _damaged(self.src_weights, e, "delete it to train this stage again") from None
         return record
 
 

@@ -67,7 +67,32 @@ def prepare(cfg, progress: bool = True):
 
 
 def train_and_evaluate(cfg, run_dir: str) -> dict:
-    """The whole experiment of one config; returns the report (also in run_dir)."""
+    """The whole experiment of one config; returns the report (also in run_dir).
+
+    Under ``runtime.distribution: multi_worker`` every worker runs this; the chief writes
+    ``run_dir``, the others a temporary directory removed at the end
+    (:mod:`tfloc.methods.distribute`)."""
+    import shutil
+    import tempfile
+    from tfloc.methods.distribute import make_strategy
+    strategy, worker = make_strategy(cfg.runtime)   # before any other TF op
+    if worker.num_workers > 1:
+        log.info("worker %d of %d (%s)%s", worker.index, worker.num_workers, worker.task_type,
+                 ": writes the run directory" if worker.is_chief else ": writes nothing kept")
+    if worker.is_chief:
+        return _train_and_evaluate(cfg, run_dir, strategy, worker)
+    # one scratch directory per (run, worker): a killed worker's is cleared on its re-run
+    import hashlib
+    key = hashlib.sha1(os.path.abspath(run_dir).encode()).hexdigest()[:12]
+    scratch = os.path.join(tempfile.gettempdir(), f"tfloc-worker{worker.index}-{key}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        return _train_and_evaluate(cfg, scratch, strategy, worker, restore_root=run_dir)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train_and_evaluate(cfg, run_dir: str, strategy, worker, restore_root: str | None = None) -> dict:
     from tfloc.config import dump_yaml
     from tfloc.utils import set_seed
     set_seed(cfg.runtime.seed)
@@ -78,12 +103,21 @@ def train_and_evaluate(cfg, run_dir: str) -> dict:
     timings = {}
     t0 = time.time()
     task, data = prepare(cfg)
+    task.restore_root = restore_root
     timings["simulation_s"] = time.time() - t0
     inputs = task.build_inputs(data)
     # The run directory appears only once the data is ready: a mistake found
     # while tracing, splitting or building the inputs leaves no run behind.
     os.makedirs(run_dir, exist_ok=True)
     dump_yaml(cfg, os.path.join(run_dir, CONFIG_FILE))
+    if cfg.runtime.distribution != "none":
+        timings["distribution"] = {"strategy": cfg.runtime.distribution, "workers": worker.num_workers,
+                                   "replicas": int(strategy.num_replicas_in_sync)}
+    with strategy.scope():   # every variable (models, trainer metrics, optimizer) mirrored
+        return _train_in_scope(cfg, run_dir, task, data, inputs, resuming, timings)
+
+
+def _train_in_scope(cfg, run_dir, task, data, inputs, resuming, timings) -> dict:
     models = task.build_models(data.spec)
     net = models["inference"]
     log.info("method %s, model %s: %d parameters, inputs %s; %d labelled training samples",

@@ -162,14 +162,19 @@ class Task(abc.ABC):
         sub = f"-{tag}" if tag else ""
         ckpt_dir = os.path.join(run_dir, "checkpoints")
         os.makedirs(ckpt_dir, exist_ok=True)
-        done = FinishedStage(os.path.join(ckpt_dir, f"done-{stage}"))
+        # a multi-worker run's other workers write a scratch directory and resume from the
+        # chief's (``restore_root``: the run directory, on storage every worker sees)
+        root = getattr(self, "restore_root", None)
+        done = FinishedStage(os.path.join(ckpt_dir, f"done-{stage}"),
+                             root and os.path.join(root, "checkpoints", f"done-{stage}"))
         if done.exists:
             record = done.restore(trainer)
             self.resumed = {**getattr(self, "resumed", {}), stage: "restored"}
             log.info("stage %s: finished in an earlier run (%d epochs), weights restored",
                      stage, len(record["history"].get("loss", [])))
             return RecordedHistory(record["history"])
-        backup = ResumableBackup(os.path.join(run_dir, "backup", stage))
+        backup = ResumableBackup(os.path.join(run_dir, "backup", stage),
+                                 root and os.path.join(root, "backup", stage))
         prior_best = min((v[monitor] for v in backup.prior.values() if monitor in v), default=None)
         if backup.start_epoch:
             log.info("stage %s: resuming after epoch %d (best %s so far %.4g)", stage,
@@ -199,6 +204,8 @@ class Task(abc.ABC):
         if backup.start_epoch and prior_best is not None and \
                 np.nanargmin(history[monitor]) < backup.start_epoch:
             from tfloc.methods.callbacks import CheckpointError
+            if root:
+                ckpt = os.path.join(root, "checkpoints", os.path.basename(ckpt))
             try:   # the best epoch was before the kill: its weights are the checkpoint's
                 trainer.load_weights(ckpt)
             except Exception as e:
@@ -206,6 +213,10 @@ class Task(abc.ABC):
                                       f"({type(e).__name__}); delete it and "
                                       f"{os.path.join(run_dir, 'backup', stage)}") from None
         done.save(trainer, history, {"resumed_at_epoch": backup.start_epoch})
+        try:   # backup/ goes once no stage holds a backup
+            os.rmdir(os.path.join(run_dir, "backup"))
+        except OSError:
+            pass
         if backup.start_epoch:
             self.resumed = {**getattr(self, "resumed", {}), stage: backup.start_epoch}
         return RecordedHistory(history)
@@ -239,10 +250,25 @@ class TaskTrainer(keras.Model):
             if not layer.built:
                 layer.build(None)
         self.built = True  # the trained models are built; the trainer itself is never called
+        # Keras 3.15 reduces a multi-worker step's outputs with a mean over axis 0, which
+        # fails on scalars (tensorflow/tensorflow#72388): there they leave a step as [1]
+        self._per_worker = isinstance(tf.distribute.get_strategy(),
+                                      tf.distribute.MultiWorkerMirroredStrategy)
 
     @property
     def metrics(self):
         return self.term_trackers + self.val_trackers
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Under a tf.distribute strategy Keras reduces a first batch across replicas to
+        build compiled losses and metrics; a TaskTrainer has none (its models are built),
+        and MultiWorkerMirroredStrategy cannot reduce a nested batch (keras 3.15), so only
+        the optimizer is built here, in the strategy's scope."""
+        if self._distribute_strategy is None:
+            return
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def call(self, x, training=False):
         return self.nets["inference"](x, training=training)
@@ -250,20 +276,28 @@ class TaskTrainer(keras.Model):
     def train_step(self, data):
         with tf.GradientTape() as tape:
             terms = self.loss_fn(data)
+            # tf.distribute sums the replicas' gradients: each replica's mean loss counts
+            # 1/num_replicas, so a step equals one on the whole global batch
+            loss = terms["loss"] / tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.trainable_variables
-        grads = tape.gradient(terms["loss"], variables)
+        grads = tape.gradient(loss, variables)
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
         for t in self.term_trackers:
             t.update_state(terms[t.name])
-        return {t.name: t.result() for t in self.term_trackers}
+        return self._results(self.term_trackers)
+
+    def _results(self, trackers) -> dict:
+        if self._per_worker:
+            return {t.name: tf.reshape(t.result(), [1]) for t in trackers}
+        return {t.name: t.result() for t in trackers}
 
     def test_step(self, data):
         x, y = data
         values = self.val_fn(x, y)
         for t in self.val_trackers:
             t.update_state(values[t.name])
-        return {t.name: t.result() for t in self.val_trackers}
+        return self._results(self.val_trackers)
 
 
 def position_trainer(models: dict, net, loss) -> TaskTrainer:
