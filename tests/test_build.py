@@ -111,3 +111,44 @@ def test_inspect_cli(single, tmp_path):
     r = subprocess.run([sys.executable, "-m", "tfloc.sim", "inspect", str(tmp_path / "nope")],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "no such cache entry" in r.stderr
+
+
+def test_ray_build_with_two_local_workers_equals_single(single, tmp_path):
+    """python -m tfloc.sim build --executor ray --workers 2: a local Ray cluster, each worker
+    loads the scene once and traces chunks; same plan and merge as every other build."""
+    pytest.importorskip("ray")
+    args = ["--config", CONFIG, *[a for s in [*SETS, f"runtime.cache_dir={tmp_path}"] for a in ("--set", s)]]
+    r = subprocess.run([sys.executable, "-m", "tfloc.sim", "build", *args, "--executor", "ray",
+                        "--workers", "2"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "on 2 Ray workers" in r.stderr and "traced " in r.stdout and "dataset: " in r.stdout
+    entry = r.stdout.strip().splitlines()[-1].split("dataset: ")[1]
+    _same(PathSet.load(entry), single)
+    assert not os.path.exists(entry + ".build")
+
+
+def test_ray_build_errors_are_one_line_before_anything_runs(tmp_path):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                     # nothing listens there now
+    for extra, needle in [(["--executor", "ray", "--address", f"127.0.0.1:{port}"],
+                           f"--address 127.0.0.1:{port}: cannot reach the Ray cluster"),
+                          (["--executor", "ray", "--address", "nohostport"], "expected HOST:PORT"),
+                          (["--address", "127.0.0.1:6379"], "--address and --workers go with --executor ray"),
+                          (["--executor", "ray", "--shard", "0/2"], "choose one")]:
+        r = subprocess.run([sys.executable, "-m", "tfloc.sim", "build", "--config", CONFIG, "--set",
+                            f"runtime.cache_dir={tmp_path}", *extra], cwd=REPO, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not list(tmp_path.iterdir())
+
+
+def test_ray_missing_says_how_to_install(tmp_path):
+    """Without Ray (simulated: ray made unimportable) the error names the extra."""
+    code = ("import sys; sys.modules['ray'] = None; from tfloc.cli import run_cli; "
+            "from tfloc.sim.__main__ import main; run_cli(main, ['build', '--config', %r, "
+            "'--executor', 'ray'])" % CONFIG)
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and 'pip install -e ".[ray]"' in r.stderr, r.stderr[-2000:]

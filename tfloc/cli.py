@@ -41,10 +41,15 @@ def train_main(argv=None):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set training.epochs=5 (repeatable)")
     p.add_argument("--run-dir", help="where to write logs, model, report and export "
-                                     "(default: <runtime.runs_dir>/<name>-<timestamp>)")
+                                     "(default: <runtime.runs_dir>/<name>-<timestamp>; with "
+                                     "--tune: the search, default <runs_dir>/<name>-tune)")
+    p.add_argument("--tune", action="store_true", help="search the config's tuning.space with "
+                   "keras-tuner (validation mean error); resumes an interrupted search")
     args = p.parse_args(argv)
     from tfloc.experiment import load_config
     cfg = load_config(args.config, args.overrides)
+    if args.tune:
+        return tune_main(cfg, args)
     run_dir = args.run_dir or os.path.join(
         cfg.runtime.runs_dir, f"{cfg.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     logging.getLogger("tfloc").info("run directory: %s (if interrupted, the same command with "
@@ -55,6 +60,23 @@ def train_main(argv=None):
           f"report: {os.path.join(run_dir, 'report.json')}  |  "
           f"tensorboard --logdir {os.path.join(run_dir, 'tensorboard')}")
     return report
+
+
+def tune_main(cfg, args):
+    from tfloc.methods.tuning import search_dir, tune
+    directory = search_dir(cfg, args.run_dir)
+    logging.getLogger("tfloc").info("search directory: %s (the same command resumes it)", directory)
+    s = tune(cfg, directory, args.config, args.overrides)
+    keys = list(s["best"]["values"])
+    rows = [f"{'trial':<6} {'val mean [m]':>12}  " + "  ".join(keys)]
+    for t in s["trials"]:
+        rows.append(f"{t['trial']:<6} {t['val_mean_error_m']:>12.3f}  "
+                    + "  ".join(str(t["values"][k]) for k in keys))
+    print("\n" + "\n".join(rows) + f"\n\nbest: trial {s['best']['trial']}, validation mean error "
+          f"{s['best']['val_mean_error_m']:.3f} m\nready-to-run config: {s['best_config']}\n"
+          f"  python train.py --config {s['best_config']}\n"
+          f"tensorboard --logdir {os.path.join(directory, 'tensorboard')}  (HParams dashboard)")
+    return s
 
 
 def summary_lines(report: dict) -> str:

@@ -93,6 +93,8 @@ def _coerce(value: Any, tp, where: str):
                 items.append(item)
             return items
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:   # a value whose type its use decides (e.g. a search space's choices)
+        return value
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")

@@ -19,6 +19,7 @@ from tfloc.evaluation.config import EvaluationConfig
 from tfloc.export.config import ExportConfig
 from tfloc.methods.registry import MethodConfig
 from tfloc.methods.task import TrainingConfig
+from tfloc.methods.tuning import TuningConfig
 from tfloc.models.registry import ModelConfig
 from tfloc.sim.config import SimulationConfig
 
@@ -51,6 +52,7 @@ class ExperimentConfig:
     evaluation: EvaluationConfig = param(factory=EvaluationConfig)
     export: ExportConfig = param(factory=ExportConfig)
     runtime: RuntimeConfig = param(factory=RuntimeConfig)
+    tuning: TuningConfig = param(factory=TuningConfig)
 
     @property
     def num_model_sectors(self) -> int:
@@ -93,6 +95,18 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
         validate_tree(cfg)
     except ConfigError as e:
         raise ConfigError(f"{os.fspath(path) if path is not None else '--set'}: {e}") from None
+    return cfg
+
+
+def apply_overrides(cfg: ExperimentConfig, values: dict) -> ExperimentConfig:
+    """Sets dotted keys (``{"training.learning_rate": 0.01}``) in ``cfg`` and re-checks the
+    tree (ConfigError naming the key)."""
+    for key, value in values.items():
+        nested = value
+        for k in reversed(key.split(".")):
+            nested = {k: nested}
+        merge(cfg, nested, "")
+    validate_tree(cfg)
     return cfg
 
 

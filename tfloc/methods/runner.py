@@ -179,7 +179,8 @@ def _first_difference(old, new, where: str = "") -> str:
             if d:
                 return d
         return ""
-    return "" if old == new else f"{where}: {old!r} there, {new!r} here"
+    same = old == new or (isinstance(old, float) and isinstance(new, float) and old != old and new != new)
+    return "" if same else f"{where}: {old!r} there, {new!r} here"
 
 
 def save_models(run_dir: str, models: dict):

@@ -1,6 +1,7 @@
 """Dataset tool: ``python -m tfloc.sim {build,merge,inspect} ...``.
 
     python -m tfloc.sim build --config configs/etoile_supervised.yaml [--set k=v] [--shard I/N]
+    python -m tfloc.sim build --config configs/etoile_supervised.yaml --executor ray [--address HOST:PORT]
     python -m tfloc.sim merge --config configs/etoile_supervised.yaml
     python -m tfloc.sim inspect cache/paths-etoile-<key>
 """
@@ -21,6 +22,12 @@ def _parser():
         s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
         if name == "build":
             s.add_argument("--shard", default="0/1", help="I/N: trace chunk c when c %% N == I")
+            s.add_argument("--executor", choices=["local", "ray"], default="local",
+                           help="ray: map the chunks over Ray workers (pip install -e \".[ray]\")")
+            s.add_argument("--address", help="with --executor ray: HOST:PORT of a running Ray "
+                           "cluster (default: start a local one)")
+            s.add_argument("--workers", type=int, help="with --executor ray: Ray workers, each "
+                           "loading the scene once (default: the cluster's CPUs)")
     s = sub.add_parser("inspect", help="print counts and write maps of a cache entry")
     s.add_argument("directory")
     s.add_argument("--out", help="where to write the PNG maps (default: the entry directory)")
@@ -40,9 +47,21 @@ def main(argv=None):
         for path in write_maps(ps, args.out or args.directory, realization=args.realization):
             print(f"wrote {path}")
         return 0
+    from tfloc.config import ConfigError
     from tfloc.experiment import load_config
     from tfloc.sim.build import DatasetBuild, parse_shard
     from tfloc.sim.scenes import check_scene_config
+    ray = args.cmd == "build" and args.executor == "ray"
+    if args.cmd == "build" and not ray and (args.address or args.workers):
+        raise ConfigError("--address and --workers go with --executor ray")
+    if ray and args.shard != "0/1":
+        raise ConfigError("--shard and --executor ray are two ways to split a build; choose one")
+    if ray:
+        from tfloc.sim.ray_build import check_address, import_ray
+        import_ray()
+        check_address(args.address)
+        if args.workers is not None and args.workers < 1:
+            raise ConfigError(f"--workers {args.workers}: need at least 1")
     cfg = load_config(args.config, args.overrides)
     try:
         check_scene_config(cfg.simulation)
@@ -52,7 +71,11 @@ def main(argv=None):
     if os.path.isdir(b.final_dir):
         print(f"already built: {b.final_dir}")
         return 0
-    if args.cmd == "build":
+    if ray:
+        from tfloc.sim.ray_build import build_on_ray
+        n = build_on_ray(b, args.address, args.workers)
+        print(f"traced {n} chunk(s) on Ray")
+    elif args.cmd == "build":
         shard = parse_shard(args.shard)
         n = b.build(shard=shard)
         left = len(b.missing_chunks(b.plan()))
