@@ -77,3 +77,31 @@ def train_tiny(config, sets, tmp):
     r = run_python([os.path.join(REPO, "train.py"), "--config", os.path.join(REPO, "configs", config),
                     *args, "--run-dir", str(run)], cwd=tmp)
     return run, r
+
+
+#: code a synthetic driver runs before the CLI: TFLOC_TEST_EPOCH_SLEEP seconds after each
+#: epoch, so a test can kill the process between epochs
+EPOCH_SLEEP_HOOK = """
+pause = float(os.environ.get("TFLOC_TEST_EPOCH_SLEEP", "0"))
+if pause:
+    end = keras.callbacks.TensorBoard.on_epoch_end
+    keras.callbacks.TensorBoard.on_epoch_end = lambda self, e, logs=None: (time.sleep(pause), end(self, e, logs))
+"""
+
+
+def synthetic_driver(tmp, hooks: str = "") -> str:
+    """A script that runs train.py's CLI on the synthetic path set (no tracing) in a fresh
+    process, after ``hooks`` (test instrumentation); returns its path."""
+    path = tmp / "driver.py"
+    path.write_text(f"""
+import json, os, sys, time
+sys.path.insert(0, {os.path.join(REPO, "tests")!r})
+import keras, tfloc.sim
+from synthetic import synthetic_pathset
+ps = synthetic_pathset()
+tfloc.sim.load_or_trace = lambda cfg, cache, progress=True: (ps, "synthetic", True)
+{hooks}
+from tfloc.cli import run_cli, train_main
+run_cli(train_main, sys.argv[1:])
+""")
+    return str(path)

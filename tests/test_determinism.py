@@ -2,33 +2,18 @@
 import json
 import os
 
-from conftest import REPO, run_python
+from conftest import REPO, run_python, synthetic_driver
 from synthetic import ETOILE_SETS, SYNTHETIC_SETS
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
-
-#: one run of configs/etoile_supervised.yaml on the synthetic path set, in a fresh process
-DRIVER = f"""
-import sys
-sys.path.insert(0, {TESTS!r})
-import tfloc.sim
-from synthetic import synthetic_pathset
-ps = synthetic_pathset()
-tfloc.sim.load_or_trace = lambda cfg, cache, progress=True: (ps, "synthetic", True)
-from tfloc.cli import run_cli, train_main
-run_cli(train_main, sys.argv[1:])
-"""
 
 #: what differs between identical runs: wall-clock times and where they ran
 VOLATILE = {"timings_s", "evaluation_s", "simulation"}
 
 
 def _report(tmp, name, sets):
-    driver = tmp / "driver.py"
-    driver.write_text(DRIVER)
+    driver = synthetic_driver(tmp)
     args = [a for s in [*SYNTHETIC_SETS, *ETOILE_SETS, "export.enabled=false", "training.epochs=3",
                         "evaluation.evaluators=[position, per_sector, knn]", *sets] for a in ("--set", s)]
-    run_python([str(driver), "--config", os.path.join(REPO, "configs", "etoile_supervised.yaml"),
+    run_python([driver, "--config", os.path.join(REPO, "configs", "etoile_supervised.yaml"),
                 *args, "--run-dir", str(tmp / name)], cwd=tmp)
     report = json.loads((tmp / name / "report.json").read_text())
     history = json.loads((tmp / name / "checkpoints" / "done-train.json").read_text())["history"]

@@ -9,34 +9,19 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import EPOCH_SLEEP_HOOK, REPO, synthetic_driver
 from synthetic import ETOILE_SETS, SYNTHETIC_SETS
 from tfloc.config import ConfigError
 from tfloc.methods.distribute import parse_tf_config
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-
-#: train.py on the synthetic path set; TFLOC_TEST_STEP_LOG collects every step's logged loss
-DRIVER = f"""
-import json, os, sys
-sys.path.insert(0, {TESTS!r})
-import keras, tfloc.sim
-from synthetic import synthetic_pathset
-ps = synthetic_pathset()
-tfloc.sim.load_or_trace = lambda cfg, cache, progress=True: (ps, "synthetic", True)
+#: every step's logged loss to TFLOC_TEST_STEP_LOG (a JSON list)
+STEP_LOG_HOOK = """
 steps, out = [], os.environ["TFLOC_TEST_STEP_LOG"]
 def on_batch(self, batch, logs=None):
     steps.append(float(logs["loss"]))
     with open(out, "w") as fh:
         json.dump(steps, fh)
 keras.callbacks.TensorBoard.on_train_batch_end = on_batch
-pause = float(os.environ.get("TFLOC_TEST_EPOCH_SLEEP", "0"))
-if pause:
-    import time
-    end = keras.callbacks.TensorBoard.on_epoch_end
-    keras.callbacks.TensorBoard.on_epoch_end = lambda self, e, logs=None: (time.sleep(pause), end(self, e, logs))
-from tfloc.cli import run_cli, train_main
-run_cli(train_main, sys.argv[1:])
 """
 
 SETS = [*SYNTHETIC_SETS, *ETOILE_SETS, "training.epochs=1", "evaluation.evaluators=[position]", "model=ae_mlp",
@@ -72,10 +57,9 @@ def _free_ports(n):
 
 
 def _cmd(tmp, run, sets):
-    driver = tmp / "driver.py"
-    driver.write_text(DRIVER)
+    driver = synthetic_driver(tmp, STEP_LOG_HOOK + EPOCH_SLEEP_HOOK)
     args = [a for s in [*SETS, *sets] for a in ("--set", s)]
-    return [sys.executable, str(driver), "--config", os.path.join(REPO, "configs", "etoile_supervised.yaml"),
+    return [sys.executable, driver, "--config", os.path.join(REPO, "configs", "etoile_supervised.yaml"),
             *args, "--run-dir", str(run)]
 
 

@@ -10,27 +10,8 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import EPOCH_SLEEP_HOOK, REPO, synthetic_driver
 from synthetic import ETOILE_SETS, SYNTHETIC_SETS
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
-
-#: train.py on the synthetic path set (no tracing); TFLOC_TEST_EPOCH_SLEEP slows each epoch
-#: so the test can kill the process between epochs
-DRIVER = f"""
-import os, sys, time
-sys.path.insert(0, {TESTS!r})
-import keras, tfloc.sim
-from synthetic import synthetic_pathset
-ps = synthetic_pathset()
-tfloc.sim.load_or_trace = lambda cfg, cache, progress=True: (ps, "synthetic", True)
-pause = float(os.environ.get("TFLOC_TEST_EPOCH_SLEEP", "0"))
-if pause:
-    end = keras.callbacks.TensorBoard.on_epoch_end
-    keras.callbacks.TensorBoard.on_epoch_end = lambda self, e, logs=None: (time.sleep(pause), end(self, e, logs))
-from tfloc.cli import run_cli, train_main
-run_cli(train_main, sys.argv[1:])
-"""
 
 EPOCHS = 8
 SETS = [*SYNTHETIC_SETS, *ETOILE_SETS, "export.enabled=false", "evaluation.evaluators=[position]",
@@ -38,10 +19,9 @@ SETS = [*SYNTHETIC_SETS, *ETOILE_SETS, "export.enabled=false", "evaluation.evalu
 
 
 def _cmd(tmp, run, sets=(), config="etoile_supervised.yaml"):
-    driver = tmp / "driver.py"
-    driver.write_text(DRIVER)
+    driver = synthetic_driver(tmp, EPOCH_SLEEP_HOOK)
     args = [a for s in [*SETS, *sets] for a in ("--set", s)]
-    return [sys.executable, str(driver), "--config", os.path.join(REPO, "configs", config),
+    return [sys.executable, driver, "--config", os.path.join(REPO, "configs", config),
             *args, "--run-dir", str(run)]
 
 
