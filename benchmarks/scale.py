@@ -32,16 +32,16 @@ SETUPS = {
                        ["simulation.ue_grid.spacing_m=1.0", "simulation.samples_per_src=10000",
                         "data.num_subcarriers=408", "data.subcarrier_spacing_hz=240e3",
                         "data.num_delay_taps=128"],
-                       ["simulation.ue_grid.x_range_m=[60.0, 100.0]",
-                        "simulation.ue_grid.y_range_m=[-140.0, -100.0]"]),
+                       ["simulation.ue_grid.x_range_m=[40.0, 140.0]",
+                        "simulation.ue_grid.y_range_m=[-160.0, -60.0]"]),
     "seed002_street_canyon": ("configs/hda.yaml",
                               ["simulation.ue_grid.spacing_m=0.8", "simulation.cars.num_realizations=120",
                                "data.realization_splits=[50, 20, 50]", "data.batch_size=256"],
-                              ["simulation.cars.num_realizations=2", "data.realization_splits=[1, 0, 1]"]),
+                              ["simulation.cars.num_realizations=3", "data.realization_splits=[1, 1, 1]"]),
     "seed004_campus": ("configs/ecc.yaml",
                        ["simulation.max_depth=10", "simulation.ue_grid.num_ues=40000",
                         "data.fresh_samples_per_epoch=3000", "model.ecc.encoder_filters=[16, 32, 64]"],
-                       ["simulation.ue_grid.num_ues=60"]),
+                       ["simulation.ue_grid.num_ues=600"]),
 }
 
 

@@ -24,6 +24,7 @@ ready-to-run config of the best trial.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -68,7 +69,7 @@ def _lookup(cfg, key: str):
             obj = getattr(obj, part)
         except AttributeError:
             raise ConfigError(f"tuning.space: unknown config key '{key}'") from None
-    if hasattr(obj, "__dataclass_fields__") or isinstance(obj, (list, dict)) and not isinstance(obj, list):
+    if dataclasses.is_dataclass(obj):   # a one-of (model, method) is a value: its type name
         raise ConfigError(f"tuning.space: '{key}' is a section, not a value")
     return obj
 
