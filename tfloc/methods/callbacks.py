@@ -80,7 +80,7 @@ class CheckpointError(RuntimeError):
     """A training backup or stage checkpoint is corrupt or truncated (a user-facing error)."""
 
 
-def _damaged(path: str, e: Exception, remedy: str) -> CheckpointError:
+def damaged(path: str, e: Exception, remedy: str) -> CheckpointError:
     return CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}); {remedy}")
 
 
@@ -118,7 +118,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                 data = json.load(fh)
             return data[key] if key else dict(data)
         except (ValueError, KeyError, TypeError) as e:
-            raise _damaged(path, e, f"delete {self.backup_dir} to train this stage from its start") from None
+            raise damaged(path, e, f"delete {self.backup_dir} to train this stage from its start") from None
 
     def on_train_begin(self, logs=None):
         if not self.start_epoch:
@@ -128,7 +128,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         try:
             self.model.load_weights(self._restore["weights"])
         except Exception as e:  # h5py raises OSError, KeyError or ValueError by the damage
-            raise _damaged(self._restore["weights"], e,
+            raise damaged(self._restore["weights"], e,
                            f"delete {self.backup_dir} to train this stage from its start") from None
         self.model._initial_epoch = self.start_epoch
 
@@ -185,12 +185,12 @@ class FinishedStage:
                 record = json.load(fh)
             record["history"]
         except (ValueError, KeyError, TypeError) as e:
-            raise _damaged(self.src_record, e, "delete it to train this stage again") from None
+            raise damaged(self.src_record, e, "delete it to train this stage again") from None
         try:
             with _without_optimizer(trainer):
                 trainer.load_weights(self.src_weights)
         except Exception as e:
-            raise _damaged(self.src_weights, e, "delete it to train this stage again") from None
+            raise damaged(self.src_weights, e, "delete it to train this stage again") from None
         return record
 
 

@@ -131,7 +131,7 @@ def _train_in_scope(cfg, run_dir, task, data, inputs, resuming, timings) -> dict
     save_models(run_dir, models)
     extra = {"timings_s": timings}
     if resuming:  # stage -> the epoch it went on after, or 'restored'
-        extra["resumed"] = {"stages": getattr(task, "resumed", {})}
+        extra["resumed"] = {"stages": task.resumed}
     report = evaluate(cfg, run_dir, task, models, data, extra=extra)
     if cfg.export.enabled:
         t2 = time.time()

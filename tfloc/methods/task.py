@@ -75,6 +75,10 @@ class Task(abc.ABC):
         self.cfg = cfg
         self.options = cfg.method.options
         self.spec = None  # set by the runner once the data is loaded
+        #: stages a re-run found done ("restored") or went on with (the epoch it resumed after)
+        self.resumed = {}
+        #: multi-worker runs' non-chief workers: the chief's run directory, resumed from
+        self.restore_root = None
 
     # -- hooks ---------------------------------------------------------------- #
     def check(self, spec) -> None:
@@ -164,12 +168,12 @@ class Task(abc.ABC):
         os.makedirs(ckpt_dir, exist_ok=True)
         # a multi-worker run's other workers write a scratch directory and resume from the
         # chief's (``restore_root``: the run directory, on storage every worker sees)
-        root = getattr(self, "restore_root", None)
+        root = self.restore_root
         done = FinishedStage(os.path.join(ckpt_dir, f"done-{stage}"),
                              root and os.path.join(root, "checkpoints", f"done-{stage}"))
         if done.exists:
             record = done.restore(trainer)
-            self.resumed = {**getattr(self, "resumed", {}), stage: "restored"}
+            self.resumed[stage] = "restored"
             log.info("stage %s: finished in an earlier run (%d epochs), weights restored",
                      stage, len(record["history"].get("loss", [])))
             return RecordedHistory(record["history"])
@@ -203,22 +207,20 @@ class Task(abc.ABC):
         history = backup.history
         if backup.start_epoch and prior_best is not None and \
                 np.nanargmin(history[monitor]) < backup.start_epoch:
-            from tfloc.methods.callbacks import CheckpointError
+            from tfloc.methods.callbacks import damaged
             if root:
                 ckpt = os.path.join(root, "checkpoints", os.path.basename(ckpt))
             try:   # the best epoch was before the kill: its weights are the checkpoint's
                 trainer.load_weights(ckpt)
             except Exception as e:
-                raise CheckpointError(f"{ckpt}: corrupt or truncated checkpoint "
-                                      f"({type(e).__name__}); delete it and "
-                                      f"{os.path.join(run_dir, 'backup', stage)}") from None
+                raise damaged(ckpt, e, "delete it and train this stage from its start") from None
         done.save(trainer, history, {"resumed_at_epoch": backup.start_epoch})
         try:   # backup/ goes once no stage holds a backup
             os.rmdir(os.path.join(run_dir, "backup"))
         except OSError:
             pass
         if backup.start_epoch:
-            self.resumed = {**getattr(self, "resumed", {}), stage: backup.start_epoch}
+            self.resumed[stage] = backup.start_epoch
         return RecordedHistory(history)
 
 
