@@ -1,0 +1,115 @@
+"""Fisher information and the position error bound (issue 12, part 1: free-space paths):
+closed forms, scaling laws, autodiff against finite differences, unbounded cases."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfloc.physics import (csi_jacobian, csi_model, fisher_information, position_error_bound,
+                           position_fim, upa_element_positions)
+
+LAM = 0.1                                       # 3 GHz
+FREQS = (np.arange(64) - 32) * 240e3            # baseband subcarriers, 240 kHz spacing
+SNR = 10.0                                      # linear
+
+
+def _inv(j):
+    return np.linalg.inv(np.asarray(j))
+
+
+def test_single_path_delay_bound_matches_the_closed_form():
+    """One antenna, one path of unknown complex gain: var(tau) = sigma^2 / (2 |g|^2 (2 pi)^2
+    sum_k (f_k - mean f)^2)."""
+    g = 0.7 - 0.2j
+    sigma2 = abs(g) ** 2 / SNR
+
+    def fn(t):
+        return csi_model(t[:1], tf.zeros(1, tf.float64), tf.zeros(1, tf.float64),
+                         tf.complex(t[1:2], t[2:3]), FREQS, np.zeros((1, 3)), LAM)
+    j = fisher_information(fn, [35e-9, g.real, g.imag], sigma2)
+    want = sigma2 / (2 * abs(g) ** 2 * (2 * np.pi) ** 2 * np.sum((FREQS - FREQS.mean()) ** 2))
+    assert _inv(j)[0, 0] == pytest.approx(want, rel=1e-3)
+
+
+def test_single_path_angle_bound_matches_the_closed_form():
+    """A uniform linear array along y, one subcarrier: var(az) = sigma^2 / (2 |g|^2
+    (2 pi / lambda cos az)^2 sum_m (y_m - mean y)^2)."""
+    g, az = 1.3 + 0.4j, 0.3
+    elements = upa_element_positions(1, 8, LAM / 2)
+    sigma2 = abs(g) ** 2 / SNR
+
+    def fn(t):
+        return csi_model(tf.zeros(1, tf.float64), t[:1], tf.zeros(1, tf.float64),
+                         tf.complex(t[1:2], t[2:3]), np.zeros(1), elements, LAM)
+    j = fisher_information(fn, [az, g.real, g.imag], sigma2)
+    y = elements[:, 1]
+    want = sigma2 / (2 * abs(g) ** 2 * (2 * np.pi / LAM * np.cos(az)) ** 2 * np.sum((y - y.mean()) ** 2))
+    assert _inv(j)[0, 0] == pytest.approx(want, rel=1e-3)
+
+
+BS = [0.0, 0.0, 10.0]
+UE = [60.0, 0.0, 10.0]                          # on the array's boresight (+x): x is range, y cross-range
+
+
+def _peb_parts(snr_db=10.0, freqs=FREQS, rows=2, cols=4):
+    j, names = position_fim(UE, BS, 1e-4 * np.exp(0.3j), freqs, upa_element_positions(rows, cols, LAM / 2),
+                            LAM, snr_db, dims=2)
+    inv = _inv(j)
+    return position_error_bound(j, 2), inv[0, 0], inv[1, 1]
+
+
+def test_peb_scales_as_one_over_sqrt_snr():
+    p0, _, _ = _peb_parts(0.0)
+    p20, _, _ = _peb_parts(20.0)
+    assert p0 / p20 == pytest.approx(10.0, rel=1e-6)
+
+
+def test_range_error_falls_with_bandwidth_and_cross_range_error_with_the_array():
+    _, x20, y20 = _peb_parts(freqs=(np.arange(64) - 32) * 312.5e3)     # 20 MHz
+    _, x100, y100 = _peb_parts(freqs=(np.arange(64) - 32) * 1562.5e3)  # 100 MHz
+    assert x20 / x100 == pytest.approx(25.0, rel=1e-3)      # range var ~ 1 / rms bandwidth^2
+    assert y20 / y100 == pytest.approx(1.0, rel=1e-3)       # the angle does not care
+    _, xs, ys = _peb_parts(rows=2, cols=4)
+    _, xb, yb = _peb_parts(rows=4, cols=8)
+    small, big = upa_element_positions(2, 4, LAM / 2)[:, 1], upa_element_positions(4, 8, LAM / 2)[:, 1]
+    # cross-range var = r^2 var(az) ~ 1 / sum_m (y_m - mean y)^2 (same mean power per entry)
+    assert ys / yb == pytest.approx(np.sum(big ** 2) / np.sum(small ** 2), rel=1e-3)
+    assert xs / xb == pytest.approx(len(big) / len(small), rel=1e-3)   # more entries, same SNR each
+
+
+def test_autodiff_jacobian_agrees_with_numpy_finite_differences():
+    elements = upa_element_positions(2, 4, LAM / 2)
+    freqs = FREQS[::8]
+
+    def fn(t):
+        tau = tf.norm(t[:3] - tf.constant(BS, tf.float64))[None] / 299_792_458.0
+        v = t[:3] - tf.constant(BS, tf.float64)
+        return csi_model(tau, tf.math.atan2(v[1], v[0])[None], tf.math.asin(v[2] / tf.norm(v))[None],
+                         tf.complex(t[3:4], t[4:5]), freqs, elements, LAM)
+    theta = np.array([40.0, 12.0, 4.0, 0.3, -0.8])
+    d = csi_jacobian(fn, theta).numpy()
+    fd = np.zeros_like(d)
+    for i in range(len(theta)):
+        h = 1e-6 * max(1.0, abs(theta[i]))
+        e = np.zeros_like(theta)
+        e[i] = h
+        fd[:, i] = (fn(tf.constant(theta + e)).numpy().ravel() - fn(tf.constant(theta - e)).numpy().ravel()) / (2 * h)
+    np.testing.assert_allclose(d, fd, rtol=1e-5, atol=1e-7 * np.abs(d).max())
+
+
+def test_unidentifiable_position_is_unbounded_and_nan_snr_an_error():
+    # one antenna, one subcarrier: no delay spread, no aperture -> the 2D position is not identifiable
+    j, _ = position_fim(UE, BS, 1e-4, np.zeros(1), np.zeros((1, 3)), LAM, 10.0, dims=2)
+    assert position_error_bound(j, 2) == float("inf")
+    # an unknown clock offset takes the range away from a single LOS path ...
+    j, names = position_fim(UE, BS, 1e-4, FREQS, upa_element_positions(2, 4, LAM / 2), LAM, 10.0,
+                            dims=2, clock_prior_std_s=None)
+    assert names[-1] == "clock" and position_error_bound(j, 2) == float("inf")
+    # ... and a prior on it (the timing-advance error's) gives it back: range and clock add up,
+    # var(range) = var(range | known clock) + (c sigma_clock)^2
+    j, _ = position_fim(UE, BS, 1e-4, FREQS, upa_element_positions(2, 4, LAM / 2), LAM, 10.0,
+                        dims=2, clock_prior_std_s=10e-9)
+    known, _ = position_fim(UE, BS, 1e-4, FREQS, upa_element_positions(2, 4, LAM / 2), LAM, 10.0, dims=2)
+    assert _inv(j)[0, 0] == pytest.approx(_inv(known)[0, 0] + (10e-9 * 299_792_458.0) ** 2, rel=1e-3)
+    j, _ = position_fim(UE, BS, 1e-4, FREQS, upa_element_positions(2, 4, LAM / 2), LAM, float("nan"), dims=2)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        position_error_bound(j, 2)

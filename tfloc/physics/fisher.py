@@ -1,0 +1,131 @@
+"""Fisher information of CSI and the position error bound, by automatic differentiation
+of the channel model the pipeline synthesises.
+
+The noiseless CSI of one UE at one BS array is (:func:`tfloc.data.csi.paths_to_csi`)
+
+    H[m, k] = sum_l g_l a_m(az_l, el_l) exp(-j 2 pi f_k (tau_l + delta))
+
+over antennas m (element positions d_m, plane-wave response a_m = exp(j 2 pi d_m . u_l / lambda),
+u_l the unit vector towards the path's arrival direction at the BS) and subcarriers k,
+with complex path gains g_l and a clock offset delta (the timing-advance error). With
+circularly-symmetric complex Gaussian noise of variance sigma^2 per entry (the pipeline's
+SNR: mean |H|^2 / sigma^2), the Fisher information of real parameters theta is
+
+    J(theta) = 2 / sigma^2 Re{ (dH/dtheta)^H (dH/dtheta) }
+
+(plus the inverse variance of a Gaussian prior where one is given). The position error
+bound is PEB = sqrt(trace of the position block of J^-1); a singular J (the position is
+not identifiable from this CSI) gives an unbounded PEB (inf), never a number.
+
+Here the paths are functions of the UE position through free-space geometry
+(:func:`free_space_paths`: the LOS path, delay |p - b| / c and the direction of p - b):
+paths whose geometry the position does not set are not modelled yet.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+SPEED_OF_LIGHT = 299_792_458.0
+
+
+def upa_element_positions(num_rows: int, num_cols: int, spacing_m: float) -> np.ndarray:
+    """[num_rows * num_cols, 3] element positions of a planar array in the y-z plane
+    (boresight +x), centred on the origin, rows along z (float64)."""
+    r = (np.arange(num_rows) - (num_rows - 1) / 2) * spacing_m
+    c = (np.arange(num_cols) - (num_cols - 1) / 2) * spacing_m
+    zz, yy = np.meshgrid(r, c, indexing="ij")
+    return np.stack([np.zeros(zz.size), yy.ravel(), zz.ravel()], axis=1)
+
+
+def _unit(az, el):
+    return tf.stack([tf.cos(el) * tf.cos(az), tf.cos(el) * tf.sin(az), tf.sin(el)], axis=-1)
+
+
+def csi_model(tau, az, el, gain, frequencies, elements, wavelength, delta=0.0):
+    """Noiseless CSI [M, K] complex128 of L paths (tau, az, el [L] float64; gain [L]
+    complex128) at an array of element positions ``elements`` [M, 3] over ``frequencies``
+    [K] (baseband, Hz), clock offset ``delta`` [s]."""
+    f = tf.constant(frequencies, tf.float64)
+    d = tf.constant(elements, tf.float64)
+    u = _unit(az, el)                                                   # [L, 3]
+    arr_phase = 2 * np.pi / wavelength * tf.linalg.matmul(d, u, transpose_b=True)     # [M, L]
+    arr = tf.exp(tf.complex(tf.zeros_like(arr_phase), arr_phase))
+    phase = -2 * np.pi * (tau + delta)[:, None] * f[None, :]                          # [L, K]
+    delay = tf.exp(tf.complex(tf.zeros_like(phase), phase))
+    return tf.linalg.matmul(arr * gain[None, :], delay)                               # [M, K]
+
+
+def csi_jacobian(fn, theta):
+    """D = d vec(fn(theta)) / d theta [N, P] complex128 (TF autodiff of the real and
+    imaginary parts), ``theta`` [P] float64."""
+    theta = tf.convert_to_tensor(theta, tf.float64)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(theta)
+        h = tf.reshape(fn(theta), [-1])
+        re, im = tf.math.real(h), tf.math.imag(h)
+    return tf.complex(tape.jacobian(re, theta), tape.jacobian(im, theta))
+
+
+def fisher_information(fn, theta, noise_var, prior_var=None):
+    """J = 2 / noise_var Re{D^H D} with D = :func:`csi_jacobian`, plus diag(1 / prior_var)
+    where ``prior_var`` [P] is finite. ``theta`` [P] float64."""
+    d = csi_jacobian(fn, theta)
+    j = 2.0 / noise_var * tf.math.real(tf.linalg.matmul(d, d, adjoint_a=True))
+    if prior_var is not None:
+        pv = np.asarray(prior_var, np.float64)
+        j = j + tf.linalg.diag(tf.constant(np.where(np.isfinite(pv), 1.0 / pv, 0.0)))
+    return j
+
+
+def free_space_paths(position, bs_position):
+    """(tau [1], az [1], el [1]) of the LOS path from ``position`` [3] to the BS at
+    ``bs_position`` [3], as seen from the BS (float64 tensors, differentiable in position)."""
+    v = position - tf.constant(bs_position, tf.float64)
+    dist = tf.norm(v)
+    az = tf.math.atan2(v[1], v[0])
+    el = tf.math.asin(v[2] / dist)
+    return dist[None] / SPEED_OF_LIGHT, az[None], el[None]
+
+
+def position_fim(position, bs_position, gain, frequencies, elements, wavelength, snr_db,
+                 dims: int = 2, clock_prior_std_s: float | None = 0.0):
+    """The Fisher information of [position (``dims``), Re g, Im g, clock offset] from the
+    LOS CSI of a UE at ``position`` [3]; noise from ``snr_db`` as the pipeline adds it.
+    ``clock_prior_std_s``: 0 for a known clock (the offset is not a parameter), None for
+    an unknown one, else the std of its Gaussian prior. Returns (J [P, P], names)."""
+    position = np.asarray(position, np.float64)
+    gain = np.asarray(gain, np.complex128).reshape(-1)
+    with_clock = clock_prior_std_s != 0.0
+    names = ["x", "y", "z"][:dims] + ["gain_re", "gain_im"] + (["clock"] if with_clock else [])
+    theta0 = np.concatenate([position[:dims], [gain[0].real, gain[0].imag], [0.0] if with_clock else []])
+
+    def fn(theta):
+        p = tf.concat([theta[:dims], tf.constant(position[dims:], tf.float64)], 0)
+        tau, az, el = free_space_paths(p, bs_position)
+        g = tf.complex(theta[dims:dims + 1], theta[dims + 1:dims + 2])
+        delta = theta[dims + 2] if with_clock else 0.0
+        return csi_model(tau, az, el, g, frequencies, elements, wavelength, delta)
+
+    h = fn(tf.constant(theta0))
+    noise_var = float(tf.reduce_mean(tf.abs(h) ** 2)) / 10 ** (snr_db / 10)
+    prior = None
+    if with_clock and clock_prior_std_s is not None:
+        prior = np.full(len(names), np.inf)
+        prior[-1] = clock_prior_std_s ** 2
+    return fisher_information(fn, theta0, noise_var, prior), names
+
+
+def position_error_bound(fim, dims: int, rcond: float = 1e-12) -> float:
+    """sqrt(trace((J^-1)[:dims, :dims])) [m]; inf when J is singular (the position is not
+    identifiable), judged by its condition number against ``rcond``."""
+    j = np.asarray(fim, np.float64)
+    if not np.all(np.isfinite(j)):
+        raise ValueError("the Fisher information holds NaN or Inf (a NaN SNR or gain?)")
+    scale = np.sqrt(np.clip(np.diag(j), 1e-300, None))
+    jn = j / scale[:, None] / scale[None, :]                 # equilibrated: units do not matter
+    s = np.linalg.svd(jn, compute_uv=False)
+    if s[-1] <= rcond * s[0]:
+        return float("inf")
+    inv = np.linalg.inv(jn) / scale[:, None] / scale[None, :]
+    return float(np.sqrt(np.trace(inv[:dims, :dims])))
