@@ -35,6 +35,7 @@ from typing import Any, List
 import numpy as np
 
 from tfloc.config import ConfigError, param
+from tfloc.utils import atomic_write_text
 
 log = logging.getLogger("tfloc")
 
@@ -149,13 +150,12 @@ def tune(cfg, directory: str, config_path: str | None, overrides=()) -> dict:
     import keras_tuner as kt
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hparams
+    from tfloc.config import dump_yaml
     from tfloc.experiment import apply_overrides
-    from tfloc.methods.runner import make_task
+    from tfloc.methods.runner import CONFIG_FILE, check_run_dir, make_task
     t = cfg.tuning
     dims = check_space(cfg)
     make_task(cfg)   # the method's own checks, before anything is traced
-    from tfloc.config import dump_yaml
-    from tfloc.methods.runner import CONFIG_FILE, check_run_dir
     check_run_dir(cfg, directory)    # a search of another config is not resumed here
     trials_dir = os.path.join(directory, "trials")
     tb_dir = os.path.join(directory, "tensorboard")
@@ -205,7 +205,7 @@ def tune(cfg, directory: str, config_path: str | None, overrides=()) -> dict:
     tuner = ConfigTuner(oracle, directory=directory, project_name="keras_tuner", overwrite=False)
     tuner.search()
     best = tuner.oracle.get_best_trials(1)[0]
-    best_cfg, best_values = trial_config(best.hyperparameters.values)
+    _, best_values = trial_config(best.hyperparameters.values)
     trials = []
     for tr in tuner.oracle.trials.values():
         if tr.score is not None:
@@ -216,7 +216,6 @@ def tune(cfg, directory: str, config_path: str | None, overrides=()) -> dict:
     summary = {"tuner": t.tuner, "objective": OBJECTIVE + " (validation set)", "trials": trials,
                "best": {"trial": best.trial_id, "val_mean_error_m": float(best.score),
                         "values": best_values}, "best_config": best_yaml}
-    from tfloc.utils import atomic_write_text
     atomic_write_text(os.path.join(directory, "summary.json"), json.dumps(summary, indent=2))
     return summary
 
@@ -235,7 +234,6 @@ def write_best_yaml(directory: str, config_path: str | None, overrides, values: 
     doc = {"base": os.path.abspath(config_path)} if config_path else {}
     doc.update(tree)
     path = os.path.join(directory, "best.yaml")
-    from tfloc.utils import atomic_write_text
     atomic_write_text(path, "# the best trial of the search in this directory (validation mean error)\n"
                       + yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -250,6 +248,7 @@ def _set(tree: dict, keys: list, value):
 def validation_error(cfg, run_dir: str) -> float:
     """Trains the method of ``cfg`` in ``run_dir`` and returns the validation mean position
     error [m] of its inference model (no test set, no export)."""
+    from tfloc.config import dump_yaml
     from tfloc.data import dataset_to_numpy
     from tfloc.methods.runner import prepare
     from tfloc.utils import set_seed
@@ -257,7 +256,6 @@ def validation_error(cfg, run_dir: str) -> float:
     task, data = prepare(cfg, progress=False)
     inputs = task.build_inputs(data)
     os.makedirs(run_dir, exist_ok=True)
-    from tfloc.config import dump_yaml
     dump_yaml(cfg, os.path.join(run_dir, "config.yaml"))
     models = task.build_models(data.spec)
     task.train(models, inputs, run_dir)
