@@ -113,3 +113,22 @@ def test_unidentifiable_position_is_unbounded_and_nan_snr_an_error():
     j, _ = position_fim(UE, BS, 1e-4, FREQS, upa_element_positions(2, 4, LAM / 2), LAM, float("nan"), dims=2)
     with pytest.raises(ValueError, match="NaN or Inf"):
         position_error_bound(j, 2)
+
+
+def test_nlos_paths_as_nuisance_only_cost_information():
+    """At one noise level, a free NLOS path carries no position information: the PEB can
+    only grow, barely for a path far from the LOS one in delay and angle, more for one that
+    overlaps it."""
+    elements = upa_element_positions(2, 4, LAM / 2)
+    tau_los = np.hypot(60.0, 0.0) / 299_792_458.0
+
+    def peb(paths):
+        j, names = position_fim(UE, BS, 1e-4, FREQS, elements, LAM, None, dims=2, nuisance_paths=paths,
+                                noise_var=1e-9)
+        return position_error_bound(j, 2), names
+    alone, _ = peb(None)
+    far, names = peb({"tau": [tau_los + 400e-9], "az": [1.0], "el": [0.1], "gain": [5e-5j]})
+    near, _ = peb({"tau": [tau_los + 5e-9], "az": [0.05], "el": [0.0], "gain": [5e-5]})
+    assert names[-5:] == ["path0_tau", "path0_az", "path0_el", "path0_gain_re", "path0_gain_im"]
+    assert alone <= far < 1.05 * alone           # resolvable: next to no cost
+    assert near > 1.2 * far                      # overlapping the LOS path: a real cost

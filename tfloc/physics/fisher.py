@@ -17,9 +17,10 @@ SNR: mean |H|^2 / sigma^2), the Fisher information of real parameters theta is
 bound is PEB = sqrt(trace of the position block of J^-1); a singular J (the position is
 not identifiable from this CSI) gives an unbounded PEB (inf), never a number.
 
-Here the paths are functions of the UE position through free-space geometry
-(:func:`free_space_paths`: the LOS path, delay |p - b| / c and the direction of p - b):
-paths whose geometry the position does not set are not modelled yet.
+Here the LOS path is a function of the UE position through free-space geometry
+(:func:`free_space_paths`: delay |p - b| / c and the direction of p - b); other paths
+enter as nuisance (free delay, angles and gain: the conservative bound). Specular paths
+as functions of the position through mirror images are not modelled yet.
 """
 from __future__ import annotations
 
@@ -89,30 +90,52 @@ def free_space_paths(position, bs_position):
 
 
 def position_fim(position, bs_position, gain, frequencies, elements, wavelength, snr_db,
-                 dims: int = 2, clock_prior_std_s: float | None = 0.0):
-    """The Fisher information of [position (``dims``), Re g, Im g, clock offset] from the
-    LOS CSI of a UE at ``position`` [3]; noise from ``snr_db`` as the pipeline adds it.
+                 dims: int = 2, clock_prior_std_s: float | None = 0.0, nuisance_paths=None,
+                 noise_var: float | None = None):
+    """The Fisher information of [position (``dims``), Re g, Im g, (clock offset), (per
+    nuisance path: tau, az, el, Re g, Im g)] from the CSI of a UE at ``position`` [3]: its
+    LOS path set by the geometry, plus ``nuisance_paths`` ({"tau", "az", "el" [L] float,
+    "gain" [L] complex}) whose delays, angles and gains are free parameters (the
+    conservative treatment of NLOS paths: they carry no position information, and they
+    cost some by overlapping the LOS path). Noise from ``snr_db`` as the pipeline adds it.
     ``clock_prior_std_s``: 0 for a known clock (the offset is not a parameter), None for
-    an unknown one, else the std of its Gaussian prior. Returns (J [P, P], names)."""
+    an unknown one, else the std of its Gaussian prior. ``noise_var`` replaces the noise
+    variance ``snr_db`` implies (mean |H|^2 of this UE's CSI over the SNR), e.g. to compare
+    channels at one noise level. Returns (J [P, P], names)."""
     position = np.asarray(position, np.float64)
     gain = np.asarray(gain, np.complex128).reshape(-1)
     with_clock = clock_prior_std_s != 0.0
+    nlos = {k: np.asarray(v).reshape(-1) for k, v in (nuisance_paths or {}).items()}
+    n_nlos = len(nlos.get("tau", []))
     names = ["x", "y", "z"][:dims] + ["gain_re", "gain_im"] + (["clock"] if with_clock else [])
-    theta0 = np.concatenate([position[:dims], [gain[0].real, gain[0].imag], [0.0] if with_clock else []])
+    theta0 = [position[:dims], [gain[0].real, gain[0].imag], [0.0] if with_clock else []]
+    for i in range(n_nlos):
+        names += [f"path{i}_{k}" for k in ("tau", "az", "el", "gain_re", "gain_im")]
+        theta0.append([nlos["tau"][i], nlos["az"][i], nlos["el"][i], nlos["gain"][i].real,
+                       nlos["gain"][i].imag])
+    theta0 = np.concatenate(theta0).astype(np.float64)
+    base = dims + 2 + int(with_clock)
 
     def fn(theta):
         p = tf.concat([theta[:dims], tf.constant(position[dims:], tf.float64)], 0)
         tau, az, el = free_space_paths(p, bs_position)
         g = tf.complex(theta[dims:dims + 1], theta[dims + 1:dims + 2])
+        if n_nlos:
+            q = tf.reshape(theta[base:], [n_nlos, 5])
+            tau = tf.concat([tau, q[:, 0]], 0)
+            az = tf.concat([az, q[:, 1]], 0)
+            el = tf.concat([el, q[:, 2]], 0)
+            g = tf.concat([g, tf.complex(q[:, 3], q[:, 4])], 0)
         delta = theta[dims + 2] if with_clock else 0.0
         return csi_model(tau, az, el, g, frequencies, elements, wavelength, delta)
 
-    h = fn(tf.constant(theta0))
-    noise_var = float(tf.reduce_mean(tf.abs(h) ** 2)) / 10 ** (snr_db / 10)
+    if noise_var is None:
+        h = fn(tf.constant(theta0))
+        noise_var = float(tf.reduce_mean(tf.abs(h) ** 2)) / 10 ** (snr_db / 10)
     prior = None
     if with_clock and clock_prior_std_s is not None:
         prior = np.full(len(names), np.inf)
-        prior[-1] = clock_prior_std_s ** 2
+        prior[dims + 2] = clock_prior_std_s ** 2
     return fisher_information(fn, theta0, noise_var, prior), names
 
 
@@ -122,9 +145,15 @@ def position_error_bound(fim, dims: int, rcond: float = 1e-12) -> float:
     j = np.asarray(fim, np.float64)
     if not np.all(np.isfinite(j)):
         raise ValueError("the Fisher information holds NaN or Inf (a NaN SNR or gain?)")
-    scale = np.sqrt(np.clip(np.diag(j), 1e-300, None))
+    diag = np.diag(j)
+    if np.any(diag <= 0):     # a parameter the CSI says nothing about
+        return float("inf")
+    scale = np.sqrt(diag)
     jn = j / scale[:, None] / scale[None, :]                 # equilibrated: units do not matter
-    s = np.linalg.svd(jn, compute_uv=False)
+    try:
+        s = np.linalg.svd(jn, compute_uv=False)
+    except np.linalg.LinAlgError:
+        return float("inf")
     if s[-1] <= rcond * s[0]:
         return float("inf")
     inv = np.linalg.inv(jn) / scale[:, None] / scale[None, :]
