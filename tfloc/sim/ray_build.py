@@ -11,14 +11,11 @@ cache directory (shared storage). Ray is an optional extra: ``pip install -e ".[
 """
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
 
 from tfloc.config import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 def import_ray():
