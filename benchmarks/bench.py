@@ -249,16 +249,6 @@ def bench_export(path: str, reps=(300, 30), rest: bool = False) -> dict:
         take = np.arange(b) % n
         return {k: v[take] for k, v in base.items()}
 
-    def timed(call, n):
-        for _ in range(5):
-            call()
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - t)
-        return np.asarray(times)
-
     server = None
     if rest:
         from tfloc.export.rest import Predictor, make_server, serve_forever
@@ -269,7 +259,7 @@ def bench_export(path: str, reps=(300, 30), rest: bool = False) -> dict:
     for batch, n in zip((1, 256), reps):
         x = batch_of(batch)
         xt = {k: tf.constant(v) for k, v in x.items()}
-        t = timed(lambda: [v.numpy() for v in f(**xt).values()], n)
+        t = _times(lambda: [v.numpy() for v in f(**xt).values()], n, warm=5)
         out[f"batch{batch}"] = {"p50_ms": 1e3 * float(np.percentile(t, 50)),
                                 "p99_ms": 1e3 * float(np.percentile(t, 99)),
                                 "positions_per_s": batch / float(np.mean(t)), "requests": n}
@@ -280,7 +270,7 @@ def bench_export(path: str, reps=(300, 30), rest: bool = False) -> dict:
                 req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
                 with urllib.request.urlopen(req) as r:
                     r.read()
-            t = timed(post, max(n // 3, 10))
+            t = _times(post, max(n // 3, 10), warm=5)
             out[f"rest_batch{batch}"] = {"p50_ms": 1e3 * float(np.percentile(t, 50)),
                                          "p99_ms": 1e3 * float(np.percentile(t, 99)),
                                          "positions_per_s": batch / float(np.mean(t)),
@@ -302,14 +292,20 @@ def _export_table(r: dict) -> str:
             + "\n".join(rows) + f"\n\nSavedModel size {r['export_size_mb']:.1f} MB ({r['export']})")
 
 
-def _median_ms(f, n):
-    for _ in range(3):
+def _times(f, n, warm=3):
+    """Seconds of ``n`` calls of ``f`` after ``warm`` untimed ones."""
+    for _ in range(warm):
         f()
     times = []
     for _ in range(n):
         t = time.perf_counter()
         f()
         times.append(time.perf_counter() - t)
+    return np.asarray(times)
+
+
+def _median_ms(f, n):
+    times = _times(f, n)
     return 1e3 * float(np.median(times)), 1e3 * float(np.percentile(times, 90))
 
 

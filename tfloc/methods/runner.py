@@ -143,11 +143,23 @@ def _train_in_scope(cfg, run_dir, task, data, inputs, resuming, timings) -> dict
     return report
 
 
+#: each evaluation split's fixed impairment draws (``split_seed_offset`` of the pipeline)
+SPLIT_SEED_OFFSETS = {"train": 1, "val": 2, "test": 3}
+
+
+def fixed_set(data, split: str):
+    """(x, y) NumPy features and labels of a split, with the split's fixed noise and TA
+    draws (the same in every process and pass)."""
+    from tfloc.data import dataset_to_numpy
+    return dataset_to_numpy(data.pipeline.feature_dataset(
+        getattr(data.splits, split), training=False, split_seed_offset=SPLIT_SEED_OFFSETS[split]))
+
+
 def serving_examples(data, n: int = 32) -> dict:
     """Raw serving inputs (``csi`` and ``sector`` / ``bs_positions``) of the first ``n`` test
     UEs, with the test split's impairments: the exports' warm-up requests."""
-    x, _ = next(iter(data.pipeline.csi_dataset(data.splits.test[:n], training=False,
-                                                batch_size=n, split_seed_offset=3)))
+    x, _ = next(iter(data.pipeline.csi_dataset(data.splits.test[:n], training=False, batch_size=n,
+                                                split_seed_offset=SPLIT_SEED_OFFSETS["test"])))
     return {k: np.asarray(v) for k, v in x.items()}
 
 
@@ -202,23 +214,18 @@ def load_run_config(run_dir: str):
 def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = None) -> dict:
     """Scores the inference model on the test split with the configured evaluators,
     builds the report, then writes it (report.json, cdf.png, figures, TensorBoard)."""
-    from tfloc.data import dataset_to_numpy
+    import functools
     from tfloc.evaluation import EvalContext, run_evaluators, write_report
 
     t0 = time.time()
-    p, s = data.pipeline, data.splits
-    offsets = {"train": 1, "val": 2, "test": 3}
-
-    def fixed_set(split):
-        return dataset_to_numpy(p.feature_dataset(getattr(s, split), training=False,
-                                                  split_seed_offset=offsets[split]))
-    x_test, y_test = fixed_set("test")
+    s = data.splits
+    x_test, y_test = fixed_set(data, "test")
     net = models["inference"]
     ctx = EvalContext(model_name=net.name, x=x_test, y=y_test,
                       outputs=task.evaluation_outputs(models, x_test),
                       class_names=task.class_names,
                       to_class=(lambda c: task.condition_classes(c).numpy()) if task.class_names else None,
-                      fixed_set=fixed_set, knn_neighbors=tuple(cfg.evaluation.knn_neighbors),
+                      fixed_set=functools.partial(fixed_set, data), knn_neighbors=tuple(cfg.evaluation.knn_neighbors),
                       site=task.site_info,
                       trajectory=lambda: trajectory_set(cfg, task, models))
     names = cfg.evaluation.evaluators or list(task.evaluators)

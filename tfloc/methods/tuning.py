@@ -249,8 +249,7 @@ def validation_error(cfg, run_dir: str) -> float:
     """Trains the method of ``cfg`` in ``run_dir`` and returns the validation mean position
     error [m] of its inference model (no test set, no export)."""
     from tfloc.config import dump_yaml
-    from tfloc.data import dataset_to_numpy
-    from tfloc.methods.runner import prepare
+    from tfloc.methods.runner import fixed_set, prepare
     from tfloc.utils import set_seed
     set_seed(cfg.runtime.seed)
     task, data = prepare(cfg, progress=False)
@@ -259,7 +258,6 @@ def validation_error(cfg, run_dir: str) -> float:
     dump_yaml(cfg, os.path.join(run_dir, "config.yaml"))
     models = task.build_models(data.spec)
     task.train(models, inputs, run_dir)
-    x, y = dataset_to_numpy(data.pipeline.feature_dataset(data.splits.val, training=False,
-                                                            split_seed_offset=2))
+    x, y = fixed_set(data, "val")
     pos = task.evaluation_outputs(models, x)["position"]
     return float(np.mean(np.linalg.norm(pos - y["position"], axis=-1)))
