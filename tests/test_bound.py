@@ -132,3 +132,102 @@ def test_nlos_paths_as_nuisance_only_cost_information():
     assert names[-5:] == ["path0_tau", "path0_az", "path0_el", "path0_gain_re", "path0_gain_im"]
     assert alone <= far < 1.05 * alone           # resolvable: next to no cost
     assert near > 1.2 * far                      # overlapping the LOS path: a real cost
+
+
+# -- the bound of traced links (tfloc.physics.bound) -------------------------------------- #
+def _los_pathset(position, bs, elements, gain, wavelength):
+    """A PathSet of one UE with one free-space path to a single-polarised array at ``bs``."""
+    from tfloc.physics.array import direction
+    from tfloc.sim.paths import PathSet
+    v = np.asarray(position, float) - bs
+    dist = np.linalg.norm(v)
+    theta, phi = np.arccos(v[2] / dist), np.arctan2(v[1], v[0])
+    steer = np.exp(2j * np.pi / wavelength * (elements @ direction(phi, theta)))
+    f32 = lambda x: np.array([x], np.float32)  # noqa: E731
+    return PathSet(positions=np.array([position], np.float32), sector=np.zeros(1, np.int8),
+                   los=np.ones(1, bool), offsets=np.array([0, 1]),
+                   a=(gain * steer)[None, None, :].astype(np.complex64), tau=f32(dist / 299_792_458.0),
+                   theta_t=f32(theta), phi_t=f32(phi), theta_r=f32(0), phi_r=f32(0),
+                   vertices=np.zeros((1, 2, 3), np.float32), interactions=np.zeros((1, 2), np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["mirror", "nuisance"])
+def test_site_bound_of_one_los_path_equals_the_single_path_model(mode):
+    """The batched bound of a traced link (forward-mode autodiff, per-antenna coefficients,
+    TA prior) reproduces the single-UE reverse-mode model on a free-space path."""
+    from tfloc.physics.bound import BoundSetup, sample_pebs
+    bs = np.array([0.0, 0.0, 10.0])
+    elements = upa_element_positions(2, 4, LAM / 2)
+    pos = [40.0, 25.0, 1.5]
+    ps = _los_pathset(pos, bs, elements, 0.3 - 0.1j, LAM)
+    ta = 2e-9
+    setup = BoundSetup(frequencies=FREQS, wavelength=LAM, elements=elements[None], bs_positions=bs[None],
+                       snr_db=10.0, ta_max_s=ta, dims=2, mode=mode)
+    got = sample_pebs(ps, setup, progress=False)
+    j, _ = position_fim(pos, bs, 0.3 - 0.1j, FREQS, elements, LAM, 10.0, dims=2,
+                        clock_prior_std_s=ta / np.sqrt(3))
+    assert got[0] == pytest.approx(position_error_bound(j, 2), rel=1e-6)
+
+
+def _strongest_rows(ps, max_paths=32):
+    return np.concatenate([ps.strongest(i, max_paths) for i in range(ps.num_ue)])
+
+
+def test_traced_paths_follow_their_mirror_images(small_paths, small_sim_cfg):
+    """Physics sanity on real Sionna paths: each specular path's delay is |image - BS| / c and
+    its departure direction points at the image of the UE in the planes it reflects off; the
+    per-antenna coefficients are one pattern/polarisation term times the array response."""
+    import tensorflow as tf
+    from tfloc.data.config import DataConfig
+    from tfloc.physics.array import direction
+    from tfloc.physics.bound import BoundSetup, mirror_paths, reflection_planes
+    ps = small_paths
+    assert ps.has_geometry and set(np.unique(ps.interactions)) <= {0, 1}
+    rows = np.flatnonzero(ps.num_paths > 0)
+    setup = BoundSetup.from_config(small_sim_cfg, DataConfig())
+    panel = ps.sector[rows].astype(int)
+    for i, r in enumerate(rows[:40]):
+        idx = np.arange(ps.offsets[r], ps.offsets[r + 1])
+        bs, pos = setup.bs_positions[panel[i]][None], ps.positions[r].astype(float)[None]
+        pts, nrm, refl = reflection_planes(bs, ps.vertices[idx][None], ps.interactions[idx][None], pos)
+        tau, k = mirror_paths(tf.constant(pos), tf.constant(bs), tf.constant(pts), tf.constant(nrm),
+                              tf.constant(refl))
+        np.testing.assert_allclose(tau.numpy()[0], ps.tau[idx], rtol=1e-6)
+        want = direction(ps.phi_t[idx].astype(float), ps.theta_t[idx].astype(float))
+        np.testing.assert_allclose(k.numpy()[0], want, atol=2e-6)
+        steer = np.exp(2j * np.pi / setup.wavelength * (want @ setup.elements[panel[i]].T))
+        coef = ps.a[idx].reshape(len(idx), ps.a.shape[1], setup.num_pol, -1) / steer[:, None, None, :]
+        spread = np.abs(coef - coef.mean(-1, keepdims=True)).max(-1)
+        assert np.all(spread <= 1e-4 * np.abs(coef).max()), "coefficients are not pattern x array response"
+
+
+def test_site_bound_modes_los_nlos_and_bad_input(small_paths, small_sim_cfg):
+    """Mirror images add information (bound never above the conservative one); the
+    conservative bound of an NLOS link is unbounded (inf, not a number); the bound falls
+    10x from 0 to 20 dB (clock unknown); an older cache (no geometry) and a NaN SNR are one-line errors."""
+    from tfloc.data.config import DataConfig
+    from tfloc.physics.bound import BoundError, BoundSetup, sample_pebs
+    ps = small_paths
+    rows = np.flatnonzero(ps.num_paths > 0)
+    rows = np.concatenate([rows[ps.los[rows]][:12], rows[~ps.los[rows]][:12]])
+    sub = ps.select(rows)
+    mirror = sample_pebs(sub, BoundSetup.from_config(small_sim_cfg, DataConfig()), progress=False)
+    nuis = sample_pebs(sub, BoundSetup.from_config(small_sim_cfg, DataConfig(), mode="nuisance"),
+                       progress=False)
+    assert np.all(np.isfinite(mirror)) and np.all(mirror > 0)
+    assert np.all(mirror <= nuis * (1 + 1e-6))
+    assert np.all(np.isfinite(nuis[sub.los])) and np.all(np.isinf(nuis[~sub.los]))
+    # without the TA prior (which does not scale with the SNR) the bound is 1 / sqrt(SNR)
+    hi, lo = (sample_pebs(sub, BoundSetup.from_config(small_sim_cfg, DataConfig(), snr_db=snr,
+                                                      clock="unknown"), progress=False) for snr in (20.0, 0.0))
+    np.testing.assert_allclose(lo / hi, 10.0, rtol=1e-5)
+    old = ps.select(rows)
+    old.vertices = old.interactions = None
+    with pytest.raises(BoundError, match="traced before interaction geometry"):
+        sample_pebs(old, BoundSetup.from_config(small_sim_cfg, DataConfig()), progress=False)
+    # the conservative mode finds the LOS path of an older cache by its length
+    again = sample_pebs(old, BoundSetup.from_config(small_sim_cfg, DataConfig(), mode="nuisance"),
+                        progress=False)
+    np.testing.assert_allclose(again, nuis, rtol=1e-6)
+    with pytest.raises(BoundError, match="not a number"):
+        BoundSetup.from_config(small_sim_cfg, DataConfig(), snr_db=float("nan"))

@@ -33,7 +33,7 @@ from tfloc.utils import atomic_write_json
 log = logging.getLogger(__name__)
 
 #: bump when the traced content changes, so old caches are not reused
-TRACER_VERSION = 2
+TRACER_VERSION = 3   # 3: each path's interaction points and types stored
 
 
 def cache_key(cfg: SimulationConfig) -> str:

@@ -41,6 +41,11 @@ class PathSet:
         has one row per (UE, BS), so rows sharing ``ue_id`` and ``realization``
         form one sample (default: one row per UE)
     realization : [num_ue], int16 -- moving-object realization (default 0)
+    vertices : [num_paths_total, max_depth, 3], float32, or None -- each path's
+        interaction points (Sionna's ``Paths.vertices``), from the BS side; rows past a
+        path's last interaction are zero. None in caches traced before it was stored.
+    interactions : [num_paths_total, max_depth], uint8, or None -- Sionna's
+        ``InteractionType`` per interaction (0 none, 1 specular reflection)
     condition : [num_ue], int8 -- :data:`CONDITIONS` code: 0 LOS,
         1 NLOS by static objects, 2 NLOS by cars, 3 no path (default from ``los``)
     meta : dict -- counts and provenance (indoor UEs excluded, timings, ...)
@@ -58,10 +63,13 @@ class PathSet:
     ue_id: np.ndarray | None = None
     realization: np.ndarray | None = None
     condition: np.ndarray | None = None
+    vertices: np.ndarray | None = None
+    interactions: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
     _ARRAYS = ("positions", "sector", "los", "offsets", "a", "tau",
                "theta_t", "phi_t", "theta_r", "phi_r", "ue_id", "realization", "condition")
+    _GEOMETRY = ("vertices", "interactions")        # optional: older caches lack them
     _PER_UE = ("positions", "sector", "los", "ue_id", "realization", "condition")
     _PER_PATH = ("a", "tau", "theta_t", "phi_t", "theta_r", "phi_r")
 
@@ -80,6 +88,16 @@ class PathSet:
         return int(self.positions.shape[0])
 
     @property
+    def has_geometry(self) -> bool:
+        """Whether each path's interaction points and types are stored."""
+        return self.vertices is not None and self.interactions is not None
+
+    def _geometry(self, index=None) -> dict:
+        if not self.has_geometry:
+            return {}
+        return {k: getattr(self, k) if index is None else getattr(self, k)[index] for k in self._GEOMETRY}
+
+    @property
     def num_paths(self) -> np.ndarray:
         return np.diff(self.offsets).astype(np.int32)
 
@@ -89,6 +107,8 @@ class PathSet:
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         cat = {k: np.concatenate([getattr(p, k) for p in parts])
                for k in PathSet._ARRAYS if k != "offsets"}
+        if parts and all(p.has_geometry for p in parts):
+            cat.update({k: np.concatenate([getattr(p, k) for p in parts]) for k in PathSet._GEOMETRY})
         return PathSet(offsets=offsets, meta=meta or {}, **cat)
 
     def select(self, index: np.ndarray) -> "PathSet":
@@ -101,7 +121,14 @@ class PathSet:
         per_path = {k: getattr(self, k)[path_idx] for k in self._PER_PATH}
         per_ue = {k: getattr(self, k)[index] for k in self._PER_UE}
         return PathSet(offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                       meta=dict(self.meta), **per_ue, **per_path)
+                       meta=dict(self.meta), **per_ue, **per_path, **self._geometry(path_idx))
+
+    def strongest(self, i: int, max_paths: int) -> np.ndarray:
+        """Path rows of UE ``i``'s ``max_paths`` strongest paths, strongest first (the
+        paths the data pipeline synthesises CSI from)."""
+        s, e = self.offsets[i], self.offsets[i + 1]
+        power = np.sum(np.abs(self.a[s:e]) ** 2, axis=(1, 2))
+        return s + np.argsort(-power, kind="stable")[:max_paths]
 
     def padded(self, max_paths: int):
         """Dense per-UE arrays keeping each UE's ``max_paths`` strongest paths.
@@ -115,10 +142,8 @@ class PathSet:
         n_ue_ant, n_bs_ant = self.a.shape[1:]
         a = np.zeros((n, max_paths, n_ue_ant, n_bs_ant), np.complex64)
         tau = np.zeros((n, max_paths), np.float32)
-        power = np.sum(np.abs(self.a) ** 2, axis=(1, 2))
         for i in range(n):
-            s, e = self.offsets[i], self.offsets[i + 1]
-            keep = s + np.argsort(-power[s:e], kind="stable")[:max_paths]
+            keep = self.strongest(i, max_paths)
             a[i, :len(keep)] = self.a[keep]
             tau[i, :len(keep)] = self.tau[keep]
         return a, tau
@@ -128,7 +153,7 @@ class PathSet:
         """Writes ``paths.npz`` + ``meta.json`` atomically (temp dir, then rename)."""
         with atomic_dir(directory) as tmp:
             np.savez(os.path.join(tmp, "paths.npz"),
-                     **{k: getattr(self, k) for k in self._ARRAYS})
+                     **{k: getattr(self, k) for k in self._ARRAYS}, **self._geometry())
             with open(os.path.join(tmp, "meta.json"), "w") as fh:
                 json.dump(self.meta, fh, indent=2)
 
@@ -141,6 +166,7 @@ class PathSet:
         try:
             with np.load(npz) as z:
                 arrays = {k: z[k] for k in PathSet._ARRAYS}
+                arrays.update({k: z[k] for k in PathSet._GEOMETRY if k in z.files})
             with open(meta_file) as fh:
                 meta = json.load(fh)
         except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
@@ -148,6 +174,9 @@ class PathSet:
         ps = PathSet(meta=meta, **arrays)
         if ps.offsets[-1] != ps.a.shape[0] or ps.offsets.shape[0] != ps.num_ue + 1:
             raise CacheError(f"{npz}: inconsistent path offsets; delete it to re-trace")
+        if ps.has_geometry and (ps.vertices.shape[0] != ps.a.shape[0]
+                                or ps.interactions.shape != ps.vertices.shape[:2]):
+            raise CacheError(f"{npz}: interaction geometry does not match the paths; delete it to re-trace")
         if not (np.isfinite(ps.a.view(np.float32)).all() and np.isfinite(ps.tau).all()):
             raise CacheError(f"{npz}: path gains or delays contain NaN/Inf; delete it to re-trace")
         return ps

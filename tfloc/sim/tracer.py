@@ -173,7 +173,8 @@ class SiteTracer:
         dict of lists over links, UE-major (link ``i * num_links + j`` is UE
         ``i`` and transmitter ``j``): ``a`` [n, num_ue_ant, num_bs_ant]
         complex64, ``tau`` [n], ``theta_t``/``phi_t``/``theta_r``/``phi_r`` [n],
-        and ``los`` (bool per link).
+        ``vertices`` [n, max_depth, 3] and ``interactions`` [n, max_depth] (each path's
+        interaction points and types, from the BS side), and ``los`` (bool per link).
         """
         c = self.cfg
         self._set_receivers(positions)
@@ -193,9 +194,14 @@ class SiteTracer:
         if a.shape[2] and depth > 0:
             inter = np.array(paths.interactions)                 # [depth, num_rx, num_tx, P]
             is_los_path = valid & np.all(inter == 0, axis=0)
+            # [num_rx, num_tx, P, depth, 3] and [num_rx, num_tx, P, depth]: from the BS side
+            verts = np.moveaxis(np.array(paths.vertices), 0, 3)
+            inter = np.moveaxis(inter, 0, 3)
         else:
             is_los_path = valid.copy()
-        out = {"a": [], "tau": [], "los": [], **{k: [] for k in angles}}
+            verts = np.zeros(valid.shape + (depth, 3), np.float32)
+            inter = np.zeros(valid.shape + (depth,), np.uint8)
+        out = {"a": [], "tau": [], "los": [], "vertices": [], "interactions": [], **{k: [] for k in angles}}
         power = np.sum(np.abs(a) ** 2, axis=(3, 4))             # [num_rx, num_tx, P]
         for i in range(positions.shape[0]):
             for j in range(self.num_links):
@@ -205,6 +211,8 @@ class SiteTracer:
                 v = v[np.lexsort((-power[i, j, v], tau[i, j, v]))]
                 out["a"].append(a[i, j, v])
                 out["tau"].append(tau[i, j, v].astype(np.float32))
+                out["vertices"].append(verts[i, j, v].astype(np.float32))
+                out["interactions"].append(inter[i, j, v].astype(np.uint8))
                 for k in angles:
                     out[k].append(angles[k][i, j, v].astype(np.float32))
                 out["los"].append(bool(is_los_path[i, j].any()))
@@ -251,6 +259,8 @@ class SiteTracer:
             a=cat("a", (0, n_ue_ant, n_bs_ant)).astype(np.complex64),
             tau=cat("tau", (0,)),
             **{k: cat(k, (0,)) for k in ("theta_t", "phi_t", "theta_r", "phi_r")},
+            vertices=cat("vertices", (0, self.cfg.max_depth, 3)).astype(np.float32),
+            interactions=cat("interactions", (0, self.cfg.max_depth)).astype(np.uint8),
             ue_id=np.repeat(ue_id.astype(np.int32), L),
             realization=np.full(n * L, realization, np.int16),
             condition=condition,
