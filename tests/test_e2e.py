@@ -45,6 +45,12 @@ def test_report_shape(run_dir):
     m = rep["model"]
     assert 0 < m["p50_m"] <= m["p67_m"] <= m["p80_m"] <= m["p90_m"]
     assert rep["simulation"]["cache_hit"] is False
+    # the model against the physical limit (issue 12), LOS and NLOS apart
+    b = rep["bound"]["mirror"]
+    assert b["peb_m"]["n_unbounded"] == 0 and b["peb_m"]["n"] == rep["n_test"]
+    assert 0 < b["peb_m"]["LOS"]["median"] < b["peb_m"]["p90"]
+    assert b["error_over_peb"]["n"] == rep["n_test"] and b["error_over_peb"]["median"] > 1
+    assert (run_dir / "bound_mirror.png").exists()
 
 
 def test_evaluate_cli_reproduces_report(run_dir):
@@ -55,6 +61,8 @@ def test_evaluate_cli_reproduces_report(run_dir):
     for who in ("model",):
         assert after[who]["mean_m"] == pytest.approx(before[who]["mean_m"], rel=1e-4)
     assert after["baselines"]["knn"]["mean_m"] == pytest.approx(before["baselines"]["knn"]["mean_m"], rel=1e-4)
+    assert after["bound"]["mirror"]["peb_m"]["median"] == pytest.approx(before["bound"]["mirror"]["peb_m"]["median"],
+                                                                       rel=1e-6)
 
 
 @pytest.fixture(scope="module")

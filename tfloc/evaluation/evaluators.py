@@ -36,6 +36,8 @@ class EvalContext:
         by the evaluators that need it
     trajectory : () -> a moving UE traced through the site and the model's outputs on it
         (see :func:`tfloc.methods.runner.trajectory_set`), called only by ``trajectory``
+    bound : mode -> the position error bound [n] of each test sample (inf: unbounded; see
+        :mod:`tfloc.physics.bound`), called only by ``bound``
     """
     model_name: str
     x: dict
@@ -47,6 +49,7 @@ class EvalContext:
     knn_neighbors: tuple = (1, 2, 3, 5, 10)
     site: Callable = dict
     trajectory: Callable | None = None
+    bound: Callable | None = None
 
 
 @dataclass
@@ -407,3 +410,67 @@ def trajectory(ctx: EvalContext) -> EvalResult:
                                              "n_indoor_dropped": tr["n_indoor"],
                                              "n_no_path_dropped": tr["n_no_path"]}},
                       figures={"trajectory.png": fig})
+
+
+def _figure_bound(err, peb, los, mode, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    bounded = np.isfinite(peb)
+    for mask, label, color in ((los, "LOS", "tab:green"), (~los, "NLOS", "tab:orange")):
+        r = np.sort(err[mask & bounded] / peb[mask & bounded])
+        if len(r):
+            axes[0].step(r, np.arange(1, len(r) + 1) / mask.sum(), where="post", color=color,
+                         label=f"{label}: median {np.median(r):.3g} (n={int(mask.sum())})")
+        for v, ls, what in ((err[mask], "-", "error"), (peb[mask & bounded], "--", "PEB")):
+            v = np.sort(v)
+            if len(v):
+                axes[1].step(v, np.arange(1, len(v) + 1) / mask.sum(), where="post", color=color, ls=ls,
+                             label=f"{label} {what}: median {np.median(v):.3g} m")
+    axes[0].set_xlabel("model error / position error bound")
+    axes[0].set_title(f"distance from the physical limit ({mode} bound)")
+    axes[1].set_xlabel("metres")
+    axes[1].set_title("model error (solid) and bound (dashed)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_ylabel("CDF")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _bound(ctx: EvalContext, mode: str) -> EvalResult:
+    from tfloc.physics.bound import summarize
+    if ctx.bound is None:
+        raise ValueError("evaluator 'bound' needs the run's traced paths (not available here)")
+    err = _model_errors(ctx)
+    cond = np.asarray(ctx.y["condition"]).reshape(len(err), -1)
+    los = (cond == CONDITIONS.index("LOS")).any(1)
+    try:
+        peb = np.asarray(ctx.bound(mode), np.float64)
+    except ValueError as e:        # e.g. a cache traced before interaction geometry was stored
+        return EvalResult(report={"bound": {mode: {"unavailable": str(e)}}})
+    ratio = np.where(np.isfinite(peb), err / peb, np.nan)      # an unbounded sample has no ratio
+    out = {"peb_m": summarize(peb, los), "error_over_peb": summarize(ratio, los)}
+    fig = _figure_bound(err, peb, los, mode, f"{ctx.model_name}: test error against the position error bound")
+    return EvalResult(report={"bound": {mode: out}}, figures={f"bound_{mode}.png": fig})
+
+
+@EVALUATORS.register("bound")
+def bound(ctx: EvalContext) -> EvalResult:
+    """The model's error against the physical limit: per test sample the ratio of its error to
+    its position error bound (Cramér-Rao, :mod:`tfloc.physics.bound`; specular paths follow the
+    UE through mirror images), summarised (median, p90, LOS and NLOS apart), with a CDF figure.
+    Unbounded samples have no ratio (left out, counted in ``peb_m``)."""
+    return _bound(ctx, "mirror")
+
+
+@EVALUATORS.register("bound_nuisance")
+def bound_nuisance(ctx: EvalContext) -> EvalResult:
+    """As ``bound``, against the conservative bound (only the LOS path follows the UE; NLOS
+    samples are unbounded)."""
+    return _bound(ctx, "nuisance")

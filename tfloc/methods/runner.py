@@ -155,6 +155,15 @@ def fixed_set(data, split: str):
         getattr(data.splits, split), training=False, split_seed_offset=SPLIT_SEED_OFFSETS[split]))
 
 
+def split_bound(cfg, data, split: str, mode: str = "mirror"):
+    """The position error bound [n] of each sample of a split, under the run's simulation and
+    data settings (:func:`tfloc.physics.bound.sample_pebs`)."""
+    from tfloc.physics.bound import BoundSetup, sample_pebs
+    rows = np.asarray(getattr(data.splits, split))
+    setup = BoundSetup.from_config(cfg.simulation, cfg.data, mode=mode)
+    return sample_pebs(data.paths, setup, rows.reshape(len(rows), -1), progress=False)
+
+
 def serving_examples(data, n: int = 32) -> dict:
     """Raw serving inputs (``csi`` and ``sector`` / ``bs_positions``) of the first ``n`` test
     UEs, with the test split's impairments: the exports' warm-up requests."""
@@ -227,7 +236,8 @@ def evaluate(cfg, run_dir: str, task, models: dict, data, extra: dict | None = N
                       to_class=(lambda c: task.condition_classes(c).numpy()) if task.class_names else None,
                       fixed_set=functools.partial(fixed_set, data), knn_neighbors=tuple(cfg.evaluation.knn_neighbors),
                       site=task.site_info,
-                      trajectory=lambda: trajectory_set(cfg, task, models))
+                      trajectory=lambda: trajectory_set(cfg, task, models),
+                      bound=functools.partial(split_bound, cfg, data, "test"))
     names = cfg.evaluation.evaluators or list(task.evaluators)
     result = run_evaluators(names, ctx)
     meta = data.paths.meta

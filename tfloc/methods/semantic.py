@@ -98,7 +98,7 @@ class SemanticTask(Task):
 
     @property
     def evaluators(self):
-        return ("position", "per_condition") + (("condition",) if self.class_names else ()) + ("knn",)
+        return ("position", "per_condition") + (("condition",) if self.class_names else ()) + ("knn", "bound")
 
     def check(self, spec):
         o, name = self.options, self.cfg.method.type

@@ -33,7 +33,8 @@ class SupervisedTask(Task):
     @property
     def evaluators(self):
         sectors = ("per_sector",) if self.cfg.num_model_sectors else ()
-        return ("position", *sectors, "per_condition", "knn") + (("calibration",) if self.uncertain else ())
+        return (("position", *sectors, "per_condition", "knn") + (("calibration",) if self.uncertain else ())
+                + ("bound",))
 
     def build_models(self, spec):
         return {"inference": build_model(self.cfg.model, spec, position_std=self.uncertain)}

@@ -21,7 +21,7 @@ known. Each path's delay tau_l and departure direction k_l are functions of the 
 
 The Fisher information of theta = [position (dims), Re g, Im g, (delta), (free path
 parameters)] is J = 2 / sigma^2 Re{D^H D} with D = dH / dtheta by forward-mode autodiff (one
-Jacobian-vector product per parameter, vectorised), sigma^2 = mean |H|^2 / SNR as the pipeline
+Jacobian-vector product per parameter, all in one batched pass), sigma^2 = mean |H|^2 / SNR as the pipeline
 adds noise, times ``num_slots`` looks; the clock offset has a Gaussian prior of the TA error's
 variance (uniform in +-ta_max: ta_max^2 / 3), or is unknown, or known. The equivalent FIM of the
 position (Schur complement) adds over the links of a sample (multi-BS sites); PEB =
@@ -40,6 +40,7 @@ from tfloc.physics.fisher import SPEED_OF_LIGHT
 MODES = ("mirror", "nuisance")
 CLOCKS = ("prior", "unknown", "known")
 SPECULAR = 1          # Sionna's InteractionType.SPECULAR
+MAX_ROWS = 4096       # links x parameters per forward-mode pass (memory: ~ rows x CSI size x 24 B)
 
 
 class BoundError(ValueError):
@@ -86,6 +87,11 @@ class BoundSetup:
             raise BoundError(f"SNR {self.snr_db} dB: not a number")
         if self.dims not in (2, 3):
             raise BoundError(f"dims {self.dims}: expected 2 or 3")
+
+    @property
+    def has_clock(self) -> bool:
+        """The clock offset is a parameter (unknown, or with a prior of nonzero width)."""
+        return self.clock == "unknown" or (self.clock == "prior" and self.ta_max_s > 0)
 
     @classmethod
     def from_config(cls, sim, data, **overrides) -> "BoundSetup":
@@ -189,17 +195,20 @@ def _channel(theta, lay, fixed, dims):
 
 
 def _jacobian_fim(theta, lay, fixed, dims):
-    """(sum over entries of D^T D [B, P, P] of the real-stacked CSI, mean |H|^2 [B]): D by
-    forward-mode autodiff, one Jacobian-vector product per parameter, vectorised."""
+    """(D^T D [B, P, P] of the real-stacked CSI, mean |H|^2 [B]), D = dCSI / dtheta by
+    forward-mode autodiff: the batch is repeated once per parameter, copy p with the tangent
+    e_p, so one Jacobian-vector product gives every column (links do not interact)."""
     size = lay["size"]
-
-    def jvp(e):
-        with tf.autodiff.ForwardAccumulator(theta, tf.broadcast_to(e[None], tf.shape(theta))) as acc:
-            h = _channel(theta, lay, fixed, dims)
-        return acc.jvp(h)
-
-    d = tf.vectorized_map(jvp, tf.eye(size, dtype=tf.float64))                 # [P, B, 2N]
-    h0 = _channel(theta, lay, fixed, dims)
+    b = tf.shape(theta)[0]
+    rep = tf.tile(theta, [size, 1])                                             # [P * B, P]
+    tangent = tf.repeat(tf.eye(size, dtype=tf.float64), b, axis=0)             # copy p: e_p
+    fixed_rep = {k: (tf.tile(v, tf.concat([[size], tf.ones([tf.rank(v) - 1], tf.int32)], 0))
+                     if v.shape.rank else v) for k, v in fixed.items() if k not in ("frequencies",)}
+    fixed_rep["frequencies"] = fixed["frequencies"]
+    with tf.autodiff.ForwardAccumulator(rep, tangent) as acc:
+        h = _channel(rep, lay, fixed_rep, dims)
+    d = tf.reshape(acc.jvp(h), [size, b, -1])                                  # [P, B, 2N]
+    h0 = h[:b]
     power = tf.reduce_sum(h0 ** 2, 1) / tf.cast(tf.shape(h0)[1] // 2, tf.float64)
     return tf.einsum("pbn,qbn->bpq", d, d), power
 
@@ -212,7 +221,8 @@ def _fim_graph(dims: int, num_paths: int, with_clock: bool, with_free: bool):
     key = (dims, num_paths, with_clock, with_free)
     if key not in _GRAPHS:
         lay = _layout(*key)
-        _GRAPHS[key] = (lay, tf.function(lambda theta, fixed: _jacobian_fim(theta, lay, fixed, dims)))
+        _GRAPHS[key] = (lay, tf.function(lambda theta, fixed: _jacobian_fim(theta, lay, fixed, dims),
+                                         reduce_retracing=True))
     return _GRAPHS[key]
 
 
@@ -299,8 +309,7 @@ def _batch_inputs(ps, rows, setup: BoundSetup, num_paths: int, with_free: bool):
         geo = valid & (np.abs(tau0 * SPEED_OF_LIGHT - dist) < 1e-3 * np.maximum(dist, 1.0))
         verts, inter = np.zeros((B, L, 1, 3)), np.zeros((B, L, 1), np.int64)
     points, normals, reflect = reflection_planes(bs, verts, np.where(geo[..., None], inter, 0), pos0)
-    with_clock = setup.clock == "unknown" or (setup.clock == "prior" and setup.ta_max_s > 0)
-    lay = _layout(dims, L, with_clock, with_free)
+    lay = _layout(dims, L, setup.has_clock, with_free)
     theta0 = np.zeros((B, lay["size"]))
     theta0[:, lay["position"]] = pos0[:, :dims]
     theta0[:, lay["gain_re"]] = 1.0
@@ -335,18 +344,28 @@ def link_efims(ps, setup: BoundSetup, rows=None, batch_size: int = 32, progress:
         with_free = setup.mode == "nuisance"
     out = np.zeros((len(rows), dims, dims))
     order = np.argsort(counts, kind="stable")
-    order = order[counts[order] > 0]
+    informative = counts > 0
+    if setup.mode == "nuisance":        # without a LOS path nothing depends on the position
+        informative &= ps.los[rows]
+    order = order[informative[order]]
     snr = 10 ** (setup.snr_db / 10)
     with tqdm(total=len(order), unit="link", desc=f"position bound ({setup.mode})",
               disable=not progress, dynamic_ncols=True) as bar:
-        for s in range(0, len(order), batch_size):
-            sel = order[s:s + batch_size]
-            L = _bucket(int(counts[sel].max()), setup.max_paths)
-            theta0, fixed, used, lay = _batch_inputs(ps, rows[sel], setup, L, with_free)
-            _, graph = _fim_graph(dims, L, lay["clock"].stop > lay["clock"].start, with_free)
+        with_clock = setup.has_clock
+        s = 0
+        while s < len(order):
+            L = _bucket(int(counts[order[min(s + batch_size, len(order)) - 1]]), setup.max_paths)
+            size = _layout(dims, L, with_clock, with_free)["size"]
+            step = min(batch_size, max(1, MAX_ROWS // size))   # the batch is repeated P times
+            sel = order[s:s + step]
+            s += len(sel)
+            padded = np.concatenate([sel, np.repeat(sel[:1], step - len(sel))])   # one graph per L
+            theta0, fixed, used, lay = _batch_inputs(ps, rows[padded], setup, L, with_free)
+            _, graph = _fim_graph(dims, L, with_clock, with_free)
             dtd, power = graph(tf.constant(theta0), {k: tf.constant(v) for k, v in fixed.items()})
-            noise_var = power.numpy() / snr
-            fim = 2.0 * setup.num_slots * dtd.numpy() / noise_var[:, None, None]
+            dtd, power, used = dtd.numpy()[:len(sel)], power.numpy()[:len(sel)], used[:len(sel)]
+            noise_var = power / snr
+            fim = 2.0 * setup.num_slots * dtd / noise_var[:, None, None]
             diag = np.arange(lay["size"])
             fim[:, diag, diag] += ~used                      # padding: decoupled unit information
             if setup.clock == "prior" and lay["clock"].stop > lay["clock"].start:
@@ -367,3 +386,67 @@ def sample_pebs(ps, setup: BoundSetup, groups=None, **kwargs) -> np.ndarray:
     total = efim.reshape(groups.shape + efim.shape[1:]).sum(1)
     has_path = (ps.num_paths[groups] > 0).any(1)
     return np.where(has_path, peb_from_efim(total), np.nan)
+
+
+def summarize(values, los) -> dict:
+    """Median and p90 of PEBs or error/PEB ratios [n] (inf: unbounded; nan: no path, left out),
+    over all samples and LOS / NLOS apart (``los`` [n] bool), with the unbounded count."""
+    values, los = np.asarray(values, np.float64), np.asarray(los, bool)
+
+    def one(v):
+        v = v[~np.isnan(v)]
+        fin = v[np.isfinite(v)]
+        return {"n": int(len(v)), "n_unbounded": int(np.isinf(v).sum()),
+                "median": float(np.median(v)) if len(v) else None,      # inf when most are unbounded
+                "p90": float(np.percentile(v, 90)) if len(v) else None,
+                "median_bounded": float(np.median(fin)) if len(fin) else None}
+    return {**one(values), "LOS": one(values[los]), "NLOS": one(values[~los])}
+
+
+def bound_cache_entry(directory: str, data, sim=None, out_dir: str | None = None,
+                      progress: bool = True, batch_size: int = 32, **setup_overrides) -> dict:
+    """The PEB of every sample of a cache entry: writes ``bound.npz`` (per sample: ``peb``,
+    ``rows``, ``position``, ``los``), ``bound.json`` (settings, summary, time) and
+    ``bound.png`` (map + CDF) into ``out_dir`` (default: the entry) and returns the summary.
+    ``sim``: the entry's SimulationConfig (default: its ``simulation.json``); ``data``: the
+    DataConfig whose subcarriers, SNR and TA the bound follows."""
+    import json
+    import os
+    import time
+    from tfloc.data.pipeline import sample_groups
+    from tfloc.sim.inspect import write_bound_map
+    from tfloc.sim.paths import PathSet
+    from tfloc.utils import atomic_write_json
+    ps = PathSet.load(directory)
+    if sim is None:
+        path = os.path.join(directory, "simulation.json")
+        if not os.path.isfile(path):
+            raise BoundError(f"{directory}: no simulation.json; pass the config it was built from (--config)")
+        from tfloc.experiment import from_dict
+        with open(path) as fh:
+            sim = from_dict({"simulation": json.load(fh)}).simulation
+    setup = BoundSetup.from_config(sim, data, **setup_overrides)
+    t0 = time.time()
+    groups = sample_groups(ps)
+    peb = sample_pebs(ps, setup, groups, batch_size=batch_size, progress=progress)
+    seconds = time.time() - t0
+    los = ps.los[groups].any(1)
+    has = ~np.isnan(peb)
+    out_dir = out_dir or directory
+    os.makedirs(out_dir, exist_ok=True)
+    summary = {"mode": setup.mode, "clock": setup.clock, "snr_db": setup.snr_db,
+               "bandwidth_hz": float(np.ptp(setup.frequencies) + np.diff(setup.frequencies[:2])[0]),
+               "subcarriers": int(len(setup.frequencies)), "ta_max_ns": setup.ta_max_s * 1e9,
+               "bs_antennas": int(setup.elements.shape[1] * setup.num_pol), "dims": setup.dims,
+               "samples_with_paths": int(has.sum()), "seconds": round(seconds, 1),
+               "peb_m": summarize(peb[has], los[has])}
+    tmp = os.path.join(out_dir, ".tmp-bound.npz")
+    np.savez(tmp, peb=peb, rows=groups, position=ps.positions[groups[:, 0]], los=los)
+    os.replace(tmp, os.path.join(out_dir, "bound.npz"))
+    atomic_write_json(os.path.join(out_dir, "bound.json"), summary)
+    title = (f"{ps.meta.get('scene', '')}: position error bound ({setup.mode}), "
+             f"{summary['bandwidth_hz'] / 1e6:.0f} MHz, {setup.snr_db:g} dB, "
+             f"{summary['bs_antennas']} BS antennas")
+    summary["map"] = write_bound_map(ps.positions[groups[:, 0]][has], peb[has], los[has], out_dir, title,
+                                     bs_positions=np.unique(setup.bs_positions, axis=0))
+    return summary

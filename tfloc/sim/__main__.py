@@ -4,6 +4,7 @@
     python -m tfloc.sim build --config configs/etoile_supervised.yaml --executor ray [--address HOST:PORT]
     python -m tfloc.sim merge --config configs/etoile_supervised.yaml
     python -m tfloc.sim inspect cache/paths-etoile-<key>
+    python -m tfloc.sim bound cache/paths-etoile-<key> [--config F] [--mode nuisance] [--snr-db 0]
 """
 from __future__ import annotations
 
@@ -32,6 +33,20 @@ def _parser():
     s.add_argument("directory")
     s.add_argument("--out", help="where to write the PNG maps (default: the entry directory)")
     s.add_argument("--realization", type=int, default=0, help="car realization the maps show")
+    s = sub.add_parser("bound", help="the position error bound (Cramer-Rao) of every UE of a cache "
+                       "entry: bound.json, bound.npz and a map bound.png")
+    s.add_argument("directory")
+    s.add_argument("--config", help="the data settings (subcarriers, SNR, TA) the bound follows "
+                   "(default: tfloc's defaults); also the simulation if the entry has no simulation.json")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--mode", choices=["mirror", "nuisance"], default="mirror",
+                   help="mirror: specular paths follow the UE through mirror images (default); "
+                   "nuisance: only the LOS path does (the conservative bound)")
+    s.add_argument("--clock", choices=["prior", "unknown", "known"], default="prior",
+                   help="the TA error: a prior from data.ta_max_ns (default), unknown, or known")
+    s.add_argument("--snr-db", type=float, help="instead of the middle of data.snr_db")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--out", help="where to write (default: the entry directory)")
     return p
 
 
@@ -47,6 +62,8 @@ def main(argv=None):
         for path in write_maps(ps, args.out or args.directory, realization=args.realization):
             print(f"wrote {path}")
         return 0
+    if args.cmd == "bound":
+        return _bound(args)
     from tfloc.config import ConfigError
     from tfloc.experiment import load_config
     from tfloc.sim.build import DatasetBuild, parse_shard
@@ -85,6 +102,32 @@ def main(argv=None):
             return 0
     b.merge()
     print(f"dataset: {b.final_dir}")
+    return 0
+
+
+def _bound(args) -> int:
+    from tfloc.config import ConfigError
+    from tfloc.experiment import load_config
+    from tfloc.physics.bound import bound_cache_entry
+    if not os.path.isdir(args.directory):
+        raise FileNotFoundError(f"{args.directory}: no such cache entry")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size}: need at least 1")
+    cfg = load_config(args.config, args.overrides)
+    has_sim = os.path.isfile(os.path.join(args.directory, "simulation.json"))
+    extra = {} if args.snr_db is None else {"snr_db": args.snr_db}
+    s = bound_cache_entry(args.directory, cfg.data, sim=None if has_sim or not args.config else cfg.simulation,
+                          out_dir=args.out, batch_size=args.batch_size, mode=args.mode, clock=args.clock,
+                          **extra)
+    p = s["peb_m"]
+
+    def fmt(d):
+        med = "unbounded" if d["median"] is None or d["median"] == float("inf") else f"{d['median']:.4g} m"
+        return f"median {med} over {d['n']} ({d['n_unbounded']} unbounded)"
+    print(f"position error bound ({s['mode']}, clock {s['clock']}, {s['bandwidth_hz'] / 1e6:.1f} MHz, "
+          f"{s['snr_db']:g} dB, {s['bs_antennas']} BS antennas): {s['samples_with_paths']} UEs in {s['seconds']} s")
+    print(f"  all: {fmt(p)}; LOS: {fmt(p['LOS'])}; NLOS: {fmt(p['NLOS'])}")
+    print(f"wrote {s['map']} and bound.json / bound.npz beside it")
     return 0
 
 
