@@ -231,3 +231,40 @@ def test_site_bound_modes_los_nlos_and_bad_input(small_paths, small_sim_cfg):
     np.testing.assert_allclose(again, nuis, rtol=1e-6)
     with pytest.raises(BoundError, match="not a number"):
         BoundSetup.from_config(small_sim_cfg, DataConfig(), snr_db=float("nan"))
+
+
+def test_bound_cli_writes_map_and_summary_and_rejects_bad_input(small_paths, small_sim_cfg, tmp_path):
+    """python -m tfloc.sim bound DIR: bound.json / bound.npz / bound.png for every UE with paths;
+    an entry traced before geometry was stored and a NaN SNR are one-line errors (exit 2)."""
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+    from conftest import REPO
+    rows = np.flatnonzero(small_paths.num_paths > 0)[:30]
+    entry = tmp_path / "entry"
+    small_paths.select(np.concatenate([rows, [int(np.flatnonzero(small_paths.num_paths == 0)[0])]])) \
+        .save(str(entry))
+    (entry / "simulation.json").write_text(json.dumps(dataclasses.asdict(small_sim_cfg)))
+
+    def cli(*args, directory=entry):
+        return subprocess.run([sys.executable, "-m", "tfloc.sim", "bound", str(directory), *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+    r = cli("--snr-db", "10")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "30 UEs" in r.stdout and "LOS: median" in r.stdout
+    summary = json.loads((entry / "bound.json").read_text())
+    assert summary["snr_db"] == 10.0 and summary["samples_with_paths"] == 30
+    assert summary["peb_m"]["n_unbounded"] == 0 and summary["subcarriers"] == 136
+    z = np.load(entry / "bound.npz")
+    assert z["peb"].shape == (31,) and np.isnan(z["peb"][-1]) and np.all(np.isfinite(z["peb"][:-1]))
+    assert (entry / "bound.png").stat().st_size > 10_000
+    old = small_paths.select(rows)
+    old.vertices = old.interactions = None
+    old.save(str(tmp_path / "old"))
+    (tmp_path / "old" / "simulation.json").write_text(json.dumps(dataclasses.asdict(small_sim_cfg)))
+    for r, why in ((cli(directory=tmp_path / "old"), "traced before interaction geometry"),
+                   (cli("--snr-db", "nan"), "not a number")):
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("error:") and why in last

@@ -42,6 +42,8 @@ def _same(a: PathSet, b: PathSet):
     np.testing.assert_allclose(a.a, b.a, rtol=1e-4, atol=1e-5 * np.abs(a.a).max())
     for name in ("theta_t", "phi_t", "theta_r", "phi_r"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-4, err_msg=name)
+    np.testing.assert_array_equal(a.interactions, b.interactions)
+    np.testing.assert_allclose(a.vertices, b.vertices, atol=1e-3)
 
 
 def test_sharded_build_equals_single(sim_cfg, single, tmp_path):

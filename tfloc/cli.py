@@ -92,6 +92,13 @@ def summary_lines(report: dict) -> str:
     if "condition" in report:
         c = report["condition"]
         rows.append(f"  condition accuracy {100 * c['accuracy']:.1f} % over {', '.join(c['classes'])}")
+    def g(v):
+        return "-" if v is None else f"{v:.3g}"
+    for mode, b in report.get("bound", {}).items():
+        if "peb_m" in b:
+            p, r = b["peb_m"], b["error_over_peb"]
+            rows.append(f"  position error bound ({mode}): median {g(p['median'])} m (LOS {g(p['LOS']['median'])}, "
+                        f"NLOS {g(p['NLOS']['median'])}); error / bound: median {g(r['median'])}, p90 {g(r['p90'])}")
     return "\n".join(rows)
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from tfloc.config import ConfigError
 from tfloc.physics.array import planar_array_positions, rotation_matrix
 from tfloc.physics.fisher import SPEED_OF_LIGHT
 
@@ -43,8 +44,8 @@ SPECULAR = 1          # Sionna's InteractionType.SPECULAR
 MAX_ROWS = 4096       # links x parameters per forward-mode pass (memory: ~ rows x CSI size x 24 B)
 
 
-class BoundError(ValueError):
-    """The bound cannot be computed from this input (one line, for the CLI)."""
+class BoundError(ConfigError):
+    """The bound cannot be computed from this input (a one-line error and exit 2 in the CLIs)."""
 
 
 @dataclass

@@ -17,10 +17,12 @@ SNR: mean |H|^2 / sigma^2), the Fisher information of real parameters theta is
 bound is PEB = sqrt(trace of the position block of J^-1); a singular J (the position is
 not identifiable from this CSI) gives an unbounded PEB (inf), never a number.
 
-Here the LOS path is a function of the UE position through free-space geometry
-(:func:`free_space_paths`: delay |p - b| / c and the direction of p - b); other paths
-enter as nuisance (free delay, angles and gain: the conservative bound). Specular paths
-as functions of the position through mirror images are not modelled yet.
+Here, for one UE, the LOS path is a function of the UE position through free-space
+geometry (:func:`free_space_paths`: delay |p - b| / c and the direction of p - b); other
+paths enter as nuisance (free delay, angles and gain: the conservative bound). These are
+the reference forms the tests check against closed forms; the traced links of a site,
+with specular paths through mirror images, are bounded in batches by
+:mod:`tfloc.physics.bound`.
 """
 from __future__ import annotations
 
