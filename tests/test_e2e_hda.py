@@ -38,7 +38,9 @@ def test_hda_run_report(hda_run):
     assert set(rep["model"]["per_condition"]) <= {"LOS", "NLOS-static", "NLOS-car"}
     assert rep["domain_adaptation"]["target"].startswith("test realizations")
     assert rep["timings_s"]["sigma1"] > 0 and "knn" in rep["baselines"]
-    for f in ("cdf.png", "confusion.png", "errors.npz", "model.keras",
+    b = rep["bound"]["mirror"]                          # 3D bound of every test link (issue 12)
+    assert b["peb_m"]["n"] == rep["n_test"] and b["error_over_peb"]["median"] > 1
+    for f in ("cdf.png", "confusion.png", "errors.npz", "model.keras", "bound_mirror.png",
               "export/hda/1/saved_model.pb", "export/hda/1/assets.extra/tfloc.json"):
         assert (hda_run / f).exists(), f
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from tfloc.evaluation.music import (direction, music_direction, music_position,
-                                    planar_array_positions, rotation_matrix, steering, triangulate)
+from tfloc.evaluation.music import music_direction, music_position, triangulate
+from tfloc.physics.array import direction, planar_array_positions, rotation_matrix, steering
 
 C = 299_792_458.0
 

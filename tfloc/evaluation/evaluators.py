@@ -324,7 +324,8 @@ def music(ctx: EvalContext) -> EvalResult:
     then the 3D point nearest the bearing lines, each weighted by its BS's CSI amplitude
     (:mod:`tfloc.evaluation.music`). Needs multi-BS CSI features (``representation: csi``)
     and the site's panels and array."""
-    from tfloc.evaluation.music import music_position, planar_array_positions, rotation_matrix
+    from tfloc.evaluation.music import music_position
+    from tfloc.physics.array import planar_array_positions, rotation_matrix
     site = ctx.site()
     panels, arr = site.get("panels"), site.get("array")
     x = np.asarray(ctx.x["features"])

@@ -1,7 +1,7 @@
 """Model-based baseline of seed 004: MUSIC angle of arrival at each BS, then the
 least-squares 3D point closest to the BSs' bearing lines (NumPy / SciPy).
 
-Geometry follows Sionna RT: an array's elements sit in its local y-z plane
+Geometry follows Sionna RT (:mod:`tfloc.physics.array`): an array's elements sit in its local y-z plane
 (boresight: local +x), and a device's orientation (yaw, pitch, roll) rotates
 local to global coordinates by R = Rz(yaw) Ry(pitch) Rx(roll). A plane wave
 arriving from the global unit direction k (pointing from the array towards
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from tfloc.physics.array import direction, planar_array_positions, rotation_matrix, steering  # noqa: F401
+from tfloc.physics.array import direction, steering
 
 
 def noise_subspace(h: np.ndarray, num_sources: int = 1) -> np.ndarray:

@@ -39,7 +39,7 @@ class AutoencoderTask(SupervisedTask):
 
     @property
     def evaluators(self):
-        return ("position", "axis_errors", "per_condition", "knn")
+        return ("position", "axis_errors", "per_condition", "knn", "bound")
 
     def check(self, spec):
         super().check(spec)

@@ -62,7 +62,7 @@ class EnsembleTask(SupervisedTask):
 
     @property
     def evaluators(self):
-        return ("position", "ensemble", "per_condition", "knn")
+        return ("position", "ensemble", "per_condition", "knn", "bound")
 
     def check(self, spec):
         super().check(spec)

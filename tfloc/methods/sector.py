@@ -35,7 +35,7 @@ class SectorHeadsTask(SupervisedTask):
 
     @property
     def evaluators(self):
-        return ("position", "per_sector", "per_condition", "knn")
+        return ("position", "per_sector", "per_condition", "knn", "bound")
 
     def check(self, spec):
         super().check(spec)

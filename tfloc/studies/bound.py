@@ -9,12 +9,10 @@ the PEB of every test UE under that setting's own channel, and the model's error
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import time
 
-from tfloc.studies.common import Experiment, run_experiments
+from tfloc.studies.common import Experiment, study_main
 
 CONFIG = "configs/etoile_supervised.yaml"
 #: every run: shorter than the shipped 80 epochs and the tuned width (the trend, not the best model)
@@ -78,17 +76,7 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", dest="sets", action="append", default=[], help="override for every run")
-    ap.add_argument("--root", default="runs/bound")
-    ap.add_argument("--out", default="docs/results/bound.md")
-    ap.add_argument("--repo", default=".")
-    args = ap.parse_args(argv)
-    exps = experiments()
-    t0 = time.time()
-    runs = run_experiments(exps, args.root, COMMON + args.sets, repo=args.repo)
-    write_page(exps, runs, args.out, "python -m tfloc.studies.bound")
-    print(f"wrote {args.out} ({len(exps)} runs, {(time.time() - t0) / 60:.1f} min)")
+    study_main(__doc__, experiments(), "bound", write_page, common_sets=COMMON, argv=argv)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,23 @@ def run_experiments(experiments, root: str, common_sets=(), repo: str = ".") -> 
     return out
 
 
+def study_main(doc: str, exps: list, name: str, write_page, common_sets=(), argv=None):
+    """The command line of a one-table study ``python -m tfloc.studies.<name>``: runs ``exps``
+    (resumable) under ``--root`` (default runs/<name>) with ``common_sets`` and each ``--set``,
+    then ``write_page(exps, runs, out, command)`` into ``--out`` (docs/results/<name>.md)."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="override for every run")
+    ap.add_argument("--root", default=f"runs/{name}")
+    ap.add_argument("--out", default=f"docs/results/{name}.md")
+    ap.add_argument("--repo", default=".")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    runs = run_experiments(exps, args.root, [*common_sets, *args.sets], repo=args.repo)
+    write_page(exps, runs, args.out, f"python -m tfloc.studies.{name}")
+    print(f"wrote {args.out} ({len(exps)} runs, {(time.time() - t0) / 60:.1f} min)")
+
+
 #: below this line a results page is written by people and kept when the study re-runs
 DISCUSSION_MARKER = "<!-- discussion: written by hand, kept when the study re-runs -->"
 

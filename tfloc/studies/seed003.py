@@ -10,12 +10,10 @@ autoencoder on the unlabelled UEs first. Every run is scored on the same test UE
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import time
 
-from tfloc.studies.common import Experiment, run_experiments
+from tfloc.studies.common import Experiment, study_main
 
 #: seed 003 Table I (CTW-2020, 3D): model -> averaged (MAE, NMAE, RMSE, NRMSE)
 PAPER = {"MLP, scratch (Model 1)": (60.9031, 0.5622, 89.0806, 0.814),
@@ -73,17 +71,7 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", dest="sets", action="append", default=[], help="override for every run")
-    ap.add_argument("--root", default="runs/seed003")
-    ap.add_argument("--out", default="docs/results/seed003.md")
-    ap.add_argument("--repo", default=".")
-    args = ap.parse_args(argv)
-    exps = experiments()
-    t0 = time.time()
-    runs = run_experiments(exps, args.root, args.sets, repo=args.repo)
-    write_page(exps, runs, args.out, "python -m tfloc.studies.seed003")
-    print(f"wrote {args.out} ({len(exps)} runs, {(time.time() - t0) / 60:.1f} min)")
+    study_main(__doc__, experiments(), "seed003", write_page, argv=argv)
 
 
 if __name__ == "__main__":
