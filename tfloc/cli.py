@@ -93,7 +93,7 @@ def summary_lines(report: dict) -> str:
         c = report["condition"]
         rows.append(f"  condition accuracy {100 * c['accuracy']:.1f} % over {', '.join(c['classes'])}")
     def g(v):
-        return "-" if v is None else f"{v:.3g}"
+        return "unbounded" if v is None else f"{v:.3g}"
     for mode, b in report.get("bound", {}).items():
         if "peb_m" in b:
             p, r = b["peb_m"], b["error_over_peb"]

@@ -222,8 +222,8 @@ def _fim_graph(dims: int, num_paths: int, with_clock: bool, with_free: bool):
     key = (dims, num_paths, with_clock, with_free)
     if key not in _GRAPHS:
         lay = _layout(*key)
-        _GRAPHS[key] = (lay, tf.function(lambda theta, fixed: _jacobian_fim(theta, lay, fixed, dims),
-                                         reduce_retracing=True))
+        # one trace per input shape (links per batch and interaction depth are fixed per layout)
+        _GRAPHS[key] = (lay, tf.function(lambda theta, fixed: _jacobian_fim(theta, lay, fixed, dims)))
     return _GRAPHS[key]
 
 
@@ -391,15 +391,20 @@ def sample_pebs(ps, setup: BoundSetup, groups=None, **kwargs) -> np.ndarray:
 
 def summarize(values, los) -> dict:
     """Median and p90 of PEBs or error/PEB ratios [n] (inf: unbounded; nan: no path, left out),
-    over all samples and LOS / NLOS apart (``los`` [n] bool), with the unbounded count."""
+    over all samples and LOS / NLOS apart (``los`` [n] bool), with the unbounded count. A
+    statistic that falls on an unbounded sample is None (JSON has no infinity);
+    ``median_bounded`` is the median of the bounded ones."""
     values, los = np.asarray(values, np.float64), np.asarray(los, bool)
+
+    def num(v):
+        return float(v) if np.isfinite(v) else None
 
     def one(v):
         v = v[~np.isnan(v)]
         fin = v[np.isfinite(v)]
         return {"n": int(len(v)), "n_unbounded": int(np.isinf(v).sum()),
-                "median": float(np.median(v)) if len(v) else None,      # inf when most are unbounded
-                "p90": float(np.percentile(v, 90)) if len(v) else None,
+                "median": num(np.median(v)) if len(v) else None,
+                "p90": num(np.percentile(v, 90)) if len(v) else None,
                 "median_bounded": float(np.median(fin)) if len(fin) else None}
     return {**one(values), "LOS": one(values[los]), "NLOS": one(values[~los])}
 

@@ -122,7 +122,7 @@ def _bound(args) -> int:
     p = s["peb_m"]
 
     def fmt(d):
-        med = "unbounded" if d["median"] is None or d["median"] == float("inf") else f"{d['median']:.4g} m"
+        med = "-" if not d["n"] else "unbounded" if d["median"] is None else f"{d['median']:.4g} m"
         return f"median {med} over {d['n']} ({d['n_unbounded']} unbounded)"
     print(f"position error bound ({s['mode']}, clock {s['clock']}, {s['bandwidth_hz'] / 1e6:.1f} MHz, "
           f"{s['snr_db']:g} dB, {s['bs_antennas']} BS antennas): {s['samples_with_paths']} UEs in {s['seconds']} s")

@@ -34,9 +34,7 @@ def experiments() -> list:
 
 
 def _fmt(v, unit=""):
-    if v is None:
-        return "-"
-    if v == float("inf"):
+    if v is None or v == float("inf"):     # the statistic falls on an unbounded UE
         return "unbounded"
     return (f"{v:.3g}" if v < 100 else f"{v:,.0f}") + unit
 
