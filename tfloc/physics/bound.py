@@ -300,14 +300,12 @@ def _batch_inputs(ps, rows, setup: BoundSetup, num_paths: int, with_free: bool):
         el0[b, :n] = np.arcsin(np.clip(k[:, 2], -1, 1))
         if depth:
             verts[b, :n], inter[b, :n] = ps.vertices[idx], ps.interactions[idx]
-        else:   # an older cache: the LOS path is the one as long as the BS-UE distance
-            inter[b, :n] = 0
     if depth:
         no_inter = np.all(inter == 0, -1)
         geo = valid & (np.all((inter == 0) | (inter == SPECULAR), -1) if setup.mode == "mirror" else no_inter)
-    else:
+    else:   # an older cache: the LOS path is the one as long as the BS-UE distance (to float32)
         dist = np.linalg.norm(pos0 - bs, axis=-1)[:, None]
-        geo = valid & (np.abs(tau0 * SPEED_OF_LIGHT - dist) < 1e-3 * np.maximum(dist, 1.0))
+        geo = valid & (np.abs(tau0 * SPEED_OF_LIGHT - dist) < 1e-5 * dist + 1e-3)
         verts, inter = np.zeros((B, L, 1, 3)), np.zeros((B, L, 1), np.int64)
     points, normals, reflect = reflection_planes(bs, verts, np.where(geo[..., None], inter, 0), pos0)
     lay = _layout(dims, L, setup.has_clock, with_free)
