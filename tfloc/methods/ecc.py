@@ -51,7 +51,7 @@ class ECCOptions:
 class ECCTask(Task):
     """Seed 004's cooperative positioning: L BSs' CSI -> quantized latents -> 3D position."""
     outputs = ("position",)
-    evaluators = ("position", "per_condition", "knn", "music", "accumulation", "trajectory")
+    evaluators = ("position", "per_condition", "knn", "music", "accumulation", "trajectory", "bound")
 
     @property
     def strategy(self) -> str:
