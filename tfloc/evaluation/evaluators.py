@@ -445,7 +445,7 @@ def _figure_bound(err, peb, los, mode, title):
 
 
 def _bound(ctx: EvalContext, mode: str) -> EvalResult:
-    from tfloc.physics.bound import summarize
+    from tfloc.physics.bound import BoundError, summarize
     if ctx.bound is None:
         raise ValueError("evaluator 'bound' needs the run's traced paths (not available here)")
     err = _model_errors(ctx)
@@ -453,7 +453,7 @@ def _bound(ctx: EvalContext, mode: str) -> EvalResult:
     los = (cond == CONDITIONS.index("LOS")).any(1)
     try:
         peb = np.asarray(ctx.bound(mode), np.float64)
-    except ValueError as e:        # e.g. a cache traced before interaction geometry was stored
+    except BoundError as e:        # e.g. a cache traced before interaction geometry was stored
         return EvalResult(report={"bound": {mode: {"unavailable": str(e)}}})
     ratio = np.where(np.isfinite(peb), err / peb, np.nan)      # an unbounded sample has no ratio
     out = {"peb_m": summarize(peb, los), "error_over_peb": summarize(ratio, los)}
