@@ -61,6 +61,15 @@ def run_experiments(experiments, root: str, common_sets=(), repo: str = ".") -> 
     return out
 
 
+def load_reports(exps, runs: dict) -> dict:
+    """{label: report.json} of each experiment's run (``runs``: {label: run_dir})."""
+    out = {}
+    for e in exps:
+        with open(os.path.join(runs[e.label], "report.json")) as fh:
+            out[e.label] = json.load(fh)
+    return out
+
+
 def study_main(doc: str, exps: list, name: str, write_page, common_sets=(), argv=None):
     """The command line of a one-table study ``python -m tfloc.studies.<name>``: runs ``exps``
     (resumable) under ``--root`` (default runs/<name>) with ``common_sets`` and each ``--set``,
