@@ -204,7 +204,8 @@ def test_traced_paths_follow_their_mirror_images(small_paths, small_sim_cfg):
 def test_site_bound_modes_los_nlos_and_bad_input(small_paths, small_sim_cfg):
     """Mirror images add information (bound never above the conservative one); the
     conservative bound of an NLOS link is unbounded (inf, not a number); the bound falls
-    10x from 0 to 20 dB (clock unknown); an older cache (no geometry) and a NaN SNR are one-line errors."""
+    10x from 0 to 20 dB (clock unknown); an older cache (no geometry), a NaN SNR and paths of
+    another array are one-line errors."""
     from tfloc.data.config import DataConfig
     from tfloc.physics.bound import BoundError, BoundSetup, sample_pebs
     ps = small_paths
@@ -231,6 +232,9 @@ def test_site_bound_modes_los_nlos_and_bad_input(small_paths, small_sim_cfg):
     np.testing.assert_allclose(again, nuis, rtol=1e-6)
     with pytest.raises(BoundError, match="not a number"):
         BoundSetup.from_config(small_sim_cfg, DataConfig(), snr_db=float("nan"))
+    sub.a = sub.a[:, :, :16]                     # paths of a sub-array, not the configured array
+    with pytest.raises(BoundError, match="16 BS antennas but the site's array has 32"):
+        sample_pebs(sub, BoundSetup.from_config(small_sim_cfg, DataConfig()), progress=False)
 
 
 def test_bound_cli_writes_map_and_summary_and_rejects_bad_input(small_paths, small_sim_cfg, tmp_path):

@@ -335,6 +335,10 @@ def link_efims(ps, setup: BoundSetup, rows=None, batch_size: int = 32, progress:
     if setup.mode == "mirror" and not ps.has_geometry:
         raise BoundError("this cache entry was traced before interaction geometry was stored: "
                          "delete it and re-trace, or use the conservative mode (nuisance)")
+    want = setup.elements.shape[1] * setup.num_pol
+    if ps.a.shape[2] != want:
+        raise BoundError(f"the paths have {ps.a.shape[2]} BS antennas but the site's array has {want} "
+                         f"(a sub-array of it?): the bound models the configured array only")
     dims = setup.dims
     counts = np.minimum(ps.num_paths[rows], setup.max_paths)
     if ps.has_geometry and setup.mode == "mirror":
