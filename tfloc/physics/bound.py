@@ -34,18 +34,13 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from tfloc.config import ConfigError
 from tfloc.physics.array import planar_array_positions, rotation_matrix
-from tfloc.physics.fisher import SPEED_OF_LIGHT
+from tfloc.physics.fisher import SPEED_OF_LIGHT, BoundError, peb_from_efim, position_efim, unit_vector
 
 MODES = ("mirror", "nuisance")
 CLOCKS = ("prior", "unknown", "known")
 SPECULAR = 1          # Sionna's InteractionType.SPECULAR
 MAX_ROWS = 4096       # links x parameters per forward-mode pass (memory: ~ rows x CSI size x 24 B)
-
-
-class BoundError(ConfigError):
-    """The bound cannot be computed from this input (a one-line error and exit 2 in the CLIs)."""
 
 
 @dataclass
@@ -158,10 +153,6 @@ def mirror_paths(p, bs, points, normals, reflect):
     return dist / SPEED_OF_LIGHT, w / dist[..., None]
 
 
-def _unit(az, el):
-    return tf.stack([tf.cos(el) * tf.cos(az), tf.cos(el) * tf.sin(az), tf.sin(el)], axis=-1)
-
-
 def _layout(dims: int, num_paths: int, with_clock: bool, with_free: bool) -> dict:
     """Slices of theta: position, gain real / imaginary parts, clock, free tau / az / el."""
     L, at, out = num_paths, dims, {"position": slice(0, dims)}
@@ -180,7 +171,7 @@ def _channel(theta, lay, fixed, dims):
     if lay["tau"].stop > lay["tau"].start:           # free paths: their own delay and direction
         geo = fixed["geo"]
         tau = tf.where(geo, tau, theta[:, lay["tau"]])
-        k = tf.where(geo[..., None], k, _unit(theta[:, lay["az"]], theta[:, lay["el"]]))
+        k = tf.where(geo[..., None], k, unit_vector(theta[:, lay["az"]], theta[:, lay["el"]]))
     if lay["clock"].stop > lay["clock"].start:
         tau = tau + theta[:, lay["clock"]]
     gain = tf.complex(theta[:, lay["gain_re"]], theta[:, lay["gain_im"]])                  # [B, L]
@@ -225,41 +216,6 @@ def _fim_graph(dims: int, num_paths: int, with_clock: bool, with_free: bool):
         # one trace per input shape (links per batch and interaction depth are fixed per layout)
         _GRAPHS[key] = (lay, tf.function(lambda theta, fixed: _jacobian_fim(theta, lay, fixed, dims)))
     return _GRAPHS[key]
-
-
-# -- from FIMs to the bound (NumPy, float64) -------------------------------------------------- #
-def position_efim(fim, dims: int, rcond: float = 1e-12):
-    """The equivalent Fisher information of the position, J_pp - J_pn J_nn^+ J_np, of FIMs
-    [..., P, P] whose first ``dims`` parameters are the position: [..., dims, dims]. Computed
-    on the equilibrated matrix (units do not matter); a nuisance block that is singular to
-    ``rcond`` is pseudo-inverted."""
-    j = np.asarray(fim, np.float64)
-    if not np.all(np.isfinite(j)):
-        raise BoundError("the Fisher information holds NaN or Inf (a NaN SNR, gain or position?)")
-    scale = np.sqrt(np.maximum(np.diagonal(j, axis1=-2, axis2=-1), 1e-300))
-    jn = j / scale[..., :, None] / scale[..., None, :]
-    pp, pn, nn = jn[..., :dims, :dims], jn[..., :dims, dims:], jn[..., dims:, dims:]
-    if nn.shape[-1]:
-        pp = pp - pn @ np.linalg.pinv(nn, rcond=rcond, hermitian=True) @ np.swapaxes(pn, -1, -2)
-    s = scale[..., :dims]
-    return pp * s[..., :, None] * s[..., None, :]
-
-
-def peb_from_efim(efim, rcond: float = 1e-9) -> np.ndarray:
-    """sqrt(trace(EFIM^-1)) [...] of position EFIMs [..., dims, dims]: inf where the EFIM is
-    singular (to ``rcond``, after equilibration) or has a direction without information."""
-    e = np.asarray(efim, np.float64)
-    d = np.diagonal(e, axis1=-2, axis2=-1)
-    ok = np.all(d > 0, -1)
-    scale = np.sqrt(np.where(d > 0, d, 1.0))
-    en = e / scale[..., :, None] / scale[..., None, :]
-    eye = np.broadcast_to(np.eye(e.shape[-1]), e.shape)
-    en = np.where(ok[..., None, None], en, eye)
-    w = np.linalg.eigvalsh(en)
-    ok &= w[..., 0] > rcond * w[..., -1]
-    inv = np.linalg.inv(np.where(ok[..., None, None], en, eye))
-    peb = np.sqrt(np.sum(np.diagonal(inv, axis1=-2, axis2=-1) / scale ** 2, -1))
-    return np.where(ok, peb, np.inf)
 
 
 # -- a PathSet's links ---------------------------------------------------------------------- #

@@ -29,7 +29,13 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfloc.config import ConfigError
+
 SPEED_OF_LIGHT = 299_792_458.0
+
+
+class BoundError(ConfigError):
+    """The bound cannot be computed from this input (a one-line error and exit 2 in the CLIs)."""
 
 
 def upa_element_positions(num_rows: int, num_cols: int, spacing_m: float) -> np.ndarray:
@@ -41,7 +47,8 @@ def upa_element_positions(num_rows: int, num_cols: int, spacing_m: float) -> np.
     return np.stack([np.zeros(zz.size), yy.ravel(), zz.ravel()], axis=1)
 
 
-def _unit(az, el):
+def unit_vector(az, el):
+    """Unit vectors [..., 3] of azimuth ``az`` and elevation ``el`` (TF, differentiable)."""
     return tf.stack([tf.cos(el) * tf.cos(az), tf.cos(el) * tf.sin(az), tf.sin(el)], axis=-1)
 
 
@@ -51,7 +58,7 @@ def csi_model(tau, az, el, gain, frequencies, elements, wavelength, delta=0.0):
     [K] (baseband, Hz), clock offset ``delta`` [s]."""
     f = tf.constant(frequencies, tf.float64)
     d = tf.constant(elements, tf.float64)
-    u = _unit(az, el)                                                   # [L, 3]
+    u = unit_vector(az, el)                                                   # [L, 3]
     arr_phase = 2 * np.pi / wavelength * tf.linalg.matmul(d, u, transpose_b=True)     # [M, L]
     arr = tf.exp(tf.complex(tf.zeros_like(arr_phase), arr_phase))
     phase = -2 * np.pi * (tau + delta)[:, None] * f[None, :]                          # [L, K]
@@ -141,22 +148,41 @@ def position_fim(position, bs_position, gain, frequencies, elements, wavelength,
     return fisher_information(fn, theta0, noise_var, prior), names
 
 
-def position_error_bound(fim, dims: int, rcond: float = 1e-12) -> float:
-    """sqrt(trace((J^-1)[:dims, :dims])) [m]; inf when J is singular (the position is not
-    identifiable), judged by its condition number against ``rcond``."""
+def position_efim(fim, dims: int, rcond: float = 1e-12):
+    """The equivalent Fisher information of the position, J_pp - J_pn J_nn^+ J_np, of FIMs
+    [..., P, P] whose first ``dims`` parameters are the position: [..., dims, dims]. Computed
+    on the equilibrated matrix (units do not matter); a nuisance block that is singular to
+    ``rcond`` is pseudo-inverted."""
     j = np.asarray(fim, np.float64)
     if not np.all(np.isfinite(j)):
-        raise ValueError("the Fisher information holds NaN or Inf (a NaN SNR or gain?)")
-    diag = np.diag(j)
-    if np.any(diag <= 0):     # a parameter the CSI says nothing about
-        return float("inf")
-    scale = np.sqrt(diag)
-    jn = j / scale[:, None] / scale[None, :]                 # equilibrated: units do not matter
-    try:
-        s = np.linalg.svd(jn, compute_uv=False)
-    except np.linalg.LinAlgError:
-        return float("inf")
-    if s[-1] <= rcond * s[0]:
-        return float("inf")
-    inv = np.linalg.inv(jn) / scale[:, None] / scale[None, :]
-    return float(np.sqrt(np.trace(inv[:dims, :dims])))
+        raise BoundError("the Fisher information holds NaN or Inf (a NaN SNR, gain or position?)")
+    scale = np.sqrt(np.maximum(np.diagonal(j, axis1=-2, axis2=-1), 1e-300))
+    jn = j / scale[..., :, None] / scale[..., None, :]
+    pp, pn, nn = jn[..., :dims, :dims], jn[..., :dims, dims:], jn[..., dims:, dims:]
+    if nn.shape[-1]:
+        pp = pp - pn @ np.linalg.pinv(nn, rcond=rcond, hermitian=True) @ np.swapaxes(pn, -1, -2)
+    s = scale[..., :dims]
+    return pp * s[..., :, None] * s[..., None, :]
+
+
+def peb_from_efim(efim, rcond: float = 1e-9) -> np.ndarray:
+    """sqrt(trace(EFIM^-1)) [...] of position EFIMs [..., dims, dims]: inf where the EFIM is
+    singular (to ``rcond``, after equilibration) or has a direction without information."""
+    e = np.asarray(efim, np.float64)
+    d = np.diagonal(e, axis1=-2, axis2=-1)
+    ok = np.all(d > 0, -1)
+    scale = np.sqrt(np.where(d > 0, d, 1.0))
+    en = e / scale[..., :, None] / scale[..., None, :]
+    eye = np.broadcast_to(np.eye(e.shape[-1]), e.shape)
+    en = np.where(ok[..., None, None], en, eye)
+    w = np.linalg.eigvalsh(en)
+    ok &= w[..., 0] > rcond * w[..., -1]
+    inv = np.linalg.inv(np.where(ok[..., None, None], en, eye))
+    peb = np.sqrt(np.sum(np.diagonal(inv, axis1=-2, axis2=-1) / scale ** 2, -1))
+    return np.where(ok, peb, np.inf)
+
+
+def position_error_bound(fim, dims: int) -> float:
+    """sqrt(trace((J^-1)[:dims, :dims])) [m] of one FIM ``J`` [P, P] whose first ``dims``
+    parameters are the position: inf when the position is not identifiable."""
+    return float(peb_from_efim(position_efim(fim, dims)))
