@@ -18,7 +18,7 @@ second of its pipeline from cache to batched features. ``--ecc`` measures seed
 split deployment (fronthaul bytes; edge, cloud and composed SavedModels).
 ``--runs`` collects the training samples/s of finished runs (every method, from
 their reports: rows through a training step over the measured training time;
-tfloc.studies.common.training_samples_per_s says what counts as a row). ``--serving``
+tfloc.methods.task.TrainResult says what counts as a row). ``--serving``
 times a finished run's export: p50 / p99 latency and positions/s at batch 1 and 256,
 in process and through ``python -m tfloc.serve``'s REST API.
 """
@@ -109,8 +109,8 @@ def bench_build(config_path: str, keep_dir: str | None = None):
 
 def bench_scene_pipeline(config_path: str, cache_dir: str, passes: int = 3):
     """Samples/s from the path cache to batched training features (fresh noise each pass)."""
-    from tfloc.experiment import load_config
-    from tfloc.methods.runner import load_data
+    from tfloc.data.bundle import load_data
+    from tfloc.run.experiment import load_config
     cfg = load_config(config_path, [f"runtime.cache_dir={cache_dir}"])
     data = load_data(cfg, progress=False)
     pipe, splits = data.pipeline, data.splits
@@ -316,7 +316,7 @@ def bench_ecc(cfg, steps=20, reps=50):
     import tensorflow as tf
     from tfloc.export import CloudModule, EdgeModule, ServingModule
     from tfloc.losses import build_loss
-    from tfloc.methods.runner import prepare
+    from tfloc.run.runner import prepare
     from tfloc.methods.task import position_trainer
     task, data = prepare(cfg, progress=False)
     inputs = task.build_inputs(data)
@@ -341,11 +341,13 @@ def bench_ecc(cfg, steps=20, reps=50):
         trainer.fit(batches, epochs=1, verbose=0)
         return cfg.data.batch_size * steps / (time.perf_counter() - t)
     models = task.build_models(data.spec)
-    out["stage1_samples_per_s"] = rate(task.local_trainer())
-    out["quantizer"] = task.calibrate(batches)
-    loss = build_loss(cfg.training.loss, task.spec)
-    out["stage2_joint_samples_per_s"] = rate(position_trainer(models, models["inference"], loss))
-    task.freeze_encoders()
+    net = models["inference"]
+    edges = net.edges
+    out["stage1_samples_per_s"] = rate(task.local_trainer(edges, data.spec))
+    out["quantizer"] = task.calibrate(edges, batches)
+    loss = build_loss(cfg.training.loss, data.spec)
+    out["stage2_joint_samples_per_s"] = rate(position_trainer(models, net, loss))
+    task.freeze_encoders(edges)
     out["stage2_split_samples_per_s"] = rate(position_trainer(models, models["inference"], loss))
     x, _ = next(iter(batches))
     one = {k: v[:1] for k, v in x.items()}
@@ -354,14 +356,14 @@ def bench_ecc(cfg, steps=20, reps=50):
             path = module.write(os.path.join(tmp, module.name, "1"))
             size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
             return tf.saved_model.load(path).signatures["serving_default"], size / 2**20
-        edge, edge_mb = load(EdgeModule("edge0", task.edges[0]))
-        cloud, cloud_mb = load(CloudModule("cloud", task.cloud, task.edges))
-        comp, comp_mb = load(ServingModule("ecc", models["inference"], task.spec, outputs=("position",)))
-        sent = [edge(csi=tf.constant(one["features"][:, l])) for l in range(len(task.edges))]
+        edge, edge_mb = load(EdgeModule("edge0", edges[0]))
+        cloud, cloud_mb = load(CloudModule("cloud", net.cloud, edges))
+        comp, comp_mb = load(ServingModule("ecc", net, data.spec, outputs=("position",)))
+        sent = [edge(csi=tf.constant(one["features"][:, l])) for l in range(len(edges))]
         payload = tf.stack([s["payload"] for s in sent], 1)
         gain = tf.stack([s["gain"] for s in sent], 1)
         out["payload_bytes_per_bs"] = int(sent[0]["payload"].shape[-1] + sent[0]["gain"].shape[-1])
-        out["payload_bytes_per_snapshot"] = out["payload_bytes_per_bs"] * len(task.edges)
+        out["payload_bytes_per_snapshot"] = out["payload_bytes_per_bs"] * len(edges)
         out["csi_bytes_per_bs"] = int(np.prod(one["features"].shape[2:-1])) * 8   # complex64
         for name, f, mb in (("edge", lambda: edge(csi=tf.constant(one["features"][:, 0])), edge_mb),
                             ("cloud", lambda: cloud(payload=payload, gain=gain), cloud_mb),
@@ -393,8 +395,8 @@ def main(argv=None):
         return _main_scenes(args)
     if args.ecc:
         return _main_ecc(args)
-    from tfloc.experiment import load_config
-    from tfloc.methods.runner import load_data
+    from tfloc.data.bundle import load_data
+    from tfloc.run.experiment import load_config
     cfg = load_config(args.config)
     results = {"config": args.config, "time": datetime.datetime.now().isoformat(timespec="seconds"),
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
@@ -457,7 +459,7 @@ def _main_runs(args):
     rows = []
     for run in runs:
         rep = load_run(run)
-        rate = training_samples_per_s(rep, rep["_method_options"])
+        rate = training_samples_per_s(rep)
         rows.append({"run": run, "method": rep["method"], "model": rep.get("model_name"),
                      "parameters": rep.get("num_parameters"),
                      "training_s": rep.get("timings_s", {}).get("training_s"),
@@ -480,7 +482,7 @@ def _main_runs(args):
 
 
 def _main_ecc(args):
-    from tfloc.experiment import load_config
+    from tfloc.run.experiment import load_config
     config = "configs/ecc.yaml" if args.config == "configs/etoile_supervised.yaml" else args.config
     r = bench_ecc(load_config(config))
     results = {"config": config, "time": datetime.datetime.now().isoformat(timespec="seconds"),

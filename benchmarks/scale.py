@@ -46,7 +46,7 @@ SETUPS = {
 
 
 def trace_sample(config, sets):
-    from tfloc.experiment import load_config
+    from tfloc.run.experiment import load_config
     from tfloc.sim import DatasetBuild
     cfg = load_config(os.path.join(REPO, config), sets)
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +64,7 @@ def training_rate(config, sets, steps=20):
     import numpy as np
     from bench import bench_training
     from tfloc.data.spec import DataSpec
-    from tfloc.experiment import load_config
+    from tfloc.run.experiment import load_config
     cfg = load_config(os.path.join(REPO, config), sets)
     spec = DataSpec.from_config(cfg).with_targets(np.zeros((4, cfg.data.position_dims), np.float32) +
                                                   np.arange(4)[:, None])

@@ -13,10 +13,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="session")
 def small_sim_cfg():
     """The shipped etoile site with a coarse grid: a few hundred UEs."""
-    from tfloc.experiment import load_config
+    from tfloc.run.experiment import load_config
     cfg = load_config(os.path.join(REPO, "configs", "etoile_supervised.yaml"),
                       ["simulation.ue_grid.spacing_m=15.0"])
     return cfg.simulation
+
+
+#: fixtures that trace real Sionna RT: a test that uses one is ``slow``
+TRACING_FIXTURES = ("small_paths",)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks every test that traces real Sionna RT through a fixture as ``slow``, so
+    ``-m "not slow"`` is the inner loop without ray tracing."""
+    for item in items:
+        if any(f in getattr(item, "fixturenames", ()) for f in TRACING_FIXTURES):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +44,8 @@ def synthetic_stage1(tmp_path_factory):
     tracing): the stage 1 (``init_from``) of the semi-supervised methods' tests."""
     import tfloc.sim
     from synthetic import ETOILE_SETS, SYNTHETIC_SETS, synthetic_pathset
-    from tfloc.experiment import load_config
-    from tfloc.methods import train_and_evaluate
+    from tfloc.run.experiment import load_config
+    from tfloc.run.runner import train_and_evaluate
     ps = synthetic_pathset()
     run = tmp_path_factory.mktemp("stage1") / "supervised"
     cfg = load_config(os.path.join(REPO, "configs", "etoile_supervised.yaml"),
@@ -101,7 +113,7 @@ from synthetic import synthetic_pathset
 ps = synthetic_pathset()
 tfloc.sim.load_or_trace = lambda cfg, cache, progress=True: (ps, "synthetic", True)
 {hooks}
-from tfloc.cli import run_cli, train_main
+from tfloc.run.cli import run_cli, train_main
 run_cli(train_main, sys.argv[1:])
 """)
     return str(path)

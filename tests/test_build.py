@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tfloc.experiment import load_config
+from tfloc.run.experiment import load_config
 from tfloc.sim import CacheError, DatasetBuild, PathSet, load_or_trace
 from tfloc.sim.build import parse_shard
 
@@ -149,8 +149,8 @@ def test_ray_build_errors_are_one_line_before_anything_runs(tmp_path):
 
 def test_ray_missing_says_how_to_install(tmp_path):
     """Without Ray (simulated: ray made unimportable) the error names the extra."""
-    code = ("import sys; sys.modules['ray'] = None; from tfloc.cli import run_cli; "
-            "from tfloc.sim.__main__ import main; run_cli(main, ['build', '--config', %r, "
+    code = ("import sys; sys.modules['ray'] = None; from tfloc.run.cli import run_cli; "
+            "from tfloc.run.dataset import main; run_cli(main, ['build', '--config', %r, "
             "'--executor', 'ray'])" % CONFIG)
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and 'pip install -e ".[ray]"' in r.stderr, r.stderr[-2000:]

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from tfloc.config import ConfigError, to_dict
-from tfloc.experiment import ExperimentConfig, from_dict, load_config
+from tfloc.run.experiment import ExperimentConfig, from_dict, load_config
 
 from conftest import REPO
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import EPOCH_SLEEP_HOOK, REPO, synthetic_driver
 from synthetic import ETOILE_SETS, SYNTHETIC_SETS
 from tfloc.config import ConfigError
-from tfloc.methods.distribute import parse_tf_config
+from tfloc.run.distribute import parse_tf_config
 
 #: every step's logged loss to TFLOC_TEST_STEP_LOG (a JSON list)
 STEP_LOG_HOOK = """

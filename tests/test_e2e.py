@@ -70,7 +70,8 @@ def served(run_dir):
     """CSI of test UEs, the Keras model's positions for it, and the export path."""
     import keras
     from tfloc.layers import CSIFeatures
-    from tfloc.methods.runner import load_data, load_run_config
+    from tfloc.data.bundle import load_data
+    from tfloc.run.runner import load_run_config
     cfg = load_run_config(str(run_dir))
     data = load_data(cfg, progress=False)
     pipe, splits = data.pipeline, data.splits

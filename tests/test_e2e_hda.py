@@ -48,7 +48,8 @@ def test_hda_run_report(hda_run):
 def test_two_output_export_in_fresh_process(hda_run, tmp_path):
     import keras
     from tfloc.layers import CSIFeatures
-    from tfloc.methods.runner import load_data, load_run_config
+    from tfloc.data.bundle import load_data
+    from tfloc.run.runner import load_run_config
     cfg = load_run_config(str(hda_run))
     data = load_data(cfg, progress=False)
     x, _ = next(iter(data.pipeline.csi_dataset(data.splits.test[:8], training=False)))

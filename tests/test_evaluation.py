@@ -62,7 +62,16 @@ def test_knn_in_3d_with_sectors(rng):
     y = rng.normal(size=(60, 3))
     s = np.repeat([0, 1, 2], 20)
     knn = SectorKNN(1, "uniform").fit(x, y, s)
-    np.testing.assert_allclose(knn.predict(x, s), y)          # each sample is its own neighbour
+    # held-out queries: each near one training fingerprint of its own sector ...
+    q = x + 1e-3 * rng.normal(size=x.shape)
+    np.testing.assert_allclose(knn.predict(q, s), y)
+    # ... and a query of sector 1 that sits on a sector-0 fingerprint takes sector 1's nearest
+    d = np.linalg.norm((x[20:40] - x[0]).reshape(20, -1), axis=1)
+    np.testing.assert_allclose(knn.predict(x[:1], np.array([1])), y[20 + np.argmin(d)][None])
+    # k = 3 uniform: the mean of the three nearest of the sector
+    knn3 = SectorKNN(3, "uniform").fit(x, y, s)
+    d = np.linalg.norm((x[40:] - q[45]).reshape(20, -1), axis=1)
+    np.testing.assert_allclose(knn3.predict(q[45:46], np.array([2]))[0], y[40 + np.argsort(d)[:3]].mean(0))
 
 
 def _fake_run(path, mean, acc=None):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tfloc.metrics import MeanDistanceError, error_summary, position_errors_m
+from tfloc.metrics import error_summary, position_errors_m
 from tfloc.evaluation.knn import SectorKNN, fit_knn
 
 
@@ -21,12 +21,6 @@ def test_error_summary_rejects_empty_and_shape_mismatch():
         error_summary(np.array([]))
     with pytest.raises(ValueError, match="shape"):
         position_errors_m(np.zeros((3, 2)), np.zeros((3, 3)))
-
-
-def test_keras_metric():
-    m = MeanDistanceError()
-    m.update_state(np.array([[0.0, 0.0], [0.0, 0.0]]), np.array([[3.0, 4.0], [0.0, 1.0]]))
-    assert float(m.result()) == pytest.approx(3.0)
 
 
 def test_knn_picks_k_on_validation(rng):

@@ -75,7 +75,7 @@ def test_planar_array_order_and_direction_helpers():
 
 def test_music_evaluator_positions_synthetic_six_bs_samples(rng):
     """The evaluator on multi-BS CSI features [n, L, T, Nr, Nsc, 2] with the site's panels."""
-    from tfloc.evaluation.evaluators import EvalContext, run_evaluators
+    from tfloc.evaluation import EvalContext, run_evaluators
     arr = {"num_rows": 2, "num_cols": 4, "vertical_spacing": 0.5, "horizontal_spacing": 0.5}
     pos = planar_array_positions(2, 4)
     ues = rng.uniform([60, 60, 1], [140, 140, 20], size=(3, 3))

@@ -130,8 +130,8 @@ def test_a_multi_stage_method_resumes_at_its_first_unfinished_stage(tmp_path, mo
     (not retrained), fine-tuning trains again."""
     import tfloc.sim
     from synthetic import ETOILE_SITE, synthetic_pathset
-    from tfloc.experiment import load_config
-    from tfloc.methods import train_and_evaluate
+    from tfloc.run.experiment import load_config
+    from tfloc.run.runner import train_and_evaluate
     ps = synthetic_pathset()
     monkeypatch.setattr(tfloc.sim, "load_or_trace", lambda cfg, cache, progress=True: (ps, "synthetic", True))
     cfg = load_config(os.path.join(REPO, "configs", "autoencoder.yaml"),

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfloc.config import ConfigError
 from tfloc.data.config import DataConfig
-from tfloc.experiment import load_config
+from tfloc.run.experiment import load_config
 from tfloc.sim.paths import PathSet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,7 +92,8 @@ def _links(n_ue=4, n_bs=3, n_real=1, paths_per_link=3, seed=0):
 
 def test_sample_groups_and_multi_bs_dataset():
     from tfloc.data import CSIPipeline
-    from tfloc.data.pipeline import make_splits, sample_groups
+    from tfloc.data.pipeline import make_splits
+    from tfloc.sim.paths import sample_groups
     ps = _links(n_ue=40, n_bs=3)
     g = sample_groups(ps)
     assert g.shape == (40, 3)

@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO, make_spec
 from synthetic import ETOILE_SETS, SYNTHETIC_SETS
 from tfloc.config import ConfigError
-from tfloc.experiment import load_config
+from tfloc.run.experiment import load_config
 from tfloc.sim.site import rotate_into_sector, sector_of
 
 BS = (100.0, -100.0, 30.0)
@@ -62,7 +62,7 @@ def synthetic(monkeypatch):
 
 
 def test_sector_heads_trains_on_rotated_copies_and_serves_routed_heads(synthetic, tmp_path):
-    from tfloc.methods import train_and_evaluate
+    from tfloc.run.runner import train_and_evaluate
     cfg = load_config(os.path.join(REPO, "configs", "sector_heads.yaml"),
                       [*SYNTHETIC_SETS, *ETOILE_SETS, "simulation.bs_position_m=[0.0, -8.0, 5.0]",
                        "evaluation.evaluators=[position]"])
@@ -75,7 +75,7 @@ def test_sector_heads_trains_on_rotated_copies_and_serves_routed_heads(synthetic
 
 
 def test_sector_heads_refuses_a_site_without_sectors():
-    from tfloc.methods.runner import make_task
+    from tfloc.run.runner import make_task
     for sets in (["data.use_sector=false"], ["simulation.sector_azimuths_deg=[30.0]"]):
         cfg = load_config(os.path.join(REPO, "configs", "sector_heads.yaml"), sets)
         with pytest.raises(ConfigError, match="method 'sector_heads' needs a sectored site"):

@@ -11,7 +11,7 @@ from synthetic import ETOILE_SETS, ETOILE_SITE, SYNTHETIC_SETS, synthetic_pathse
 from tfloc.config import ConfigError
 from tfloc.data import CSIPipeline
 from tfloc.data.config import AugmentConfig, DataConfig
-from tfloc.experiment import load_config
+from tfloc.run.experiment import load_config
 
 
 def _pipe(**data):
@@ -78,7 +78,8 @@ def test_channel_shuffle_and_split_match_numpy_and_serialise(rng, tmp_path):
     want = x.reshape(2, 3, 4, 2, 3).transpose(0, 1, 2, 4, 3).reshape(2, 3, 4, 6)
     np.testing.assert_array_equal(ChannelShuffle(2)(x).numpy(), want)
     a, b = ChannelSplit()(x)
-    np.testing.assert_array_equal(a, x[..., :3]) and np.testing.assert_array_equal(b, x[..., 3:])
+    np.testing.assert_array_equal(a, x[..., :3])
+    np.testing.assert_array_equal(b, x[..., 3:])
     inp = keras.Input((3, 4, 6))
     m = keras.Model(inp, ChannelShuffle(3)(keras.layers.Concatenate()(list(ChannelSplit()(inp)))))
     m.save(str(tmp_path / "m.keras"))
@@ -133,7 +134,7 @@ def synthetic(monkeypatch):
 
 def test_init_from_another_model_or_other_labels_is_refused(synthetic, synthetic_stage1, tmp_path):
     stage1 = synthetic_stage1
-    from tfloc.methods import train_and_evaluate
+    from tfloc.run.runner import train_and_evaluate
     for i, (extra, needle) in enumerate([(["model.resnet.width=12"], "not the configured"),
                                          (["runtime.seed=8"], "trained on other labels")]):
         cfg = _synthetic_cfg("mean_teacher", tmp_path, [f"method.mean_teacher.init_from={stage1}", *extra])
@@ -172,14 +173,14 @@ def test_decoders_mirror_their_encoders(kind, rng):
 
 
 def test_autoencoder_from_scratch_needs_no_unlabelled_pool(synthetic, tmp_path):
-    from tfloc.methods import train_and_evaluate
+    from tfloc.run.runner import train_and_evaluate
     scratch = train_and_evaluate(_synthetic_cfg("autoencoder", tmp_path, [
         "method.autoencoder.pretrain=false", "data.labelled_fraction=0.75"]), str(tmp_path / "scratch"))
     assert "pretraining" not in scratch["autoencoder"] and scratch["n_unlabelled"] == 0
 
 
 def test_autoencoder_needs_an_encoder_model():
-    from tfloc.methods.runner import make_task
+    from tfloc.run.runner import make_task
     cfg = load_config(os.path.join(REPO, "configs", "autoencoder.yaml"), ["model=resnet"])
     with pytest.raises(ConfigError, match="method 'autoencoder' needs model.type ae_mlp or ae_cnn"):
         make_task(cfg)

@@ -19,8 +19,8 @@ def export_dir(tmp_path_factory):
     """The SavedModel of a finished configs/etoile_supervised.yaml run on the synthetic set."""
     import tfloc.sim
     from synthetic import synthetic_pathset
-    from tfloc.experiment import load_config
-    from tfloc.methods import train_and_evaluate
+    from tfloc.run.experiment import load_config
+    from tfloc.run.runner import train_and_evaluate
     ps = synthetic_pathset()
     run = tmp_path_factory.mktemp("serve") / "run"
     cfg = load_config(os.path.join(REPO, "configs", "etoile_supervised.yaml"),

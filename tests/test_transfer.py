@@ -12,7 +12,7 @@ from conftest import REPO, make_spec, run_python
 from synthetic import SYNTHETIC_SETS, _upa_response
 from test_contract import synthetic  # noqa: F401  (fixture)
 from tfloc.config import ConfigError
-from tfloc.experiment import load_config
+from tfloc.run.experiment import load_config
 
 TRANSFER_SETS = [s for s in SYNTHETIC_SETS if not s.startswith(("simulation.", "data.realization"))]
 
@@ -170,31 +170,32 @@ def test_target_splits_fix_the_test_set_and_nest_the_fractions():
 
 # -- the methods ------------------------------------------------------------------------ #
 def test_meml_trains_phi_on_every_source_then_swaps_the_head(synthetic, tmp_path):  # noqa: F811
-    from tfloc.methods.runner import make_task
+    from tfloc.methods.task import TrainingRun
+    from tfloc.run.runner import make_task
     cfg = _cfg("meml", ["method.meml.source_loss=gaussian_nll", "method.meml.target_loss=mse",
                         "method.meml.source_epochs=2"])
     task = make_task(cfg)
     data = task.load_data(progress=False)
-    task.spec = data.spec
     inputs = task.build_inputs(data)
     envs = [int(e) for xb, _ in inputs["source_train"] for e in xb["environment"].numpy()]
     assert sorted(set(envs)) == [0, 1, 2, 3, 4]        # every source through its own head
     models = task.build_models(data.spec)
-    facts = task.train(models, inputs, str(tmp_path))
+    facts = task.train(models, inputs, data, TrainingRun(str(tmp_path))).facts
     assert facts["source"]["epochs"] == 2 and facts["target"]["epochs"] >= 1
-    phi_source = [w.copy() for w in task.phi_weights]
+    phi_source = [w.copy() for w in models["inference"].get_layer("phi").get_weights()]
     # a second run reuses the source stage: phi starts from it, the head is fresh and the
     # target's (MSE: no sigma), while the source heads had a sigma (NLL)
     again = make_task(cfg)
     data = again.load_data(progress=False)
-    again.spec, again.phi_weights = data.spec, phi_source
+    again.phi_weights = phi_source
     inputs = again.build_inputs(data)
     assert "source_train" not in inputs
     models = again.build_models(data.spec)
     head_before = [w.copy() for w in models["inference"].get_layer("g_target").get_weights()]
     start = {}
-    again.train_target = lambda m, i, r: start.setdefault("phi", again.phi.get_weights()) and {}
-    facts = again.train(models, inputs, str(tmp_path / "again"))
+    again.train_target = lambda m, i, d, r: (start.setdefault("phi", m["inference"].get_layer("phi").get_weights())
+                                             and {"epochs": 0})
+    facts = again.train(models, inputs, data, TrainingRun(str(tmp_path / "again"))).facts
     assert facts["source"] == {"reused": True}
     assert all(np.array_equal(a, b) for a, b in zip(start["phi"], phi_source))
     assert "position_std" not in models["inference"].output
@@ -203,7 +204,7 @@ def test_meml_trains_phi_on_every_source_then_swaps_the_head(synthetic, tmp_path
 
 
 def test_nll_model_serves_position_and_sigma_in_a_fresh_process(synthetic, tmp_path):  # noqa: F811
-    from tfloc.methods import train_and_evaluate
+    from tfloc.run.runner import train_and_evaluate
     cfg = _cfg("meml", ["method.meml.source_epochs=1", "method.meml.target_training=gradual_unfreezing",
                         "model.pooling_cnn.covariance=full"])
     report = train_and_evaluate(cfg, str(tmp_path / "run"))
@@ -238,7 +239,7 @@ def test_nll_model_serves_position_and_sigma_in_a_fresh_process(synthetic, tmp_p
     ("meml", ["method.meml.sub_array=[4, 4]"], "a 4 x 4 sub-array does not fit"),
 ])
 def test_bad_transfer_configs_fail_before_training(synthetic, tmp_path, method, sets, needle):  # noqa: F811
-    from tfloc.methods import train_and_evaluate
+    from tfloc.run.runner import train_and_evaluate
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace("[", r"\[")):
         train_and_evaluate(_cfg(method, sets), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()

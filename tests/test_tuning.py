@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, run_python
 from synthetic import ETOILE_SETS, SYNTHETIC_SETS
 from tfloc.config import ConfigError
-from tfloc.experiment import load_config
+from tfloc.run.experiment import load_config
 
 CONFIG = os.path.join(REPO, "configs", "etoile_supervised.yaml")
 SPACE = ("tuning.space=[{key: training.learning_rate, min: 1.0e-4, max: 1.0e-2, log: true}, "
@@ -30,7 +30,7 @@ SETS = [*SYNTHETIC_SETS, *ETOILE_SETS, "evaluation.evaluators=[position]", "tuni
     ("[{key: runtime.seed, values: [1, 2]}]", "not a training choice"),
 ])
 def test_a_bad_search_space_is_refused_naming_the_key(space, needle):
-    from tfloc.methods.tuning import check_space
+    from tfloc.run.tuning import check_space
     cfg = load_config(CONFIG, [f"tuning.space={space}"])
     with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("(", r"\(")):
         check_space(cfg)
@@ -46,7 +46,7 @@ def test_tune_with_an_unknown_key_exits_2_before_anything_is_written(tmp_path):
 
 
 def test_search_scores_validation_resumes_and_writes_a_ready_to_run_best_config(tmp_path, monkeypatch):
-    import tfloc.methods.tuning as tuning
+    import tfloc.run.tuning as tuning
     import tfloc.sim
     from synthetic import synthetic_pathset
     ps = synthetic_pathset()
@@ -54,7 +54,7 @@ def test_search_scores_validation_resumes_and_writes_a_ready_to_run_best_config(
     cfg = load_config(CONFIG, SETS)
     directory = str(tmp_path / "search")
     # the test split is never scored: a trial that reached the test evaluation would fail
-    import tfloc.methods.runner as runner
+    import tfloc.run.runner as runner
     monkeypatch.setattr(runner, "evaluate", lambda *a, **k: pytest.fail("a trial scored the test set"))
     real = tuning.validation_error
     calls = []

@@ -2,7 +2,7 @@
 
 Each section's dataclass lives beside the code that owns it
 (``tfloc.sim.config``, ``tfloc.data.config``, each model and method module);
-the experiment root is :class:`tfloc.experiment.ExperimentConfig`. This module
+the experiment root is :class:`tfloc.run.experiment.ExperimentConfig`. This module
 only merges YAML overrides into such trees and checks them: unknown keys, wrong
 types and out-of-range values raise :class:`ConfigError` with one line naming
 the file and the key. It imports no model, method or scene module.

@@ -23,14 +23,17 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: Dict[str, T] = {}
         self._configs: Dict[str, type | None] = {}
+        self._info: Dict[str, dict] = {}
 
-    def register(self, name: str, config: type | None = None) -> Callable[[T], T]:
-        """Decorator that registers ``obj`` under ``name`` (with its option dataclass)."""
+    def register(self, name: str, config: type | None = None, **info) -> Callable[[T], T]:
+        """Decorator that registers ``obj`` under ``name`` (with its option dataclass and any
+        facts the registry's users read back with :meth:`info`, e.g. an evaluator's needs)."""
         def deco(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} '{name}' is already registered")
             self._items[name] = obj
             self._configs[name] = config
+            self._info[name] = dict(info)
             return obj
         return deco
 
@@ -45,6 +48,11 @@ class Registry(Generic[T]):
         """The option dataclass registered with ``name`` (None: no options)."""
         self.get(name)
         return self._configs[name]
+
+    def info(self, name: str) -> dict:
+        """The facts registered with ``name``."""
+        self.get(name)
+        return self._info[name]
 
     def names(self):
         return sorted(self._items)

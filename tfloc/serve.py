@@ -34,5 +34,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from tfloc.cli import run_cli
+    from tfloc.run.cli import run_cli
     run_cli(main)

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from tfloc.config import ConfigError, load_yaml_overrides, merge, validate_tree
 from tfloc.data.config import DataConfig
 from tfloc.data.pipeline import CSIPipeline, Splits, make_splits
-from tfloc.sim.paths import PathSet
+import tfloc.sim
+from tfloc.sim.config import SimulationConfig
+from tfloc.sim.paths import PathSet, sample_groups
+from tfloc.sim.tracer import site_panels
 
 
 @dataclass
@@ -120,9 +124,6 @@ def environment_ref(name: str, config_dir: str | None = None) -> EnvironmentRef:
     Raises ConfigError (one line) for a malformed name, an unknown site config or a
     view the site does not have.
     """
-    from tfloc.config import ConfigError
-    from tfloc.experiment import load_config
-    from tfloc.sim.tracer import site_panels
     m = _NAME.match(str(name))
     config_dir = config_dir or CONFIG_DIR
     if not m:
@@ -133,7 +134,7 @@ def environment_ref(name: str, config_dir: str | None = None) -> EnvironmentRef:
         have = sorted(f[:-5] for f in os.listdir(config_dir) if f.endswith(".yaml"))
         raise ConfigError(f"unknown environment {name!r}: no site config {m['site']!r} "
                           f"(have {have} in {config_dir})")
-    sim = load_config(path).simulation
+    sim = site_simulation(path)
     sectored, panels = site_panels(sim)
     kind, index = m["kind"] or "", int(m["index"] or 0)
     views = (f"sector0..sector{len(panels) - 1}" if sectored else
@@ -142,6 +143,22 @@ def environment_ref(name: str, config_dir: str | None = None) -> EnvironmentRef:
     if kind != wanted or index >= len(panels):
         raise ConfigError(f"unknown environment {name!r}: site {m['site']!r} has views {views}")
     return EnvironmentRef(str(name), m["site"], kind, index, sim)
+
+
+def site_simulation(path: str) -> SimulationConfig:
+    """The ``simulation`` section of a site's config file (its ``base:`` chain first), checked
+    (ConfigError naming the file); the file's other sections are not read."""
+    sim = SimulationConfig()
+    for source, mapping in load_yaml_overrides(path):
+        try:
+            merge(sim, mapping.get("simulation") or {}, "simulation.")
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    try:
+        validate_tree(sim, "simulation.")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return sim
 
 
 def sub_array_ports(array_shape, sub_shape) -> np.ndarray:
@@ -165,11 +182,9 @@ def load_environment(ref: EnvironmentRef, cache_dir: str, sub_array=None,
     """The single-link PathSet of one environment: its site traced (or from the cache),
     the view's links kept and, with ``sub_array`` = (rows, cols), the BS array cut to
     that sub-array (first polarisation) and the UE to its first antenna."""
-    from tfloc.data.pipeline import sample_groups
     key = (ref.site, cache_dir)
     if key not in _SITES:   # the views of one site share one trace (and one load)
-        from tfloc.sim import load_or_trace
-        _SITES[key] = load_or_trace(ref.simulation, cache_dir, progress=progress)[0]
+        _SITES[key] = tfloc.sim.load_or_trace(ref.simulation, cache_dir, progress=progress)[0]
     paths = _SITES[key]
     if ref.kind == "bs":
         rows = sample_groups(paths)[:, ref.index]

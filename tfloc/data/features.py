@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfloc.data import transforms as T
+import tfloc.data.transforms as T
 
 REPRESENTATIONS = ("magnitude", "real_imag", "adp", "real_csi", "sample_covariance", "stabilized",
                    "csi")

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from tfloc.config import ConfigError
 from tfloc.data.config import AugmentConfig, DataConfig
 from tfloc.data.csi import (add_awgn, paths_to_csi, slot_variation, subcarrier_frequencies,
                             timing_advance_shift, to_real_imag)
 from tfloc.data.features import csi_features
-from tfloc.sim.paths import PathSet
+from tfloc.sim.paths import PathSet, sample_groups
 
 @dataclass
 class Splits:
@@ -24,23 +25,6 @@ class Splits:
     test: np.ndarray
     unlabelled: np.ndarray
     no_path: np.ndarray
-
-
-def sample_groups(paths: PathSet) -> np.ndarray:
-    """[num_samples, L] rows of each sample: one UE position (and realization) seen by L BSs.
-
-    A PathSet stores the L links of a sample as consecutive rows (tfloc.sim);
-    a sectored or single-BS site has L = 1.
-    """
-    n = paths.num_ue
-    if n == 0:
-        return np.zeros((0, 1), np.int64)
-    key = paths.ue_id.astype(np.int64) * 65536 + paths.realization
-    L = int(np.argmax(key != key[0])) if np.any(key != key[0]) else n
-    groups = np.arange(n).reshape(-1, L) if n % L == 0 else None
-    if groups is None or np.any(key[groups] != key[groups[:, :1]]):
-        raise ValueError("PathSet rows are not grouped by (ue_id, realization) in equal runs")
-    return groups
 
 
 def make_splits(paths: PathSet, cfg: DataConfig, seed: int) -> Splits:
@@ -78,7 +62,6 @@ def make_splits(paths: PathSet, cfg: DataConfig, seed: int) -> Splits:
     n_val = int(round(cfg.val_fraction * n))
     n_train = int(round(cfg.labelled_fraction * n))
     if min(n_test, n_val, n_train) < 1 or n_test + n_val + n_train > n:
-        from tfloc.config import ConfigError
         raise ConfigError(f"simulation.ue_grid.spacing_m: only {n} UEs have paths, too few for "
                           "the configured data splits; use a finer grid")
     test, val = perm[:n_test], perm[n_test:n_test + n_val]

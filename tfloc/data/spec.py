@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from tfloc.data.features import feature_shape
+from tfloc.sim.tracer import site_panels
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,6 @@ class DataSpec:
 
     @staticmethod
     def from_config(cfg) -> "DataSpec":
-        from tfloc.sim.tracer import site_panels
         sim, d = cfg.simulation, cfg.data
         sectored, panels = site_panels(sim)
         site = "sectored" if sectored else ("multi_bs" if len(panels) > 1 else "single_bs")

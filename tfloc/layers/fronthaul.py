@@ -18,6 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import tfloc.data.transforms as T
+
 MAX_BITS = 16
 
 
@@ -230,7 +232,6 @@ class EdgePreprocessing(keras.layers.Layer):
         self.eps, self.eps_angle = float(eps), float(eps_angle)
 
     def call(self, csi):
-        from tfloc.data import transforms as T
         csi = tf.convert_to_tensor(csi, tf.float32)
         h = tf.complex(csi[..., 0], csi[..., 1])            # complex only inside the layer
         hb, gain = T.gain_normalize(h, eps=self.eps)

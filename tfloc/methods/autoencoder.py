@@ -18,10 +18,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfloc.config import param
+from tfloc.data.bundle import split_dataset
 from tfloc.methods.registry import METHODS
 from tfloc.methods.semisupervised import require_unlabelled_pool
 from tfloc.methods.supervised import SupervisedTask
-from tfloc.methods.task import TaskTrainer, require
+from tfloc.methods.task import TaskTrainer, TrainResult, require
+from tfloc.models.autoencoder import build_decoder
 
 AE_MODELS = ("ae_mlp", "ae_cnn")
 
@@ -50,27 +52,29 @@ class AutoencoderTask(SupervisedTask):
         if self.options.pretrain:
             require_unlabelled_pool(self.cfg)
 
+    def pretraining_pool(self, data):
+        """(training rows, held-out rows) of the unlabelled pool for the reconstruction stage."""
+        pool = np.random.default_rng(self.cfg.runtime.seed).permutation(data.splits.unlabelled)
+        n_val = max(1, int(round(self.options.pretrain_val_fraction * len(pool))))
+        require(len(pool) > n_val, "method 'autoencoder': the unlabelled pool is too small to "
+                "hold out a validation share")
+        return np.sort(pool[n_val:]), np.sort(pool[:n_val])
+
     def build_inputs(self, data):
         inputs = super().build_inputs(data)
         if self.options.pretrain:
-            pool = np.random.default_rng(self.cfg.runtime.seed).permutation(data.splits.unlabelled)
-            n_val = max(1, int(round(self.options.pretrain_val_fraction * len(pool))))
-            require(len(pool) > n_val, "method 'autoencoder': the unlabelled pool is too small to "
-                    "hold out a validation share")
-            p = data.pipeline
-            inputs["pretrain"] = p.feature_dataset(np.sort(pool[n_val:]), training=True)
-            inputs["pretrain_val"] = p.feature_dataset(np.sort(pool[:n_val]), training=False,
-                                                       split_seed_offset=4)
+            train, val = self.pretraining_pool(data)
+            inputs["pretrain"] = data.pipeline.feature_dataset(train, training=True)
+            inputs["pretrain_val"] = split_dataset(data, "unlabelled", rows=val)
         return inputs
 
-    def train(self, models, inputs, run_dir):
-        from tfloc.models.autoencoder import build_decoder
+    def train(self, models, inputs, data, run):
         net = models["inference"]
         encoder = net.get_layer("encoder")
-        facts = {}
+        facts, rows, seconds = {}, 0, 0.0
         if self.options.pretrain:
             t0 = time.time()
-            decoder = build_decoder(encoder, self.cfg.model.options, self.spec.feature_shape)
+            decoder = build_decoder(encoder, self.cfg.model.options, data.spec.feature_shape)
 
             def recon(x, training):
                 f = tf.cast(x["features"], tf.float32)
@@ -84,15 +88,19 @@ class AutoencoderTask(SupervisedTask):
                                   ["loss", "reconstruction_mse"],
                                   lambda x, y: {"reconstruction_mse": recon(x, False)},
                                   ["reconstruction_mse"])
-            h = self.fit(trainer, inputs["pretrain"], inputs["pretrain_val"], run_dir, tag="pretrain",
+            h = self.fit(trainer, inputs["pretrain"], inputs["pretrain_val"], run, tag="pretrain",
                          epochs=self.options.pretrain_epochs, monitor="val_reconstruction_mse")
             facts["pretraining"] = {**self.history_facts(h, "val_reconstruction_mse"),
-                                 "seconds": round(time.time() - t0, 1)}
+                                    "seconds": round(time.time() - t0, 1)}
             models["decoder"] = decoder
+            rows += facts["pretraining"]["epochs"] * len(self.pretraining_pool(data)[0])
+            seconds += facts["pretraining"]["seconds"]
         if self.options.freeze_encoder:
             encoder.trainable = False
         t0 = time.time()
-        facts["finetune"] = {**super().train(models, inputs, run_dir), "seconds": round(time.time() - t0, 1)}
+        finetune = super().train(models, inputs, data, run)
+        facts["finetune"] = {**finetune.facts, "seconds": round(time.time() - t0, 1)}
         encoder.trainable = True
-        self.report_extra = {"autoencoder": {"model": self.cfg.model.type, **vars(self.options), **facts}}
-        return facts["finetune"]
+        return TrainResult(facts["finetune"], rows=rows + finetune.rows,
+                           report={"autoencoder": {"model": self.cfg.model.type, **vars(self.options), **facts}},
+                           seconds=seconds + facts["finetune"]["seconds"])

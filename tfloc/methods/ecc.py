@@ -29,9 +29,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfloc.config import ConfigError, param
+from tfloc.data.bundle import split_dataset
+from tfloc.export import CloudModule, EdgeModule, ServingModule
+from tfloc.layers import UniformMidriseQuantizer
 from tfloc.losses import build_loss, negative_cosine_similarity
 from tfloc.methods.registry import METHODS
-from tfloc.methods.task import Task, TaskTrainer, position_trainer, require
+from tfloc.methods.task import Task, TaskTrainer, TrainResult, position_trainer, require
+from tfloc.models.ecc import build_decoder, build_ecc
 
 STRATEGIES = ["local_joint", "local_split", "joint_scratch", "raw_csi"]
 ECC_LOSSES = ["accumulated_mse", "mse"]
@@ -51,6 +55,7 @@ class ECCOptions:
 class ECCTask(Task):
     """Seed 004's cooperative positioning: L BSs' CSI -> quantized latents -> 3D position."""
     outputs = ("position",)
+    evaluated_outputs = ("position", "position_sequence")
     evaluators = ("position", "per_condition", "knn", "music", "accumulation", "trajectory", "bound")
 
     @property
@@ -79,49 +84,47 @@ class ECCTask(Task):
             raise ConfigError(f"data.fresh_samples_per_epoch: {fresh} fresh samples per epoch need "
                               f"a training pool at least as large; the pool has {len(s.train)} "
                               "(trace more UEs: simulation.ue_grid.num_ues)")
-        self.pool = s.train
         return {"train": p.feature_dataset(s.train, training=True),
-                "val": p.feature_dataset(s.val, training=False, split_seed_offset=2),
-                "calibration": p.feature_dataset(s.train[:self.options.calibration_samples],
-                                                 training=False, split_seed_offset=4)}
+                "val": split_dataset(data, "val"),
+                "calibration": split_dataset(data, "calibration", rows=s.train[:self.options.calibration_samples])}
 
     def build_models(self, spec):
-        from tfloc.models.ecc import build_ecc
-        net = build_ecc(self.cfg.model.options, spec)
-        self.edges, self.cloud = net.edges, net.cloud
-        return {"inference": net}
+        return {"inference": build_ecc(self.cfg.model.options, spec)}
 
     # -- training ------------------------------------------------------------- #
-    def train(self, models, inputs, run_dir):
+    def train(self, models, inputs, data, run):
+        edges = models["inference"].edges
         facts = {"strategy": self.strategy}
+        per_epoch = self.cfg.data.fresh_samples_per_epoch or len(data.splits.train)
+        epochs = 0
         if self.strategy in ("local_joint", "local_split"):
-            facts["local"] = self.train_local(inputs, run_dir)
+            facts["local"] = self.train_local(edges, inputs, data.spec, run)
+            epochs += facts["local"]["epochs"]
         if self.embedded:
-            facts["quantizer"] = self.calibrate(inputs["calibration"])
+            facts["quantizer"] = self.calibrate(edges, inputs["calibration"])
         if self.strategy == "local_split":
-            self.freeze_encoders()
-        facts["joint"] = self.train_joint(models, inputs, run_dir)
-        return facts
+            self.freeze_encoders(edges)
+        facts["joint"] = self.train_joint(models, inputs, data, run)
+        return TrainResult(facts, rows=(epochs + facts["joint"]["epochs"]) * per_epoch)
 
-    def freeze_encoders(self):
+    @staticmethod
+    def freeze_encoders(edges):
         """Local + split: stage II trains the cloud only."""
-        for e in self.edges:
+        for e in edges:
             e.get_layer(f"{e.name}_encoder").trainable = False
 
-    def train_local(self, inputs, run_dir) -> dict:
+    def train_local(self, edges, inputs, spec, run) -> dict:
         """Stage I: one autoencoder per BS on unlabelled CSI, negative cosine loss (eq. 22)."""
         t0 = time.time()
-        history = self.fit(self.local_trainer(), inputs["train"], inputs["val"], run_dir,
+        history = self.fit(self.local_trainer(edges, spec), inputs["train"], inputs["val"], run,
                            epochs=self.options.local_epochs, monitor="val_cosine", tag="local")
         return {**self.history_facts(history, "val_cosine"), "elapsed_s": round(time.time() - t0, 1)}
 
-    def local_trainer(self) -> TaskTrainer:
+    def local_trainer(self, edges, spec) -> TaskTrainer:
         """Stage I's trainer: the edges with a decoder each, the mean negative cosine over
         the links that carry a signal."""
-        from tfloc.models.ecc import build_decoder
         m = self.cfg.model.options
-        t, nr, nsc, _ = self.spec.feature_shape
-        edges = self.edges
+        t, nr, nsc, _ = spec.feature_shape
         decoders = [build_decoder(m, (t * nr, nsc, 2), name=f"decoder{l}") for l in range(len(edges))]
 
         def cosines(x, training):
@@ -144,40 +147,38 @@ class ECCTask(Task):
         return TaskTrainer({**{e.name: e for e in edges}, **{d.name: d for d in decoders}},
                            loss_fn, ["loss", "cosine_loss"], val_fn, ["cosine"])
 
-    def calibrate(self, dataset) -> dict:
+    def calibrate(self, edges, dataset) -> dict:
         """Each BS's quantizer step from its training latents (seed 004 Table I); quantizers on."""
-        from tfloc.layers import UniformMidriseQuantizer
-        lat = [[] for _ in self.edges]
+        lat = [[] for _ in edges]
         for x, _ in dataset:
-            for l, e in enumerate(self.edges):
+            for l, e in enumerate(edges):
                 lat[l].append(e(x["features"][:, l], training=False)["latent_continuous"].numpy())
         steps = []
-        for l, e in enumerate(self.edges):
+        for l, e in enumerate(edges):
             q = next(layer for layer in e.layers if isinstance(layer, UniformMidriseQuantizer))
             steps.append(q.calibrate(np.concatenate(lat[l])))
             q.set_bypass(False)
         return {"bits": self.cfg.model.options.bits, "steps": [round(s, 6) for s in steps]}
 
-    def train_joint(self, models, inputs, run_dir) -> dict:
+    def train_joint(self, models, inputs, data, run) -> dict:
         """Stage II: positions through the quantizers (straight-through), eq. 34's loss."""
         trainer = position_trainer(models, models["inference"],
-                                   build_loss(self.cfg.training.loss, self.spec))
+                                   build_loss(self.cfg.training.loss, data.spec))
         t0 = time.time()
-        history = self.fit(trainer, inputs["train"], inputs["val"], run_dir, tag="joint")
+        history = self.fit(trainer, inputs["train"], inputs["val"], run, tag="joint")
         facts = self.history_facts(history)
         elapsed = time.time() - t0
-        per_epoch = self.cfg.data.fresh_samples_per_epoch or len(self.pool)
+        per_epoch = self.cfg.data.fresh_samples_per_epoch or len(data.splits.train)
         return {**facts, "elapsed_s": round(elapsed, 1),
                 "samples_per_s": round(per_epoch * facts["epochs"] / elapsed, 1)}
 
     # -- serving -------------------------------------------------------------- #
     def export_modules(self, models, spec):
-        from tfloc.export import CloudModule, EdgeModule, ServingModule
-        name = self.cfg.export.model_name
-        mods = [ServingModule(name, models["inference"], spec, outputs=("position",),
+        name, net = self.cfg.export.model_name, models["inference"]
+        mods = [ServingModule(name, net, spec, outputs=("position",),
                               metadata={"strategy": self.strategy})]
         if self.embedded:
             mods += [EdgeModule(f"{name}-edge{l}", e, metadata={"bs": l})
-                     for l, e in enumerate(self.edges)]
-            mods.append(CloudModule(f"{name}-cloud", self.cloud, self.edges))
+                     for l, e in enumerate(net.edges)]
+            mods.append(CloudModule(f"{name}-cloud", net.cloud, net.edges))
         return mods

@@ -19,11 +19,13 @@ import keras
 import numpy as np
 
 from tfloc.config import ConfigError, param
+from tfloc.layers import EnsembleCombine
 from tfloc.losses import build_loss
 from tfloc.methods.registry import METHODS
 from tfloc.methods.supervised import SupervisedTask
-from tfloc.methods.task import position_trainer
+from tfloc.methods.task import TrainResult, position_trainer
 from tfloc.models import ModelConfig, build_model
+from tfloc.models.heads import model_inputs
 
 
 @dataclass
@@ -80,8 +82,6 @@ class EnsembleTask(SupervisedTask):
         return models
 
     def _assemble(self, models, spec, weights):
-        from tfloc.layers import EnsembleCombine
-        from tfloc.models.heads import model_inputs
         L = keras.layers
         inputs = model_inputs(spec)
         members = [models[f"member{i}"] for i in range(len(self.options.members))]
@@ -94,15 +94,15 @@ class EnsembleTask(SupervisedTask):
                "position_weighted": weighted, "position_consensus": consensus, "consensus_size": size}
         return keras.Model(inputs, out, name=f"ensemble_{self.options.serve}")
 
-    def train(self, models, inputs, run_dir):
+    def train(self, models, inputs, data, run):
         t = self.cfg.training
         facts = []
         for i, m in enumerate(self.options.members):
             t0 = time.time()
             net = models[f"member{i}"]
             keras.utils.set_random_seed(m.seed)
-            trainer = position_trainer({"inference": net}, net, build_loss(t.loss, self.spec))
-            h = self.history_facts(self.fit(trainer, inputs["train"], inputs["val"], run_dir,
+            trainer = position_trainer({"inference": net}, net, build_loss(t.loss, data.spec))
+            h = self.history_facts(self.fit(trainer, inputs["train"], inputs["val"], run,
                                             tag=f"member{i}"))
             facts.append({"member": i, "model": m.model.type, "name": net.name, "seed": m.seed,
                           "parameters": int(net.count_params()), **h,
@@ -111,11 +111,16 @@ class EnsembleTask(SupervisedTask):
         weights = (1.0 / val) / (1.0 / val).sum()
         for f, w in zip(facts, weights):
             f["weight"] = round(float(w), 4)
-        models["inference"] = self._assemble(models, self.spec, weights.tolist())
-        self.report_extra = {"ensemble": {"members": facts, "radius_m": self.options.radius_m,
-                                          "serve": self.options.serve}}
-        return {"members": len(facts), "member_epochs": [f["epochs"] for f in facts]}
+        models["inference"] = self._assemble(models, data.spec, weights.tolist())
+        return TrainResult({"members": len(facts), "member_epochs": [f["epochs"] for f in facts]},
+                           rows=sum(f["epochs"] for f in facts) * self.rows_per_epoch(data),
+                           report={"ensemble": {"members": facts, "radius_m": self.options.radius_m,
+                                                "serve": self.options.serve}})
 
     @property
     def outputs(self):
         return ("position", "position_weighted", "position_consensus")
+
+    @property
+    def evaluated_outputs(self):
+        return self.outputs + ("member_positions", "consensus_size")

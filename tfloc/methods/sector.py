@@ -18,10 +18,13 @@ from typing import List
 import numpy as np
 
 from tfloc.config import param
+from tfloc.data.bundle import split_dataset
 from tfloc.methods.registry import METHODS
 from tfloc.methods.supervised import SupervisedTask
 from tfloc.methods.task import require
 from tfloc.models import build_model
+from tfloc.models.heads import with_sector_heads
+from tfloc.sim.site import rotate_into_sector
 
 
 @dataclass
@@ -44,30 +47,41 @@ class SectorHeadsTask(SupervisedTask):
                 "model (simulation.sector_azimuths_deg with 2 or more sectors, data.use_sector: "
                 f"true); this one has {spec.num_sectors} sectors the model is told about")
 
-    def build_inputs(self, data):
-        from tfloc.sim.site import rotate_into_sector
-        p, s, paths = data.pipeline, data.splits, data.paths
+    def training_rows(self, data):
+        """(rows, positions [n, dims], serving sectors, source sectors of the labelled rows):
+        the labelled UEs, and with ``rotate`` their copies rotated into every other sector."""
+        s, paths = data.splits, data.paths
         sim, dims = self.cfg.simulation, self.cfg.data.position_dims
         rows, src = s.train, paths.sector[s.train].astype(np.int64)
         pos = paths.positions[rows]
-        targets = range(self.spec.num_sectors) if self.options.rotate else [None]
+        targets = range(data.spec.num_sectors) if self.options.rotate else [None]
         all_rows, all_pos, all_sec = [], [], []
         for k in targets:
             dst = src if k is None else np.full_like(src, k)
             all_rows.append(rows)
             all_pos.append(rotate_into_sector(pos, sim.bs_position_m, sim.sector_azimuths_deg, src, dst))
             all_sec.append(dst)
-        sec = np.concatenate(all_sec)
-        self.report_extra = {"sector_heads": {
-            "rotate": self.options.rotate, "labelled_per_sector": np.bincount(
-                src, minlength=self.spec.num_sectors).tolist(),
-            "training_per_sector": np.bincount(sec, minlength=self.spec.num_sectors).tolist()}}
-        train = p.feature_dataset(np.concatenate(all_rows), training=True,
-                                  positions=np.concatenate(all_pos)[:, :dims].astype(np.float32),
-                                  sectors=sec)
-        return {"train": train, "val": p.feature_dataset(s.val, training=False, split_seed_offset=2)}
+        return (np.concatenate(all_rows), np.concatenate(all_pos)[:, :dims].astype(np.float32),
+                np.concatenate(all_sec), src)
+
+    def build_inputs(self, data):
+        rows, positions, sectors, _ = self.training_rows(data)
+        train = data.pipeline.feature_dataset(rows, training=True, positions=positions, sectors=sectors)
+        return {"train": train, "val": split_dataset(data, "val")}
+
+    def rows_per_epoch(self, data) -> int:
+        return len(self.training_rows(data)[0])
+
+    def train(self, models, inputs, data, run):
+        result = super().train(models, inputs, data, run)
+        _, _, sectors, src = self.training_rows(data)
+        n = data.spec.num_sectors
+        result.report = {"sector_heads": {
+            "rotate": self.options.rotate,
+            "labelled_per_sector": np.bincount(src, minlength=n).tolist(),
+            "training_per_sector": np.bincount(sectors, minlength=n).tolist()}}
+        return result
 
     def build_models(self, spec):
-        from tfloc.models.heads import with_sector_heads
         backbone = build_model(self.cfg.model, spec)
         return {"inference": with_sector_heads(backbone, spec, tuple(self.options.head_units))}

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from tfloc.config import param
+from tfloc.config import ConfigError, param
+from tfloc.data.bundle import SPLIT_SEED_OFFSETS, split_dataset
 from tfloc.layers import GradientReversal
 from tfloc.losses import (HomoscedasticWeighting, coral, focal_cross_entropy, global_alignment,
                           lambda_ramp, local_alignment, mmd, standardized_squared_error, weight_l2)
 from tfloc.methods.registry import METHODS
-from tfloc.methods.task import CONDITION_CLASSES, Task, TaskTrainer, position_error_m, require
+from tfloc.methods.task import CONDITION_CLASSES, Task, TaskTrainer, TrainResult, position_error_m, require
 from tfloc.models import build_model
 
 
@@ -57,7 +58,6 @@ class SemanticOptions:
     domain_units: int = param(128, min=1, doc="hidden units of the RDA domain classifier")
 
     def validate(self):
-        from tfloc.config import ConfigError
         if self.weighting == "uncertainty" and not self.num_conditions:
             raise ConfigError("weighting: 'uncertainty' balances two tasks; num_conditions is 0")
         if self.weighting == "fixed" and self.coordinate_weight == 0 and self.condition_weight == 0:
@@ -114,23 +114,22 @@ class SemanticTask(Task):
                     "data.realization_splits: [train, val, test, unlabelled]")
 
     # -- data ----------------------------------------------------------------- #
+    def target_rows(self, data):
+        """The target domain's rows: the test split (transductive) or the unlabelled block."""
+        return data.splits.test if self.options.target == "test" else data.splits.unlabelled
+
     def build_inputs(self, data):
         p, s, o, name = data.pipeline, data.splits, self.options, self.cfg.method.type
-        target = s.test if o.target == "test" else s.unlabelled
+        target = self.target_rows(data)
         require(len(s.train) > 0, f"method.{name}: the source (labelled training) split is empty")
         require(len(s.val) > 0, f"method.{name}: the validation split is empty")
         source = p.feature_dataset(s.train, training=True)
-        self.report_extra = {"domain_adaptation": {
-            "source": "labelled training realizations", "n_source": int(len(s.train)),
-            "target": ("test realizations, labels unused (transductive)" if o.target == "test"
-                       else "disjoint unlabelled block"),
-            "n_target": int(len(target)) if o.alignment != "none" else 0,
-            "alignment": o.alignment}}
-        val = p.feature_dataset(s.val, training=False, split_seed_offset=2)
+        val = split_dataset(data, "val")
         if o.alignment == "none":
             return {"train": source.map(lambda x, y: {"source": (x, y)}), "val": val}
         require(len(target) > 0, f"method.{name}.target: the target split ('{o.target}') is empty")
-        unlabelled = p.feature_dataset(target, training=True, split_seed_offset=5).map(
+        unlabelled = p.feature_dataset(target, training=True,
+                                       split_seed_offset=SPLIT_SEED_OFFSETS["target"]).map(
             lambda x, y: x)  # target labels never reach the trainer
         train = tf.data.Dataset.zip((source, unlabelled.repeat())).map(
             lambda src, xt: {"source": src, "target": xt})
@@ -164,10 +163,10 @@ class SemanticTask(Task):
             names += ["sigma1", "sigma2"]
         return names
 
-    def train(self, models, inputs, run_dir):
+    def train(self, models, inputs, data, run):
         o = self.options
         net = models["inference"]
-        spec = self.spec
+        spec = data.spec
         mean = tf.constant(spec.target_mean, tf.float32)
         std = tf.constant(spec.target_std, tf.float32)
         kernels = [v for v in net.trainable_weights if v.path.endswith("kernel")]
@@ -221,13 +220,20 @@ class SemanticTask(Task):
         # a condition-only ablation (lambda_1 = 0) has no position to select on
         coords_learnt = o.weighting == "uncertainty" or o.coordinate_weight > 0
         monitor = "val_mean_error_m" if coords_learnt else "val_condition_error"
-        history = self.fit(trainer, inputs["train"], inputs["val"], run_dir, monitor=monitor)
+        history = self.fit(trainer, inputs["train"], inputs["val"], run, monitor=monitor)
         facts = self.history_facts(history, monitor)
+        report = {
+            "source": "labelled training realizations", "n_source": int(len(data.splits.train)),
+            "target": ("test realizations, labels unused (transductive)" if o.target == "test"
+                       else "disjoint unlabelled block"),
+            "n_target": int(len(self.target_rows(data))) if o.alignment != "none" else 0,
+            "alignment": o.alignment}
         if extra:
             s1, s2 = extra["uncertainty"].sigmas
             facts.update(sigma1=float(s1), sigma2=float(s2))
-            self.report_extra["domain_adaptation"].update(sigma1=float(s1), sigma2=float(s2))
-        return facts
+            report.update(sigma1=float(s1), sigma2=float(s2))
+        return TrainResult(facts, rows=facts["epochs"] * len(data.splits.train),
+                           report={"domain_adaptation": report})
 
     def _alignment(self, out_s, out_t, mean, std, disc):
         o = self.options
@@ -251,7 +257,22 @@ class SemanticTask(Task):
         return align
 
 
-for _name, _options in (("tl", TLOptions), ("rda", RDAOptions), ("mda", SemanticOptions),
-                        ("hda", HDAOptions)):
-    METHODS.register(_name, config=_options)(type(f"{_name.upper()}Task", (SemanticTask,),
-                                                  {"__doc__": SemanticTask.__doc__}))
+@METHODS.register("tl", config=TLOptions)
+class TLTask(SemanticTask):
+    """Seed 002's TL baseline: coordinates only, source and target features aligned by MMD."""
+
+
+@METHODS.register("rda", config=RDAOptions)
+class RDATask(SemanticTask):
+    """Seed 002's RDA baseline: coordinates only, adversarial alignment through a gradient
+    reversal layer and a domain classifier."""
+
+
+@METHODS.register("mda", config=SemanticOptions)
+class MDATask(SemanticTask):
+    """Seed 002's MDA: coordinates and condition with fixed weights, semantic (SKL) alignment."""
+
+
+@METHODS.register("hda", config=HDAOptions)
+class HDATask(SemanticTask):
+    """Seed 002's HDA: MDA with the two tasks balanced by learnt uncertainties (eq. 15-16)."""

@@ -43,11 +43,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfloc.config import ConfigError, param
+from tfloc.data.bundle import fixed_set
 from tfloc.data.config import AugmentConfig
 from tfloc.losses import build_loss
 from tfloc.methods.registry import METHODS
 from tfloc.methods.supervised import SupervisedTask
-from tfloc.methods.task import TaskTrainer, position_error_m, position_trainer, require
+from tfloc.methods.task import TaskTrainer, TrainResult, position_error_m, position_trainer, require
+from tfloc.metrics import error_summary
 from tfloc.models import build_model
 from tfloc.registry import Registry
 
@@ -196,19 +198,18 @@ class _SemiSupervised(SupervisedTask):
                 f"method.{name}.init_from: {init!r} is not a finished run (no model.keras in it)")
 
     def build_inputs(self, data):
-        self.data = data
         require(len(data.splits.unlabelled) > 0, f"method '{self.cfg.method.type}': the unlabelled "
                 "pool is empty (every UE with paths is labelled, validation or test)")
         return super().build_inputs(data)
 
-    def pretrain(self, models, inputs, run_dir) -> dict:
+    def pretrain(self, models, inputs, data, run) -> dict:
         """Stage 1: supervised on the labels (``training.*``), or ``init_from``'s model."""
         t0 = time.time()
         net = models["inference"]
         if self.options.init_from:
             return {"stage1": {"init_from": self._load_stage1(net), "seconds": round(time.time() - t0, 1)}}
-        trainer = position_trainer({"inference": net}, net, build_loss(self.cfg.training.loss, self.spec))
-        facts = self.history_facts(self.fit(trainer, inputs["train"], inputs["val"], run_dir, tag="stage1"))
+        trainer = position_trainer({"inference": net}, net, build_loss(self.cfg.training.loss, data.spec))
+        facts = self.history_facts(self.fit(trainer, inputs["train"], inputs["val"], run, tag="stage1"))
         return {"stage1": {**facts, "seconds": round(time.time() - t0, 1)}}
 
     def _load_stage1(self, net) -> str:
@@ -226,15 +227,9 @@ class _SemiSupervised(SupervisedTask):
         log.info("stage 1: weights of %s", path)
         return path
 
-    def fixed_features(self, index, offset: int, positions=None):
-        """(x, y) NumPy of ``index`` with fixed impairment draws."""
-        from tfloc.data import dataset_to_numpy
-        return dataset_to_numpy(self.data.pipeline.feature_dataset(
-            index, training=False, split_seed_offset=offset, positions=positions))
-
-    def clone(self, net, name):
+    def clone(self, net, spec, name):
         """A new model of the configured architecture with ``net``'s weights."""
-        copy = build_model(self.cfg.model, self.spec, name=name)
+        copy = build_model(self.cfg.model, spec, name=name)
         copy.set_weights(net.get_weights())
         return copy
 
@@ -253,11 +248,9 @@ def require_unlabelled_pool(cfg):
 
 
 def _summary(err) -> dict:
+    """The count and :func:`tfloc.metrics.error_summary` of errors (none: the count alone)."""
     err = np.asarray(err, np.float64)
-    if not err.size:
-        return {"n": 0}
-    return {"n": int(err.size), "mean_m": round(float(err.mean()), 3),
-            "p50_m": round(float(np.median(err)), 3), "p90_m": round(float(np.percentile(err, 90)), 3)}
+    return {"n": int(err.size), **(error_summary(err) if err.size else {})}
 
 
 # --------------------------------------------------------------------------- #
@@ -267,23 +260,23 @@ def _summary(err) -> dict:
 class ConsistencyTask(_SemiSupervised):
     """Seed 000's semi-supervised framework with consistency (Fig. 2, stages 1-3, iterated)."""
 
-    def train(self, models, inputs, run_dir):
-        o, net = self.options, models["inference"]
-        facts = self.pretrain(models, inputs, run_dir)
-        s = self.data.splits
+    def train(self, models, inputs, data, run):
+        o, net, spec = self.options, models["inference"], data.spec
+        facts = self.pretrain(models, inputs, data, run)
+        s = data.splits
         rng = np.random.default_rng(self.cfg.runtime.seed)
         dims = self.cfg.data.position_dims
-        x_lab, y_lab = self.fixed_features(s.train, 1)
-        x_unl, y_unl = self.fixed_features(s.unlabelled, 4)   # y_unl: diagnostics only
+        x_lab, y_lab = fixed_set(data, "train")
+        x_unl, y_unl = fixed_set(data, "unlabelled")   # y_unl: diagnostics only
         true_unl = y_unl["position"]
         kept_idx, kept_pos = np.zeros(0, np.int64), np.zeros((0, dims), np.float32)
-        rounds = []
-        writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard", "pseudo_labels"))
+        rounds, rows = [], 0
+        writer = tf.summary.create_file_writer(os.path.join(run.directory, "tensorboard", "pseudo_labels"))
         lr = self.cfg.training.learning_rate * o.finetune_lr_factor
         for k in range(1, o.iterations + 1):
             t0 = time.time()
             # stage 2a: two pseudo-labelled sets by two interpolators in feature space
-            f_lab, f_unl = self._features(net, x_lab), self._features(net, x_unl)
+            f_lab, f_unl = self._features(net, x_lab, spec), self._features(net, x_unl, spec)
             anchors = np.concatenate([f_lab, f_unl[kept_idx]])
             anchor_pos = np.concatenate([y_lab["position"], kept_pos])
             mu, sd = anchors.mean(0), anchors.std(0) + 1e-6
@@ -292,11 +285,12 @@ class ConsistencyTask(_SemiSupervised):
             # stage 2b: fine-tune model A and model B, one on each set
             preds, fine = {}, {}
             for tag, n in zip("AB", o.interpolators):
-                m = self.clone(net, f"model_{tag}")
+                m = self.clone(net, spec, f"model_{tag}")
                 h = self._finetune(m, np.concatenate([s.train, s.unlabelled]),
                                    np.concatenate([y_lab["position"], pseudo[n]]),
-                                   inputs["val"], run_dir, f"iter{k}-model{tag}", lr)
+                                   inputs["val"], data, run, f"iter{k}-model{tag}", lr)
                 fine[tag] = h
+                rows += h["epochs"] * (len(s.train) + len(s.unlabelled))
                 preds[tag] = m.predict(x_unl, batch_size=256, verbose=0)["position"]
             # stage 2c: keep where A and B agree within r; the label is their mean
             gap = np.linalg.norm(preds["A"] - preds["B"], axis=-1)
@@ -308,7 +302,8 @@ class ConsistencyTask(_SemiSupervised):
             # stage 3: fine-tune the model on the labels and the kept pseudo-labels
             h3 = self._finetune(net, np.concatenate([s.train, s.unlabelled[kept_idx]]),
                                 np.concatenate([y_lab["position"], kept_pos]),
-                                inputs["val"], run_dir, f"iter{k}-stage3", lr)
+                                inputs["val"], data, run, f"iter{k}-stage3", lr)
+            rows += h3["epochs"] * (len(s.train) + len(kept_idx))
             r = {"iteration": k, "anchors": int(len(anchors)),
                  "pseudo_error": {n: _summary(np.linalg.norm(pseudo[n] - true_unl, axis=-1))
                                   for n in o.interpolators},
@@ -329,26 +324,29 @@ class ConsistencyTask(_SemiSupervised):
                     tf.summary.scalar(f"pseudo_{n}_true_error_mean_m", r["pseudo_error"][n]["mean_m"], step=k)
                 tf.summary.scalar("val_mean_error_m", r["val_mean_m"], step=k)
         writer.close()
-        self.report_extra = {"semi_supervised": {
-            "method": "consistency", "interpolators": list(o.interpolators), "radius_m": o.radius_m,
-            "n_unlabelled": int(len(s.unlabelled)), "iterations": rounds, **facts}}
-        return {**facts, "iterations": len(rounds), "final_val_mean_error_m": rounds[-1]["val_mean_m"]}
+        return TrainResult(
+            {**facts, "iterations": len(rounds), "final_val_mean_error_m": rounds[-1]["val_mean_m"]},
+            rows=rows, seconds=sum(r["seconds"] for r in rounds),   # stage 1 is supervised training
+            report={"semi_supervised": {
+                "method": "consistency", "interpolators": list(o.interpolators), "radius_m": o.radius_m,
+                "n_unlabelled": int(len(s.unlabelled)), "iterations": rounds, **facts}})
 
-    def _features(self, net, x):
+    @staticmethod
+    def _features(net, x, spec):
         """The model's shared features, with the serving sector (when fed) as a far-apart
         one-hot block so neighbours are found within a sector."""
         f = np.asarray(net.predict(x, batch_size=256, verbose=0)["embedding"], np.float64)
-        if "sector" in x and self.spec.num_sectors:
+        if "sector" in x and spec.num_sectors:
             f = (f - f.mean(0)) / (f.std(0) + 1e-6)
-            onehot = np.eye(self.spec.num_sectors)[np.asarray(x["sector"])] * 1e3
+            onehot = np.eye(spec.num_sectors)[np.asarray(x["sector"])] * 1e3
             f = np.concatenate([f, onehot], axis=1)
         return f
 
-    def _finetune(self, net, rows, positions, val, run_dir, tag, lr) -> dict:
-        ds = self.data.pipeline.feature_dataset(rows, training=True, positions=positions,
-                                                batch_size=self.options.finetune_batch_size)
-        trainer = position_trainer({"inference": net}, net, build_loss(self.cfg.training.loss, self.spec))
-        return self.history_facts(self.fit(trainer, ds, val, run_dir, tag=tag, learning_rate=lr,
+    def _finetune(self, net, rows, positions, val, data, run, tag, lr) -> dict:
+        ds = data.pipeline.feature_dataset(rows, training=True, positions=positions,
+                                           batch_size=self.options.finetune_batch_size)
+        trainer = position_trainer({"inference": net}, net, build_loss(self.cfg.training.loss, data.spec))
+        return self.history_facts(self.fit(trainer, ds, val, run, tag=tag, learning_rate=lr,
                                            epochs=self.options.finetune_epochs))
 
 
@@ -397,42 +395,46 @@ class _JointTask(_SemiSupervised):
     (validation error of 10^5 m)."""
     consistency_name = ""
 
-    def unlabelled_dataset(self):
+    def unlabelled_dataset(self, data):
         o, d = self.options, self.cfg.data
-        ds = self.data.pipeline.feature_dataset(self.data.splits.unlabelled, training=True,
-                                                batch_size=o.unlabelled_ratio * d.batch_size,
-                                                views={"weak": o.weak, "strong": o.strong})
+        ds = data.pipeline.feature_dataset(data.splits.unlabelled, training=True,
+                                           batch_size=o.unlabelled_ratio * d.batch_size,
+                                           views={"weak": o.weak, "strong": o.strong})
         return ds.repeat()
 
-    def joint_dataset(self, inputs):
-        return tf.data.Dataset.zip((inputs["train"], self.unlabelled_dataset())).prefetch(tf.data.AUTOTUNE)
+    def joint_dataset(self, inputs, data):
+        return tf.data.Dataset.zip((inputs["train"], self.unlabelled_dataset(data))).prefetch(tf.data.AUTOTUNE)
 
     @staticmethod
     def view(x, name):
         return {**x, "features": x["features"][name]}
 
-    def train(self, models, inputs, run_dir):
+    def train(self, models, inputs, data, run):
         o = self.options
-        facts = self.pretrain(models, inputs, run_dir)
+        facts = self.pretrain(models, inputs, data, run)
         weight = tf.Variable(0.0, trainable=False, dtype=tf.float32)
-        trainer, callbacks = self.joint_trainer(models, weight)
+        trainer, callbacks = self.joint_trainer(models, weight, data.spec)
         callbacks = [_RampUp(weight, o.unlabelled_weight, o.rampup_epochs), *callbacks]
         t0 = time.time()
-        history = self.fit(trainer, self.joint_dataset(inputs), inputs["val"], run_dir, tag="semi",
+        history = self.fit(trainer, self.joint_dataset(inputs, data), inputs["val"], run, tag="semi",
                            epochs=o.semi_epochs, learning_rate=self.cfg.training.learning_rate *
                            o.semi_lr_factor, callbacks=callbacks)
         semi = {**self.history_facts(history), "seconds": round(time.time() - t0, 1)}
         h = history.history
         semi["per_epoch"] = {k: [round(float(v), 4) for v in h[k]] for k in
                              ("pseudo_kept", "pseudo_true_error_m", "consistency_loss") if k in h}
-        self.report_extra = {"semi_supervised": {"method": self.cfg.method.type,
-                                                 "n_unlabelled": int(len(self.data.splits.unlabelled)),
-                                                 **facts, "semi": semi}}
-        return {**facts, "semi_epochs": semi["epochs"], "semi_best_epoch": semi["best_epoch"]}
+        n_lab = len(data.splits.train)
+        return TrainResult(
+            {**facts, "semi_epochs": semi["epochs"], "semi_best_epoch": semi["best_epoch"]},
+            rows=semi["epochs"] * n_lab * (1 + o.unlabelled_ratio), seconds=semi["seconds"],
+            report={"semi_supervised": {"method": self.cfg.method.type,
+                                        "n_unlabelled": int(len(data.splits.unlabelled)),
+                                        **facts, "semi": semi}})
 
-    def scaled_sq(self, a, b):
+    @staticmethod
+    def scaled_sq(a, b, spec):
         """Squared distance per sample in units of the labels' spread."""
-        s = tf.constant(self.spec.target_std, tf.float32)
+        s = tf.constant(spec.target_std, tf.float32)
         return tf.reduce_sum(tf.square((a - b) / s), axis=-1)
 
 
@@ -444,22 +446,22 @@ class MeanTeacherTask(_JointTask):
         student = build_model(self.cfg.model, spec, name=f"{self.cfg.model.type}_student")
         return {"inference": build_model(self.cfg.model, spec), "student": student}
 
-    def pretrain(self, models, inputs, run_dir):
+    def pretrain(self, models, inputs, data, run):
         student = models["student"]
-        facts = super().pretrain({"inference": student}, inputs, run_dir)
+        facts = super().pretrain({"inference": student}, inputs, data, run)
         models["inference"].set_weights(student.get_weights())
         return facts
 
-    def joint_trainer(self, models, weight):
+    def joint_trainer(self, models, weight, spec):
         teacher, student = models["inference"], models["student"]
-        loss = build_loss(self.cfg.training.loss, self.spec)
+        loss = build_loss(self.cfg.training.loss, spec)
 
         def loss_fn(batch):
             (x, y), (xu, yu) = batch
             sup = tf.reduce_mean(loss(y, student(x, training=False)))          # see _JointTask
             ps = student(self.view(xu, "strong"), training=False)["position"]
             pt = tf.stop_gradient(teacher(self.view(xu, "weak"), training=False)["position"])
-            cons = tf.reduce_mean(self.scaled_sq(ps, pt))
+            cons = tf.reduce_mean(self.scaled_sq(ps, pt, spec))
             return {"loss": sup + weight * cons, "position_loss": sup, "consistency_loss": cons,
                     "pseudo_kept": tf.constant(1.0),
                     "pseudo_true_error_m": tf.reduce_mean(position_error_m(yu, {"position": pt}))}
@@ -476,9 +478,9 @@ class MeanTeacherTask(_JointTask):
 class FixMatchTask(_JointTask):
     """One model: its weak-view position (no gradient) is the target on the strong view."""
 
-    def joint_trainer(self, models, weight):
+    def joint_trainer(self, models, weight, spec):
         net, d = models["inference"], self.options.distance_m
-        loss = build_loss(self.cfg.training.loss, self.spec)
+        loss = build_loss(self.cfg.training.loss, spec)
 
         def loss_fn(batch):
             (x, y), (xu, yu) = batch
@@ -489,7 +491,7 @@ class FixMatchTask(_JointTask):
                 keep = tf.cast(tf.norm(ps - pw, axis=-1) < d, tf.float32)
             else:
                 keep = tf.ones(tf.shape(pw)[:1], tf.float32)
-            cons = tf.reduce_mean(keep * self.scaled_sq(ps, pw))   # over all mu*B (FixMatch)
+            cons = tf.reduce_mean(keep * self.scaled_sq(ps, pw, spec))   # over all mu*B (FixMatch)
             true_err = position_error_m(yu, {"position": pw})
             kept_err = tf.math.divide_no_nan(tf.reduce_sum(keep * true_err), tf.reduce_sum(keep))
             return {"loss": sup + weight * cons, "position_loss": sup, "consistency_loss": cons,

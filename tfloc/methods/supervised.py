@@ -1,9 +1,10 @@
 """Supervised training on the labelled split (seed 000 stage 1; seed 002's DCNN baseline)."""
 from __future__ import annotations
 
+from tfloc.data.bundle import split_dataset
 from tfloc.losses import UNCERTAINTY_LOSSES, build_loss
 from tfloc.methods.registry import METHODS
-from tfloc.methods.task import Task, position_trainer, require
+from tfloc.methods.task import Task, TrainResult, position_trainer, require
 from tfloc.models import build_model
 
 
@@ -17,9 +18,8 @@ class SupervisedTask(Task):
                 f"this dataset has {spec.links} BSs per sample (a multi-BS method is needed)")
 
     def build_inputs(self, data):
-        p, s = data.pipeline, data.splits
-        return {"train": p.feature_dataset(s.train, training=True),
-                "val": p.feature_dataset(s.val, training=False, split_seed_offset=2)}
+        return {"train": data.pipeline.feature_dataset(data.splits.train, training=True),
+                "val": split_dataset(data, "val")}
 
     @property
     def uncertain(self) -> bool:
@@ -39,9 +39,13 @@ class SupervisedTask(Task):
     def build_models(self, spec):
         return {"inference": build_model(self.cfg.model, spec, position_std=self.uncertain)}
 
-    def train(self, models, inputs, run_dir):
+    def train(self, models, inputs, data, run):
         trainer = position_trainer(models, models["inference"],
-                                   build_loss(self.cfg.training.loss, self.spec))
-        history = self.fit(trainer, inputs["train"], inputs["val"], run_dir)
-        return self.history_facts(history)
+                                   build_loss(self.cfg.training.loss, data.spec))
+        facts = self.history_facts(self.fit(trainer, inputs["train"], inputs["val"], run))
+        return TrainResult(facts, rows=facts["epochs"] * self.rows_per_epoch(data))
+
+    def rows_per_epoch(self, data) -> int:
+        """Rows of one training epoch (the labelled split)."""
+        return len(data.splits.train)
 

@@ -1,35 +1,44 @@
 """The Task contract every training recipe implements, and the trainer they share.
 
-The runner (:mod:`tfloc.methods.runner`) only calls these hooks, in this order:
+The runner (:mod:`tfloc.run.runner`) only calls these hooks, in this order; what one hook
+hands the next travels in its return value (or the :class:`DataBundle`), never on ``self``:
 
 1. ``check(spec)`` -- before anything is traced: refuse a dataset the method
-   cannot use (ConfigError naming the key).
-1b. ``load_data()`` -- the traced data (default: the config's own site).
-2. ``build_inputs(data)`` -- tf.data pipelines from the traced data; from here
-   on ``task.spec`` is the data's spec with the training targets' statistics.
-3. ``build_models(spec)`` -- named Keras models; ``inference`` is the one that
+   cannot use (ConfigError naming the key). Returns nothing.
+2. ``load_data(progress)`` -> :class:`DataBundle` -- the traced data (default: the
+   config's own site, :func:`tfloc.data.bundle.load_data`).
+3. ``build_inputs(data)`` -> dict of tf.data pipelines (``train``, ``val``, ...).
+4. ``build_models(spec)`` -> dict of Keras models; ``inference`` is the one that
    is evaluated and served (others: e.g. ``teacher``, ``edge``, ``cloud``).
-4. ``train(models, inputs, run_dir)`` -- returns a dict of training facts.
-5. ``export_modules(models, spec)`` -- the SavedModels the method serves.
+5. ``train(models, inputs, data, run)`` -> :class:`TrainResult`: training facts, the
+   method's report section and the rows it trained on.
+6. ``export_modules(models, spec)`` -> the SavedModels the method serves.
 
 Models return dicts of named outputs (``position``, ``condition_probs``, ...);
 losses are callables of (labels, outputs); evaluators are chosen in the config
-(``evaluation.evaluators``, default :attr:`Task.evaluators`).
+(``evaluation.evaluators``, default :attr:`Task.evaluators`) and declare what they need
+of :attr:`Task.evaluated_outputs`.
 """
 from __future__ import annotations
 
 import abc
+import dataclasses
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfloc.config import ConfigError, param
+from tfloc.data.bundle import DataBundle, load_data
+from tfloc.data.spec import DataSpec
+from tfloc.export.saved_model import ServingModule
 from tfloc.losses import LossConfig
+from tfloc.methods.callbacks import FinishedStage, RecordedHistory, ResumableBackup, damaged
+from tfloc.sim.tracer import site_panels
 
 log = logging.getLogger("tfloc")
 
@@ -50,13 +59,38 @@ class TrainingConfig:
 
 
 @dataclass
-class DataBundle:
-    """What the runner hands a task: traced paths, the CSI pipeline, splits and the spec."""
-    paths: object
-    pipeline: object
-    splits: object
-    spec: object
-    info: dict
+class TrainingRun:
+    """Where a task's fits write, handed to ``train`` by the runner.
+
+    Parameters
+    ----------
+    directory : the run directory (checkpoints, backups, TensorBoard)
+    restore_root : multi-worker runs' other workers: the chief's run directory, resumed from
+    resumed : filled by :meth:`Task.fit`: stage -> "restored" (finished in an earlier run) or
+        the epoch it went on after; the runner reports it
+    """
+    directory: str
+    restore_root: str | None = None
+    resumed: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns for the report.
+
+    Parameters
+    ----------
+    facts : training facts (epochs, best epoch, stage facts), under ``timings_s``
+    rows : rows through a training step, summed over epochs and stages (labelled,
+        unlabelled, pseudo-labelled and rotated copies counted once each per epoch)
+    report : the method's own top-level report entries (e.g. ``{"ensemble": {...}}``)
+    seconds : the time those ``rows`` took (None: the whole of ``train``); a stage
+        loaded from elsewhere (``init_from``) is left out of both
+    """
+    facts: dict
+    rows: int
+    report: dict = field(default_factory=dict)
+    seconds: float | None = None
 
 
 class Task(abc.ABC):
@@ -74,38 +108,36 @@ class Task(abc.ABC):
     def __init__(self, cfg):
         self.cfg = cfg
         self.options = cfg.method.options
-        self.spec = None  # set by the runner once the data is loaded
-        #: stages a re-run found done ("restored") or went on with (the epoch it resumed after)
-        self.resumed = {}
-        #: multi-worker runs' non-chief workers: the chief's run directory, resumed from
-        self.restore_root = None
 
     # -- hooks ---------------------------------------------------------------- #
-    def check(self, spec) -> None:
-        """Raise ConfigError if the method cannot use data of this spec (before tracing)."""
+    def check(self, spec: DataSpec) -> None:
+        """Raise ConfigError if the method cannot use data of this spec (before tracing).
+        May rely on: the config only. Returns nothing."""
 
     def load_data(self, progress: bool = True) -> DataBundle:
         """The traced data (default: the config's ``simulation`` and ``data`` sections, see
-        :func:`tfloc.methods.runner.load_data`); methods that train on several
-        environments override it and return their target's bundle."""
-        from tfloc.methods.runner import load_data
+        :func:`tfloc.data.bundle.load_data`); methods that train on several
+        environments override it and return their target's bundle with every environment
+        in ``DataBundle.environments``. May rely on: ``check`` has passed."""
         return load_data(self.cfg, progress)
 
     @abc.abstractmethod
     def build_inputs(self, data: DataBundle) -> dict:
-        """Named tf.data pipelines (e.g. ``train``, ``val``)."""
+        """Named tf.data pipelines (e.g. ``train``, ``val``) of ``data``."""
 
     @abc.abstractmethod
-    def build_models(self, spec) -> dict:
-        """Named Keras models; ``inference`` maps model inputs to the output dict."""
+    def build_models(self, spec: DataSpec) -> dict:
+        """Named Keras models; ``inference`` maps model inputs to the output dict. May rely
+        on: ``spec`` carries the training targets' statistics."""
 
     @abc.abstractmethod
-    def train(self, models: dict, inputs: dict, run_dir: str) -> dict:
-        """Trains the models; returns facts for the report (epochs, ...)."""
+    def train(self, models: dict, inputs: dict, data: DataBundle, run: TrainingRun) -> TrainResult:
+        """Trains ``models`` (from ``build_models``; a method may replace ``inference``) on
+        ``inputs`` (from ``build_inputs(data)``); fits write under ``run`` (use :meth:`fit`).
+        Returns the facts, report entries and trained rows (:class:`TrainResult`)."""
 
-    def export_modules(self, models: dict, spec) -> list:
+    def export_modules(self, models: dict, spec: DataSpec) -> list:
         """SavedModels to write under ``export/<name>/<version>`` (default: one serving module)."""
-        from tfloc.export import ServingModule
         return [ServingModule(self.cfg.export.model_name, models["inference"], spec,
                               outputs=self.outputs,
                               metadata={"condition_classes": list(self.class_names)})]
@@ -113,10 +145,8 @@ class Task(abc.ABC):
     def site_info(self) -> dict:
         """What model-based evaluators need of the site: ``panels`` (each BS's position,
         azimuth and downtilt) and ``array`` (the BS array's rows, columns, spacings)."""
-        from dataclasses import asdict
-        from tfloc.sim.tracer import site_panels
         sim = self.cfg.simulation
-        return {"panels": site_panels(sim)[1], "array": asdict(sim.bs_array)}
+        return {"panels": site_panels(sim)[1], "array": dataclasses.asdict(sim.bs_array)}
 
     # -- shared helpers ------------------------------------------------------- #
     @property
@@ -128,6 +158,12 @@ class Task(abc.ABC):
         """PathSet condition codes [..] -> class indices of :attr:`class_names` (tf int32)."""
         table = tf.constant(CONDITION_CLASSES[len(self.class_names)][1] + (0,), tf.int32)
         return tf.gather(table, tf.cast(codes, tf.int32))
+
+    @property
+    def evaluated_outputs(self) -> tuple:
+        """Names of the outputs :meth:`evaluation_outputs` gives (what evaluators may ask
+        for, checked before tracing); default: the served :attr:`outputs`."""
+        return tuple(self.outputs)
 
     def evaluation_outputs(self, models: dict, x: dict) -> dict:
         """Test-time outputs (NumPy) of the inference model on model inputs ``x``."""
@@ -142,7 +178,7 @@ class Task(abc.ABC):
         return {"epochs": len(h["loss"]), "best_epoch": best + 1, "monitor": monitor,
                 **{f"best_{k}": float(v[best]) for k, v in h.items() if k.startswith("val_")}}
 
-    def fit(self, trainer: "TaskTrainer", train_ds, val_ds, run_dir: str, *,
+    def fit(self, trainer: "TaskTrainer", train_ds, val_ds, run: TrainingRun, *,
             epochs: int | None = None, monitor: str = "val_mean_error_m", tag: str = "",
             schedule=None, learning_rate: float | None = None, callbacks=()):
         """Keras fit with the house callbacks: TensorBoard (every loss term), best
@@ -158,9 +194,10 @@ class Task(abc.ABC):
         and history in ``checkpoints/done-<tag>.*`` and a re-run restores them instead
         of training, so multi-stage methods resume at the first unfinished stage. On a
         resumed fit the schedule's counters (patience, plateau) start again; the best
-        weights of the whole fit are restored at its end."""
-        from tfloc.methods.callbacks import FinishedStage, RecordedHistory, ResumableBackup
+        weights of the whole fit are restored at its end. Resumed and restored stages are
+        recorded in ``run.resumed``."""
         t = self.cfg.training
+        run_dir = run.directory
         trainer.compile(optimizer=keras.optimizers.Adam(learning_rate or t.learning_rate))
         stage = tag or "train"
         sub = f"-{tag}" if tag else ""
@@ -168,12 +205,12 @@ class Task(abc.ABC):
         os.makedirs(ckpt_dir, exist_ok=True)
         # a multi-worker run's other workers write a scratch directory and resume from the
         # chief's (``restore_root``: the run directory, on storage every worker sees)
-        root = self.restore_root
+        root = run.restore_root
         done = FinishedStage(os.path.join(ckpt_dir, f"done-{stage}"),
                              root and os.path.join(root, "checkpoints", f"done-{stage}"))
         if done.exists:
             record = done.restore(trainer)
-            self.resumed[stage] = "restored"
+            run.resumed[stage] = "restored"
             log.info("stage %s: finished in an earlier run (%d epochs), weights restored",
                      stage, len(record["history"].get("loss", [])))
             return RecordedHistory(record["history"])
@@ -207,7 +244,6 @@ class Task(abc.ABC):
         history = backup.history
         if backup.start_epoch and prior_best is not None and \
                 np.nanargmin(history[monitor]) < backup.start_epoch:
-            from tfloc.methods.callbacks import damaged
             if root:
                 ckpt = os.path.join(root, "checkpoints", os.path.basename(ckpt))
             try:   # the best epoch was before the kill: its weights are the checkpoint's
@@ -220,7 +256,7 @@ class Task(abc.ABC):
         except OSError:
             pass
         if backup.start_epoch:
-            self.resumed[stage] = backup.start_epoch
+            run.resumed[stage] = backup.start_epoch
         return RecordedHistory(history)
 
 
@@ -302,17 +338,18 @@ class TaskTrainer(keras.Model):
         return self._results(self.val_trackers)
 
 
-def position_trainer(models: dict, net, loss) -> TaskTrainer:
+def position_trainer(models: dict, net, loss, val_fn=None, val_metrics=("mean_error_m",)) -> TaskTrainer:
     """A TaskTrainer of the position ``loss`` (a registered loss's callable) of ``net``'s
-    outputs, validated by the mean position error (the plain supervised recipe)."""
+    outputs (the plain supervised recipe), validated by ``val_fn(y, outputs) -> {metric: [b]}``
+    over ``val_metrics`` (default: the mean position error)."""
+    val_fn = val_fn or (lambda y, out: {"mean_error_m": position_error_m(y, out)})
+
     def loss_fn(batch):
         x, y = batch
         value = tf.reduce_mean(loss(y, net(x, training=True)))
         return {"loss": value, "position_loss": value}
-
-    def val_fn(x, y):
-        return {"mean_error_m": position_error_m(y, net(x, training=False))}
-    return TaskTrainer(models, loss_fn, ["loss", "position_loss"], val_fn, ["mean_error_m"])
+    return TaskTrainer(models, loss_fn, ["loss", "position_loss"],
+                       lambda x, y: val_fn(y, net(x, training=False)), list(val_metrics))
 
 
 def position_error_m(labels, outputs):

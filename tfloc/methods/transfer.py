@@ -38,12 +38,17 @@ import numpy as np
 import tensorflow as tf
 
 from tfloc.config import ConfigError, param
+from tfloc.data.bundle import DataBundle, split_dataset
 from tfloc.data.environments import (Environment, environment_ref, load_environment,
                                      multi_environment_dataset)
+from tfloc.data.features import feature_shape
 from tfloc.data.pipeline import CSIPipeline, Splits
+from tfloc.data.spec import DataSpec
 from tfloc.losses import UNCERTAINTY_LOSSES, LossConfig, build_loss, gaussian_crps
+from tfloc.methods.callbacks import GradualUnfreezing
 from tfloc.methods.registry import METHODS
-from tfloc.methods.task import DataBundle, Task, TaskTrainer, position_error_m, require
+from tfloc.methods.task import Task, TaskTrainer, TrainResult, position_error_m, position_trainer, require
+from tfloc.models.pooling_cnn import build_head, build_phi, compose
 
 TRANSFER_LOSSES = ["mse", "gaussian_nll", "gaussian_crps"]
 
@@ -121,8 +126,6 @@ def target_splits(num_samples: int, opts: TargetOptions, seed: int) -> Splits:
 
 def environment_spec(cfg, sub_array, target_positions=None):
     """The DataSpec of single-link environments seen through a ``sub_array`` (no tracing)."""
-    from tfloc.data.features import feature_shape
-    from tfloc.data.spec import DataSpec
     d = cfg.data
     rows, cols = sub_array
     kept = -(-d.num_subcarriers // d.subcarrier_stride)
@@ -159,6 +162,11 @@ class _TransferBase(Task):
     def source_names(self) -> list:
         return []
 
+    def environment_refs(self) -> dict:
+        """{name: EnvironmentRef} of the sources and the target, checked against their site
+        configs (no tracing)."""
+        return {n: environment_ref(n) for n in self.source_names + [self.options.target]}
+
     # -- hooks ---------------------------------------------------------------- #
     def check(self, spec):
         o, name = self.options, self.cfg.method.type
@@ -168,12 +176,12 @@ class _TransferBase(Task):
         losses = [o.target_loss] + ([o.source_loss] if self.source_names else [])
         require(all(loss in TRANSFER_LOSSES for loss in losses),
                 f"method.{name}: losses must be among {TRANSFER_LOSSES}")
-        self.refs = {n: environment_ref(n) for n in self.source_names + [o.target]}
+        refs = self.environment_refs()
         require(o.target not in self.source_names,
                 f"method.{name}.target: {o.target!r} is also a source; the target must be unseen")
         require(len(set(self.source_names)) == len(self.source_names),
                 f"method.{name}.sources: {self.source_names} names an environment twice")
-        for ref in self.refs.values():
+        for ref in refs.values():
             rows, cols, _ = ref.array_shape
             require(o.sub_array[0] <= rows and o.sub_array[1] <= cols,
                     f"method.{name}.sub_array: a {o.sub_array[0]} x {o.sub_array[1]} sub-array does "
@@ -185,7 +193,7 @@ class _TransferBase(Task):
         seed = cfg.runtime.seed
         shape = (o.sub_array[0], o.sub_array[1], 1)
         envs, counts = {}, {}
-        for name, ref in self.refs.items():
+        for name, ref in self.environment_refs().items():
             # seeded by the environment's name: its splits and noise draws are the same
             # whichever method, source list or role it has in a run (equal terms)
             i = zlib.crc32(name.encode()) % 100_000
@@ -207,65 +215,65 @@ class _TransferBase(Task):
             counts[name] = {"samples": int(ps.num_ue), "no_path": int(n_links - ps.num_ue),
                             "los_share": round(float(ps.los.mean()), 3),
                             **{k: int(len(getattr(splits, k))) for k in ("train", "val", "test")}}
-        self.environments = envs
         t = envs[o.target]
         spec = environment_spec(cfg, o.sub_array, t.paths.positions[t.splits.train])
-        self.report_extra = {"transfer": {
-            "method": cfg.method.type, "target": o.target, "sources": self.source_names,
-            "sub_array": list(o.sub_array), "target_loss": o.target_loss,
-            "target_fraction": o.target_fraction, "fold": o.fold, "num_folds": o.num_folds,
-            "environments": counts}}
         return DataBundle(t.paths, t.pipeline, t.splits, spec,
-                          {"environment": o.target, "environments": counts})
+                          {"environment": o.target, "environments": counts}, environments=envs)
 
     def build_inputs(self, data):
-        p, s = data.pipeline, data.splits
-        inputs = {"train": p.feature_dataset(s.train, training=True),
-                  "val": p.feature_dataset(s.val, training=False, split_seed_offset=2)}
+        inputs = {"train": data.pipeline.feature_dataset(data.splits.train, training=True),
+                  "val": split_dataset(data, "val")}
         if self.source_names and self.phi_weights is None:
             inputs["source_train"] = multi_environment_dataset(
-                self.environments, self.source_names, "train", training=True, seed=self.cfg.runtime.seed)
+                data.environments, self.source_names, "train", training=True, seed=self.cfg.runtime.seed)
             inputs["source_val"] = multi_environment_dataset(
-                self.environments, self.source_names, "val", training=False)
+                data.environments, self.source_names, "val", training=False)
         return inputs
 
     def build_models(self, spec):
-        from tfloc.models.pooling_cnn import build_head, build_phi, compose
         m = self.cfg.model.options
-        self.phi = build_phi(m, spec)
-        head = build_head(m, spec, int(self.phi.output.shape[-1]), position_std=self.uncertain,
+        phi = build_phi(m, spec)   # named "phi": the inference model's layer that moves
+        head = build_head(m, spec, int(phi.output.shape[-1]), position_std=self.uncertain,
                           name="g_target")
-        return {"inference": compose(self.phi, head, spec, name=self.cfg.method.type)}
+        return {"inference": compose(phi, head, spec, name=self.cfg.method.type)}
 
-    #: phi's weights after a source stage, to reuse instead of training one (a study sets it
-    #: for every target run that shares the source stage; see tfloc.studies.seed001)
+    #: phi's weights to reuse instead of training a source stage: an input a caller sets
+    #: before ``train`` (a study shares one source stage between the target runs that have the
+    #: same one, reading the trained phi from ``models["inference"].get_layer("phi")``; see
+    #: tfloc.studies.seed001)
     phi_weights = None
 
-    def train(self, models, inputs, run_dir):
-        facts = {}
+    def train(self, models, inputs, data, run):
+        o = self.options
+        phi = models["inference"].get_layer("phi")
+        facts, rows = {}, 0
         if self.source_names and self.phi_weights is not None:
-            self.phi.set_weights(self.phi_weights)
+            phi.set_weights(self.phi_weights)
             facts["source"] = {"reused": True}
         elif self.source_names:
-            facts["source"] = self.train_sources(inputs, run_dir)
-            self.phi_weights = self.phi.get_weights()
-        facts["target"] = self.train_target(models, inputs, run_dir)
-        return facts
+            facts["source"] = self.train_sources(phi, inputs, data, run)
+            rows += facts["source"]["epochs"] * facts["source"]["samples"]
+        facts["target"] = self.train_target(models, inputs, data, run)
+        rows += facts["target"]["epochs"] * len(data.splits.train)
+        report = {"transfer": {
+            "method": self.cfg.method.type, "target": o.target, "sources": self.source_names,
+            "sub_array": list(o.sub_array), "target_loss": o.target_loss,
+            "target_fraction": o.target_fraction, "fold": o.fold, "num_folds": o.num_folds,
+            "environments": data.info["environments"]}}
+        return TrainResult(facts, rows=rows, report=report)
 
     # -- stages --------------------------------------------------------------- #
-    def train_sources(self, inputs, run_dir) -> dict:
+    def train_sources(self, phi, inputs, data, run) -> dict:
         """phi and one head per source environment, each sample through its own head (eq. 5)."""
-        from tfloc.models.pooling_cnn import build_head
         o, m = self.options, self.cfg.model.options
         sigma = o.source_loss in UNCERTAINTY_LOSSES
-        z_dim = int(self.phi.output.shape[-1])
+        z_dim = int(phi.output.shape[-1])
         heads, losses = [], []
         for i, name in enumerate(self.source_names):
-            env = self.environments[name]
-            spec = self.spec.with_targets(env.paths.positions[env.splits.train])
+            env = data.environments[name]
+            spec = data.spec.with_targets(env.paths.positions[env.splits.train])
             heads.append(build_head(m, spec, z_dim, position_std=sigma, name=f"g_source{i}"))
             losses.append(build_loss(LossConfig(o.source_loss), spec))
-        phi = self.phi
 
         def outputs(x, training):
             z = phi(x["features"], training=training)
@@ -285,41 +293,34 @@ class _TransferBase(Task):
         trainer = TaskTrainer({"phi": phi, **{h.name: h for h in heads}}, loss_fn,
                               ["loss", "source_loss"], val_fn, ["mean_error_m"])
         t0 = time.time()
-        history = self.fit(trainer, inputs["source_train"], inputs["source_val"], run_dir,
+        history = self.fit(trainer, inputs["source_train"], inputs["source_val"], run,
                            epochs=o.source_epochs, tag="source")
-        n = sum(len(self.environments[s].splits.train) for s in self.source_names)
+        n = sum(len(data.environments[s].splits.train) for s in self.source_names)
         facts = self.history_facts(history)
         elapsed = time.time() - t0
         return {**facts, "elapsed_s": round(elapsed, 1), "samples": n,
                 "samples_per_s": round(n * facts["epochs"] / elapsed, 1)}
 
-    def train_target(self, models, inputs, run_dir) -> dict:
+    def train_target(self, models, inputs, data, run) -> dict:
         """The target's model (phi transferred or fresh, a fresh head) on the target's folds."""
-        from tfloc.methods.callbacks import GradualUnfreezing
         net, o = models["inference"], self.options
-        loss = build_loss(LossConfig(o.target_loss), self.spec)
+        loss = build_loss(LossConfig(o.target_loss), data.spec)
         sigma = self.uncertain
 
-        def loss_fn(batch):
-            x, y = batch
-            value = tf.reduce_mean(loss(y, net(x, training=True)))
-            return {"loss": value, "position_loss": value}
-
-        def val_fn(x, y):
-            out = net(x, training=False)
+        def val_fn(y, out):
             values = {"mean_error_m": position_error_m(y, out)}
             if sigma:
                 values["crps_m"] = tf.reduce_mean(
                     gaussian_crps(y["position"], out["position"], out["position_std"]), axis=-1)
             return values
         metrics = ["mean_error_m"] + (["crps_m"] if sigma else [])
-        trainer = TaskTrainer(models, loss_fn, ["loss", "position_loss"], val_fn, metrics)
+        trainer = position_trainer(models, net, loss, val_fn, metrics)
         schedule = None
         if self.pretrained and getattr(o, "target_training", "fine_tune") == "gradual_unfreezing":
-            schedule = [GradualUnfreezing([self.phi], patience=o.unfreeze_patience,
+            schedule = [GradualUnfreezing([net.get_layer("phi")], patience=o.unfreeze_patience,
                                           final_patience=self.cfg.training.early_stopping_patience,
                                           lr_factor=o.unfreeze_lr_factor)]
-        history = self.fit(trainer, inputs["train"], inputs["val"], run_dir, tag="target",
+        history = self.fit(trainer, inputs["train"], inputs["val"], run, tag="target",
                            schedule=schedule)
         facts = self.history_facts(history)
         if schedule:

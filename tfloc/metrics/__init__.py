@@ -1,9 +1,7 @@
 """Positioning metrics: distance-error statistics (3GPP TR 38.843 style) and CDF plots."""
 from __future__ import annotations
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 PERCENTILES = (50, 67, 80, 90)
 
@@ -26,18 +24,6 @@ def error_summary(errors_m: np.ndarray) -> dict:
         out[f"p{p}_m"] = float(np.percentile(e, p))
     out["rmse_m"] = float(np.sqrt(np.mean(e ** 2)))
     return out
-
-
-@keras.saving.register_keras_serializable(package="tfloc")
-class MeanDistanceError(keras.metrics.Mean):
-    """Mean Euclidean distance between predicted and true positions [m]."""
-
-    def __init__(self, name="mean_error_m", **kwargs):
-        super().__init__(name=name, **kwargs)
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        d = tf.norm(tf.cast(y_pred, tf.float32) - tf.cast(y_true, tf.float32), axis=-1)
-        return super().update_state(d, sample_weight=sample_weight)
 
 
 def cdf_figure(errors_by_name: dict, title: str = "Positioning error CDF"):
@@ -80,4 +66,4 @@ def axis_error_metrics(pred, true) -> dict:
     return out
 
 
-__all__ = ["PERCENTILES", "axis_error_metrics", "position_errors_m", "error_summary", "MeanDistanceError", "cdf_figure"]
+__all__ = ["PERCENTILES", "axis_error_metrics", "position_errors_m", "error_summary", "cdf_figure"]

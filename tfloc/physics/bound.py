@@ -34,8 +34,11 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from tfloc.physics.array import planar_array_positions, rotation_matrix
+from tfloc.data.csi import subcarrier_frequencies
+from tfloc.physics.array import direction, planar_array_positions, rotation_matrix
 from tfloc.physics.fisher import SPEED_OF_LIGHT, BoundError, peb_from_efim, position_efim, unit_vector
+from tfloc.sim.paths import sample_groups
+from tfloc.sim.tracer import site_panels
 
 MODES = ("mirror", "nuisance")
 CLOCKS = ("prior", "unknown", "known")
@@ -93,8 +96,6 @@ class BoundSetup:
     def from_config(cls, sim, data, **overrides) -> "BoundSetup":
         """From a SimulationConfig and a DataConfig: the site's panels and BS array, the
         data's subcarriers, SNR (the middle of ``snr_db`` in dB), TA error, labels."""
-        from tfloc.data.csi import subcarrier_frequencies
-        from tfloc.sim.tracer import site_panels
         arr = sim.bs_array
         wavelength = SPEED_OF_LIGHT / sim.frequency_hz
         local = planar_array_positions(arr.num_rows, arr.num_cols, arr.vertical_spacing,
@@ -227,7 +228,6 @@ def _bucket(n: int, most: int) -> int:
 def _batch_inputs(ps, rows, setup: BoundSetup, num_paths: int, with_free: bool):
     """theta0 [B, P] and the fixed tensors of links ``rows`` (their strongest paths, padded to
     ``num_paths``), plus the used-parameter mask [B, P]."""
-    from tfloc.physics.array import direction
     B, L, dims = len(rows), num_paths, setup.dims
     M = setup.elements.shape[1]
     n_ue_ant = ps.a.shape[1]
@@ -337,9 +337,8 @@ def link_efims(ps, setup: BoundSetup, rows=None, batch_size: int = 32, progress:
 
 def sample_pebs(ps, setup: BoundSetup, groups=None, **kwargs) -> np.ndarray:
     """PEB [num_samples] of the samples ``groups`` ([n, L] rows of the links of each sample,
-    default :func:`tfloc.data.pipeline.sample_groups`): the links' EFIMs add; inf where the
+    default :func:`tfloc.sim.paths.sample_groups`): the links' EFIMs add; inf where the
     position is not identifiable, nan where a sample has no path."""
-    from tfloc.data.pipeline import sample_groups
     groups = sample_groups(ps) if groups is None else np.asarray(groups).reshape(len(groups), -1)
     efim = link_efims(ps, setup, rows=groups.reshape(-1), **kwargs)
     total = efim.reshape(groups.shape + efim.shape[1:]).sum(1)
@@ -365,52 +364,3 @@ def summarize(values, los) -> dict:
                 "p90": num(np.percentile(v, 90)) if len(v) else None,
                 "median_bounded": float(np.median(fin)) if len(fin) else None}
     return {**one(values), "LOS": one(values[los]), "NLOS": one(values[~los])}
-
-
-def bound_cache_entry(directory: str, data, sim=None, out_dir: str | None = None,
-                      progress: bool = True, batch_size: int = 32, **setup_overrides) -> dict:
-    """The PEB of every sample of a cache entry: writes ``bound.npz`` (per sample: ``peb``,
-    ``rows``, ``position``, ``los``), ``bound.json`` (settings, summary, time) and
-    ``bound.png`` (map + CDF) into ``out_dir`` (default: the entry) and returns the summary.
-    ``sim``: the entry's SimulationConfig (default: its ``simulation.json``); ``data``: the
-    DataConfig whose subcarriers, SNR and TA the bound follows."""
-    import json
-    import os
-    import time
-    from tfloc.data.pipeline import sample_groups
-    from tfloc.sim.inspect import write_bound_map
-    from tfloc.sim.paths import PathSet
-    from tfloc.utils import atomic_write_json
-    ps = PathSet.load(directory)
-    if sim is None:
-        path = os.path.join(directory, "simulation.json")
-        if not os.path.isfile(path):
-            raise BoundError(f"{directory}: no simulation.json; pass the config it was built from (--config)")
-        from tfloc.experiment import from_dict
-        with open(path) as fh:
-            sim = from_dict({"simulation": json.load(fh)}).simulation
-    setup = BoundSetup.from_config(sim, data, **setup_overrides)
-    t0 = time.time()
-    groups = sample_groups(ps)
-    peb = sample_pebs(ps, setup, groups, batch_size=batch_size, progress=progress)
-    seconds = time.time() - t0
-    los = ps.los[groups].any(1)
-    has = ~np.isnan(peb)
-    out_dir = out_dir or directory
-    os.makedirs(out_dir, exist_ok=True)
-    summary = {"mode": setup.mode, "clock": setup.clock, "snr_db": setup.snr_db,
-               "bandwidth_hz": float(np.ptp(setup.frequencies) + np.diff(setup.frequencies[:2])[0]),
-               "subcarriers": int(len(setup.frequencies)), "ta_max_ns": setup.ta_max_s * 1e9,
-               "bs_antennas": int(setup.elements.shape[1] * setup.num_pol), "dims": setup.dims,
-               "samples_with_paths": int(has.sum()), "seconds": round(seconds, 1),
-               "peb_m": summarize(peb[has], los[has])}
-    tmp = os.path.join(out_dir, ".tmp-bound.npz")
-    np.savez(tmp, peb=peb, rows=groups, position=ps.positions[groups[:, 0]], los=los)
-    os.replace(tmp, os.path.join(out_dir, "bound.npz"))
-    atomic_write_json(os.path.join(out_dir, "bound.json"), summary)
-    title = (f"{ps.meta.get('scene', '')}: position error bound ({setup.mode}), "
-             f"{summary['bandwidth_hz'] / 1e6:.0f} MHz, {setup.snr_db:g} dB, "
-             f"{summary['bs_antennas']} BS antennas")
-    summary["map"] = write_bound_map(ps.positions[groups[:, 0]][has], peb[has], los[has], out_dir, title,
-                                     bs_positions=np.unique(setup.bs_positions, axis=0))
-    return summary

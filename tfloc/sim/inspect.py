@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from tfloc.sim.paths import CONDITIONS, PathSet
+from tfloc.sim.paths import CONDITIONS, PathSet, sample_groups
 
 #: colours of tfloc.sim.paths.CONDITIONS in the maps
 _CONDITION_COLORS = ("tab:green", "tab:orange", "tab:red", "0.6")
@@ -44,7 +44,6 @@ def describe(ps: PathSet) -> str:
         f"({_pct((ps.los & (ps.sector == s)).sum(), ((ps.sector == s) & has).sum())} LOS)"
         for s in np.unique(ps.sector)))
     if multi and ps.num_ue:
-        from tfloc.data.pipeline import sample_groups
         g = sample_groups(ps)
         seen = (n[g] > 0).sum(axis=1)
         lines.append("BSs with paths per UE: " + ", ".join(
@@ -71,7 +70,6 @@ def write_maps(ps: PathSet, out_dir: str, realization: int = 0) -> list[str]:
     ax = axes[0]
     g = None
     if multi and len(bs) > 1:  # a UE's condition towards each BS: show the best one
-        from tfloc.data.pipeline import sample_groups
         g = sample_groups(ps)
         g = g[ps.realization[g[:, 0]] == realization]
         xy, cond = ps.positions[g[:, 0], :2], ps.condition[g].min(axis=1)
@@ -126,56 +124,3 @@ def write_maps(ps: PathSet, out_dir: str, realization: int = 0) -> list[str]:
     plt.close(fig)
     os.replace(tmp, path)
     return [path]
-
-
-def write_bound_map(positions, peb, los, out_dir: str, title: str, name: str = "bound.png",
-                    bs_positions=()) -> str:
-    """Writes a top view of the position error bound [m] of each UE (``positions`` [n, >=2],
-    ``peb`` [n]: log colour scale, unbounded ones grey, no path left out) beside its CDF for
-    LOS and NLOS UEs. Returns the PNG's path."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-    os.makedirs(out_dir, exist_ok=True)
-    xy, peb, los = np.asarray(positions)[:, :2], np.asarray(peb, float), np.asarray(los, bool)
-    fin, unb = np.isfinite(peb), np.isinf(peb)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), dpi=110, gridspec_kw={"width_ratios": [1.25, 1]})
-    ax = axes[0]
-    ax.scatter(xy[unb, 0], xy[unb, 1], s=4, c="0.75", label=f"unbounded ({int(unb.sum())})")
-    if fin.any():
-        lo, hi = np.percentile(peb[fin], [1, 99])
-        sc = ax.scatter(xy[fin, 0], xy[fin, 1], s=4, c=peb[fin], cmap="viridis_r",
-                        norm=LogNorm(vmin=max(lo, 1e-6), vmax=max(hi, lo * 1.01, 1e-6)))
-        fig.colorbar(sc, ax=ax, label="position error bound [m]")
-    bs = np.asarray(bs_positions, float).reshape(-1, 3)
-    if len(bs):
-        ax.scatter(bs[:, 0], bs[:, 1], marker="^", s=80, c="k", zorder=5, label="BS")
-    if unb.any() or len(bs):
-        ax.legend(markerscale=1.5, fontsize=8, loc="upper right")
-    ax.set_aspect("equal")
-    ax.set_xlabel("x [m]")
-    ax.set_ylabel("y [m]")
-    ax.set_title("PEB per UE")
-    ax = axes[1]
-    for mask, label, color in ((los, "LOS", "tab:green"), (~los, "NLOS", "tab:orange")):
-        v = np.sort(peb[mask & ~np.isnan(peb)])
-        if len(v):
-            shown = v[np.isfinite(v)]
-            ax.step(shown, np.arange(1, len(shown) + 1) / len(v), where="post", color=color,
-                    label=f"{label}: median {np.median(v):.3g} m (n={len(v)})")
-    ax.set_xscale("log")
-    ax.set_ylim(0, 1)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_xlabel("position error bound [m]")
-    ax.set_ylabel("CDF")
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("CDF (unbounded UEs never reach it)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = os.path.join(out_dir, name)
-    tmp = os.path.join(out_dir, ".tmp-" + name)
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path

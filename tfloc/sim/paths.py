@@ -180,3 +180,20 @@ class PathSet:
         if not (np.isfinite(ps.a.view(np.float32)).all() and np.isfinite(ps.tau).all()):
             raise CacheError(f"{npz}: path gains or delays contain NaN/Inf; delete it to re-trace")
         return ps
+
+
+def sample_groups(paths: PathSet) -> np.ndarray:
+    """[num_samples, L] rows of each sample: one UE position (and realization) seen by L BSs.
+
+    A PathSet stores the L links of a sample as consecutive rows (tfloc.sim.tracer);
+    a sectored or single-BS site has L = 1.
+    """
+    n = paths.num_ue
+    if n == 0:
+        return np.zeros((0, 1), np.int64)
+    key = paths.ue_id.astype(np.int64) * 65536 + paths.realization
+    L = int(np.argmax(key != key[0])) if np.any(key != key[0]) else n
+    groups = np.arange(n).reshape(-1, L) if n % L == 0 else None
+    if groups is None or np.any(key[groups] != key[groups[:, :1]]):
+        raise ValueError("PathSet rows are not grouped by (ue_id, realization) in equal runs")
+    return groups

@@ -106,45 +106,13 @@ def write_keeping_discussion(path: str, generated: str) -> str:
 
 
 def load_run(run: str) -> dict:
-    """A finished run's report, with its method options (from its config.yaml) under
-    ``_method_options``."""
-    import yaml
+    """A finished run's report."""
     with open(os.path.join(run, "report.json")) as fh:
-        rep = json.load(fh)
-    with open(os.path.join(run, "config.yaml")) as fh:
-        method = yaml.safe_load(fh)["method"]
-    rep["_method_options"] = method.get(method["type"]) or {}
-    return rep
+        return json.load(fh)
 
 
-def training_samples_per_s(rep: dict, opts: dict) -> float | None:
-    """Training samples per second of a run: rows through a training step (labelled and
-    unlabelled, pseudo-labelled and rotated copies counted once each per epoch) over the
-    training time (stage 1 excluded where it was loaded with init_from). ``opts``: the
-    run's method options (its config.yaml)."""
-    t = rep.get("timings_s", {})
-    n_lab, n_unl = rep["n_train_labelled"], rep.get("n_unlabelled", 0)
-    ss, method = rep.get("semi_supervised", {}), rep.get("method")
-    secs = t.get("training_s")
-    if not secs:
-        return None
-    if method in ("mean_teacher", "fixmatch", "fixmatch_distance"):
-        semi = ss["semi"]
-        rows = semi["epochs"] * n_lab * (1 + opts["unlabelled_ratio"])
-        secs = semi["seconds"]
-    elif method == "consistency":
-        e = opts["finetune_epochs"]
-        rows = sum(2 * e * (n_lab + n_unl) + e * (n_lab + r["kept"]) for r in ss["iterations"])
-        secs = sum(r["seconds"] for r in ss["iterations"])
-    elif method == "sector_heads":
-        rows = t["epochs"] * sum(rep["sector_heads"]["training_per_sector"])
-    elif method == "ensemble":
-        rows = sum(m["epochs"] for m in rep["ensemble"]["members"]) * n_lab
-    elif method == "autoencoder" and rep["autoencoder"].get("pretrain"):
-        ae = rep["autoencoder"]
-        n_pre = n_unl - max(1, int(round(ae["pretrain_val_fraction"] * n_unl)))  # its held-out share
-        rows = ae["pretraining"]["epochs"] * n_pre + ae["finetune"]["epochs"] * n_lab
-        secs = ae["pretraining"]["seconds"] + ae["finetune"]["seconds"]
-    else:
-        rows = t.get("epochs", 0) * n_lab
-    return rows / secs if secs else None
+def training_samples_per_s(rep: dict) -> float | None:
+    """Training samples per second of a run, as its method reported them
+    (``training_throughput``: rows through a training step over the time they took; see
+    :class:`tfloc.methods.task.TrainResult`). None for a run made before methods reported it."""
+    return (rep.get("training_throughput") or {}).get("rows_per_s")

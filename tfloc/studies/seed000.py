@@ -110,8 +110,8 @@ def _split_sectors(run: str) -> dict:
     """Serving sectors of a run's test and labelled training UEs, and the UEs with paths
     per sector (every run of a study shares the split), so runs scored before the
     ``per_sector`` evaluator existed get the same breakdown from their per-UE errors."""
-    from tfloc.experiment import load_config
-    from tfloc.methods.runner import load_data
+    from tfloc.data.bundle import load_data
+    from tfloc.run.experiment import load_config
     data = load_data(load_config(os.path.join(run, "config.yaml")), progress=False)
     sec = data.paths.sector
     return {"test": sec[data.splits.test], "train": sec[data.splits.train],
@@ -171,7 +171,7 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
         for e in semi:
             rep = reps[e.label][0]
             t = rep.get("timings_s", {}).get("training_s")
-            rate = training_samples_per_s(rep, rep["_method_options"])
+            rate = training_samples_per_s(rep)
             lines.append(f"| {e.label} | {_cells(rep['model'])} | {e.paper['mean_m']:.2f} | "
                          + (f"{t:.0f} |" if t is not None else "- |")
                          + (f" {rate:.0f} |" if rate else " - |"))
@@ -214,7 +214,7 @@ def write_page(exps, runs: dict, out: str, command: str) -> str:
             err = errors[rep["model_name"]]
             per = " / ".join(f"{err[test_sec == k].mean():.2f}" for k in np.unique(test_sec))
             t = rep.get("timings_s", {}).get("training_s")
-            rate = training_samples_per_s(rep, rep["_method_options"])
+            rate = training_samples_per_s(rep)
             lines.append(f"| {e.label} | {_cells(rep['model'])} | {per} | "
                          + (f"{t:.0f} |" if t is not None else "- |") + (f" {rate:.0f} |" if rate else " - |"))
         ens = [reps[e.label][0]["ensemble"] for e in other if e.group == "ensemble"]

@@ -116,7 +116,7 @@ class Study:
                     self.results[r["key"]] = r
 
     def _config(self, target, loss, s, fraction, fold):
-        from tfloc.experiment import load_config
+        from tfloc.run.experiment import load_config
         method, source, training = s
         m = f"method.{method}"
         sets = [f"{m}.target={TARGETS[target]}", f"{m}.target_loss={LOSS[loss]}",
@@ -135,14 +135,14 @@ class Study:
         import keras
         from tfloc.data import dataset_to_numpy
         from tfloc.losses import gaussian_crps
-        from tfloc.methods.runner import make_task
+        from tfloc.methods.task import TrainingRun
+        from tfloc.run.runner import make_task
         from tfloc.utils import set_seed
         keras.backend.clear_session()
         cfg = self._config(target, loss, s, fraction, fold)
         set_seed(cfg.runtime.seed + fold)
         task = make_task(cfg)
         data = task.load_data(progress=True)
-        task.spec = data.spec
         source_key = (s[0], s[1])
         phi_file = os.path.join(self.root, f"phi-{s[0]}-{s[1]}.weights.npz")
         if s[0] != "scratch" and source_key not in self.phi and os.path.isfile(phi_file):
@@ -153,10 +153,10 @@ class Study:
         models = task.build_models(data.spec)
         run_dir = os.path.join(self.root, "runs", key.replace("|", "_"))
         t0 = time.time()
-        facts = task.train(models, inputs, run_dir)
+        facts = task.train(models, inputs, data, TrainingRun(run_dir)).facts
         if "source" in facts and not facts["source"].get("reused"):
-            self.phi[source_key] = task.phi_weights
-            np.savez(phi_file, **{f"w{i}": w for i, w in enumerate(task.phi_weights)})
+            self.phi[source_key] = models["inference"].get_layer("phi").get_weights()
+            np.savez(phi_file, **{f"w{i}": w for i, w in enumerate(self.phi[source_key])})
         elapsed = time.time() - t0
         x, y = dataset_to_numpy(data.pipeline.feature_dataset(data.splits.test, training=False,
                                                               split_seed_offset=3))
@@ -375,15 +375,15 @@ def main(argv=None):
 
 def environment_table(results, repo) -> dict:
     """Per environment: role, samples, LOS share, and the target's split sizes at 20 %."""
-    from tfloc.experiment import load_config
-    from tfloc.methods.runner import make_task
+    from tfloc.run.experiment import load_config
+    from tfloc.run.runner import make_task
     cfg = load_config(os.path.join(repo, "configs", "meml.yaml"))
     out = {}
     for role, target in TARGETS.items():
         cfg.method.options.target = target
         task = make_task(cfg)
-        task.load_data(progress=False)
-        for name, c in task.report_extra["transfer"]["environments"].items():
+        data = task.load_data(progress=False)
+        for name, c in data.info["environments"].items():
             is_target = name == target
             entry = out.setdefault(name, {"role": "source", **c})
             if is_target:

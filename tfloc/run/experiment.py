@@ -4,7 +4,7 @@ Sections live beside their owners (``tfloc.sim.config``, ``tfloc.data.config``,
 the model, loss and method registries, ``tfloc.evaluation``, ``tfloc.export``);
 this module assembles them, applies ``YAML file <- --set`` overrides and runs
 the cross-section checks. Name checks that need a component loaded (a scene
-file) happen in the runner before any work (:func:`tfloc.methods.runner.check`).
+file) happen in the runner before any work (:func:`tfloc.run.runner.make_task`).
 """
 from __future__ import annotations
 
@@ -19,26 +19,14 @@ from tfloc.evaluation.config import EvaluationConfig
 from tfloc.export.config import ExportConfig
 from tfloc.methods.registry import MethodConfig
 from tfloc.methods.task import TrainingConfig
-from tfloc.methods.tuning import TuningConfig
 from tfloc.models.registry import ModelConfig
+from tfloc.run.config import RuntimeConfig, TuningConfig
 from tfloc.sim.config import SimulationConfig
 
 # importing the packages registers their components (and option dataclasses)
 import tfloc.models  # noqa: F401,E402
 import tfloc.losses  # noqa: F401,E402
 import tfloc.methods  # noqa: F401,E402
-
-
-@dataclass
-class RuntimeConfig:
-    seed: int = param(7, min=0)
-    runs_dir: str = param("runs")
-    cache_dir: str = param("cache")
-    verbose: int = param(1, min=0, max=2)
-    distribution: str = param("none", choices=["none", "mirrored", "multi_worker"],
-                              doc="tf.distribute strategy (multi_worker: TF_CONFIG, see README)")
-    deterministic: bool = param(False, doc="TF op determinism: two runs of a config on one "
-                                "machine give the same weights and report (slower, see README)")
 
 
 @dataclass

@@ -1,4 +1,7 @@
-"""Shared CLI plumbing: argument parsing and the user-error contract.
+"""The command lines of ``train.py`` and ``evaluate.py`` and the user-error contract they share.
+
+Imports of TensorFlow-backed modules stay inside the functions: :func:`run_cli` quiets
+TensorFlow's start-up logging first, which works only before TensorFlow is imported.
 
 User mistakes (bad config, missing scene, missing run directory, corrupt cache)
 print one line on stderr and exit with code 2, without a traceback.
@@ -46,7 +49,7 @@ def train_main(argv=None):
     p.add_argument("--tune", action="store_true", help="search the config's tuning.space with "
                    "keras-tuner (validation mean error); resumes an interrupted search")
     args = p.parse_args(argv)
-    from tfloc.experiment import load_config
+    from tfloc.run.experiment import load_config
     cfg = load_config(args.config, args.overrides)
     if args.tune:
         return tune_main(cfg, args)
@@ -54,7 +57,7 @@ def train_main(argv=None):
         cfg.runtime.runs_dir, f"{cfg.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     logging.getLogger("tfloc").info("run directory: %s (if interrupted, the same command with "
                                     "--run-dir %s resumes it)", run_dir, run_dir)
-    from tfloc.methods import train_and_evaluate
+    from tfloc.run.runner import train_and_evaluate
     report = train_and_evaluate(cfg, run_dir)
     print(f"\nrun: {run_dir}\n{summary_lines(report)}\n"
           f"report: {os.path.join(run_dir, 'report.json')}  |  "
@@ -63,7 +66,7 @@ def train_main(argv=None):
 
 
 def tune_main(cfg, args):
-    from tfloc.methods.tuning import search_dir, tune
+    from tfloc.run.tuning import search_dir, tune
     directory = search_dir(cfg, args.run_dir)
     logging.getLogger("tfloc").info("search directory: %s (the same command resumes it)", directory)
     s = tune(cfg, directory, args.config, args.overrides)
@@ -125,7 +128,7 @@ def evaluate_main(argv=None):
         return 0
     if not os.path.isdir(args.run_dir):
         raise FileNotFoundError(f"{args.run_dir}: run directory not found")
-    from tfloc.methods import evaluate_run
+    from tfloc.run.runner import evaluate_run
     report = evaluate_run(args.run_dir)
     print(f"{summary_lines(report)}\n-> {os.path.join(args.run_dir, 'report.json')}")
     return report

@@ -29,37 +29,24 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
-from typing import Any, List
 
+import keras_tuner as kt
 import numpy as np
+import tensorflow as tf
+import yaml
+from tensorboard.plugins.hparams import api as hparams
 
-from tfloc.config import ConfigError, param
-from tfloc.utils import atomic_write_text
+from tfloc.config import ConfigError, dump_yaml, parse_override
+from tfloc.data.bundle import fixed_set
+from tfloc.methods.task import TrainingRun
+from tfloc.run.config import SearchParam
+from tfloc.run.experiment import apply_overrides
+from tfloc.run.runner import CONFIG_FILE, check_run_dir, make_task, prepare
+from tfloc.utils import atomic_write_text, set_seed
 
 log = logging.getLogger("tfloc")
 
 OBJECTIVE = "val_mean_error_m"
-
-
-@dataclass
-class SearchParam:
-    """One dimension of the search space: a config key and its range or choices."""
-    key: str = param("")
-    min: float = param(float("nan"), doc="lower bound (with max)")
-    max: float = param(float("nan"), doc="upper bound (with min)")
-    step: float = param(0.0, min=0.0, doc="int keys: the step (0: 1)")
-    log: bool = param(False, doc="sample on a log scale")
-    values: List[Any] = param(factory=list, doc="choices (instead of min/max)")
-
-
-@dataclass
-class TuningConfig:
-    tuner: str = param("bayesian", choices=["random", "bayesian", "hyperband"])
-    max_trials: int = param(8, min=1, doc="trials (hyperband: its own bracket schedule)")
-    epochs: int = param(0, min=0, doc="training.epochs of each trial (0: the config's)")
-    seed: int = param(0, min=0, doc="the tuner's own seed")
-    space: List[SearchParam] = param(factory=list)
 
 
 def _lookup(cfg, key: str):
@@ -78,7 +65,6 @@ def _lookup(cfg, key: str):
 def check_space(cfg) -> list[tuple[SearchParam, type]]:
     """Every dimension checked against the config (before any tracing): the key exists,
     a range fits its type, every choice is a value the key accepts."""
-    from tfloc.experiment import apply_overrides
     space = cfg.tuning.space
     if not space:
         raise ConfigError("tuning.space: empty; declare at least one key to search "
@@ -147,12 +133,6 @@ def search_dir(cfg, given: str | None) -> str:
 
 def tune(cfg, directory: str, config_path: str | None, overrides=()) -> dict:
     """Runs (or resumes) the search; returns the summary (also ``summary.json``)."""
-    import keras_tuner as kt
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hparams
-    from tfloc.config import dump_yaml
-    from tfloc.experiment import apply_overrides
-    from tfloc.methods.runner import CONFIG_FILE, check_run_dir, make_task
     t = cfg.tuning
     dims = check_space(cfg)
     make_task(cfg)   # the method's own checks, before anything is traced
@@ -223,8 +203,6 @@ def tune(cfg, directory: str, config_path: str | None, overrides=()) -> dict:
 def write_best_yaml(directory: str, config_path: str | None, overrides, values: dict) -> str:
     """``best.yaml``: the searched config (as ``base``), the command's ``--set`` overrides
     and the best trial's values; ``python train.py --config <search>/best.yaml`` trains it."""
-    import yaml
-    from tfloc.config import parse_override
     tree: dict = {}
     for text in overrides:
         keys, value = parse_override(text)
@@ -248,16 +226,13 @@ def _set(tree: dict, keys: list, value):
 def validation_error(cfg, run_dir: str) -> float:
     """Trains the method of ``cfg`` in ``run_dir`` and returns the validation mean position
     error [m] of its inference model (no test set, no export)."""
-    from tfloc.config import dump_yaml
-    from tfloc.methods.runner import fixed_set, prepare
-    from tfloc.utils import set_seed
     set_seed(cfg.runtime.seed)
     task, data = prepare(cfg, progress=False)
     inputs = task.build_inputs(data)
     os.makedirs(run_dir, exist_ok=True)
     dump_yaml(cfg, os.path.join(run_dir, "config.yaml"))
     models = task.build_models(data.spec)
-    task.train(models, inputs, run_dir)
+    task.train(models, inputs, data, TrainingRun(run_dir))
     x, y = fixed_set(data, "val")
     pos = task.evaluation_outputs(models, x)["position"]
     return float(np.mean(np.linalg.norm(pos - y["position"], axis=-1)))
