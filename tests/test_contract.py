@@ -134,6 +134,31 @@ CHECKS = {"consistency": _check_consistency, "mean_teacher": _check_joint, "fixm
           "ensemble": _check_ensemble}
 
 
+def _expected_rows(report, cfg):
+    """Rows through a training step, from the facts a method reports (None: not derivable)."""
+    t, n_lab, n_unl = report["timings_s"], report["n_train_labelled"], report["n_unlabelled"]
+    method, o = cfg.method.type, cfg.method.options
+    if method in ("supervised", "tl", "rda", "mda", "hda"):
+        return t["epochs"] * n_lab
+    if method == "sector_heads":
+        return t["epochs"] * sum(report["sector_heads"]["training_per_sector"])
+    if method == "ensemble":
+        return sum(m["epochs"] for m in report["ensemble"]["members"]) * n_lab
+    if method == "autoencoder":
+        a = report["autoencoder"]
+        n_pre = n_unl - max(1, int(round(o.pretrain_val_fraction * n_unl)))
+        return a["pretraining"]["epochs"] * n_pre + a["finetune"]["epochs"] * n_lab
+    if method in ("mean_teacher", "fixmatch", "fixmatch_distance"):
+        return report["semi_supervised"]["semi"]["epochs"] * n_lab * (1 + o.unlabelled_ratio)
+    if method == "ecc":
+        per_epoch = cfg.data.fresh_samples_per_epoch or n_lab
+        return (t.get("local", {}).get("epochs", 0) + t["joint"]["epochs"]) * per_epoch
+    if method in ("scratch", "dtl", "meml"):
+        src = t.get("source", {})
+        return t["target"]["epochs"] * n_lab + src.get("epochs", 0) * src.get("samples", 0)
+    return None
+
+
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method, request):
     from tfloc.run.runner import train_and_evaluate
@@ -146,6 +171,9 @@ def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method, reques
     assert report["method"] == method and report["model"]["dims"] == dims
     assert {"mean_m", "p50_m", "p67_m", "p80_m", "p90_m", "rmse_m"} <= set(report["model"])
     assert "knn" in report["baselines"] and report["n_test"] > 0
+    rows, want = report["timings_s"]["training_rows"], _expected_rows(report, cfg)
+    assert rows > 0 and (want is None or rows == want)       # what the method says it trained on
+    assert report["timings_s"]["training_rows_per_s"] > 0
     assert (run / "model.keras").exists() and (run / "cdf.png").exists()
     assert json.loads((run / "report.json").read_text())["method"] == method
     export = run / "export" / method / "1"

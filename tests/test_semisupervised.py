@@ -197,25 +197,14 @@ def _fake_run(path, method, options, report):
     return path
 
 
-def test_training_samples_per_s_counts_each_methods_rows(tmp_path):
-    """What benchmarks/bench.py --runs reports: rows through a training step per second."""
+def test_training_samples_per_s_is_what_the_method_reported(tmp_path):
+    """What benchmarks/bench.py --runs reports: the rows a method trained on over their time
+    (each method's count: test_contract.py's method sweep)."""
     from tfloc.studies.common import load_run, training_samples_per_s as rate
-
-    def of(method, options, report):
-        rep = load_run(_fake_run(str(tmp_path / str(len(os.listdir(tmp_path)))), method, options, report))
-        return rate(rep, rep["_method_options"])
-    assert of("supervised", {}, {"timings_s": {"training_s": 10.0, "epochs": 5}}) == 50.0
-    # two fine-tunings over labelled + unlabelled, then one over labelled + kept, per round
-    assert of("consistency", {"finetune_epochs": 3}, {"timings_s": {"training_s": 99.0}, "semi_supervised": {
-        "iterations": [{"kept": 200, "seconds": 10.0}, {"kept": 400, "seconds": 10.0}]}}) == pytest.approx(
-        (2 * 3 * 1100 + 3 * 300 + 2 * 3 * 1100 + 3 * 500) / 20.0)
-    assert of("fixmatch", {"unlabelled_ratio": 2}, {"timings_s": {"training_s": 99.0}, "semi_supervised": {
-        "semi": {"epochs": 4, "seconds": 12.0}}}) == 100.0   # 4 x 100 x (1 + 2) / 12
-    # pre-training sees the unlabelled UEs less the held-out 20 %
-    assert of("autoencoder", {}, {"timings_s": {"training_s": 99.0}, "autoencoder": {
-        "pretrain": True, "pretrain_val_fraction": 0.2, "pretraining": {"epochs": 2, "seconds": 4.0},
-        "finetune": {"epochs": 10, "seconds": 6.0}}}) == (2 * 800 + 10 * 100) / 10.0
-    assert of("supervised", {}, {"timings_s": {}}) is None
+    run = _fake_run(str(tmp_path / "a"), "supervised", {}, {"timings_s": {
+        "training_s": 10.0, "training_rows": 500, "training_rows_s": 10.0, "training_rows_per_s": 50.0}})
+    assert rate(load_run(run)) == 50.0
+    assert rate(load_run(_fake_run(str(tmp_path / "b"), "supervised", {}, {"timings_s": {}}))) is None
 
 
 def test_bench_runs_collects_finished_runs(tmp_path, capsys):
@@ -223,7 +212,8 @@ def test_bench_runs_collects_finished_runs(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("bench", os.path.join(REPO, "benchmarks", "bench.py"))
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    _fake_run(str(tmp_path / "study" / "00-a"), "supervised", {}, {"timings_s": {"training_s": 4.0, "epochs": 2}})
+    _fake_run(str(tmp_path / "study" / "00-a"), "supervised", {}, {"timings_s": {
+        "training_s": 4.0, "epochs": 2, "training_rows": 200, "training_rows_s": 4.0, "training_rows_per_s": 50.0}})
     os.makedirs(tmp_path / "study" / "01-unfinished")
     res = bench.main(["--runs", str(tmp_path / "study"), "--out", str(tmp_path / "r.json")])
     assert [r["train_samples_per_s"] for r in res["runs"]] == [50.0]

@@ -16,10 +16,13 @@ from tfloc.sim.paths import CONDITIONS
 log = logging.getLogger("tfloc")
 
 
-def evaluate(cfg, run_dir: str, task, models: dict, data: DataBundle, extra: dict | None = None) -> dict:
+def evaluate(cfg, run_dir: str, task, models: dict, data: DataBundle, extra: dict | None = None,
+             previous: dict | None = None) -> dict:
     """Scores the inference model on the test split with the configured evaluators (default:
     the task's), builds the report, then writes it (report.json, cdf.png, figures,
-    TensorBoard). ``extra``: entries the caller adds (training timings, the method's section)."""
+    TensorBoard). ``extra``: entries the caller adds (training timings, the method's section);
+    ``previous``: the run's earlier report, whose entries this scoring does not make are kept
+    (a re-score keeps what training wrote)."""
     t0 = time.time()
     s = data.splits
     ctx = EvalContext.from_run(cfg, task, models, data)
@@ -45,6 +48,8 @@ def evaluate(cfg, run_dir: str, task, models: dict, data: DataBundle, extra: dic
         "evaluation_s": round(time.time() - t0, 2),
     }
     report.update(extra or {})
+    for k, v in (previous or {}).items():
+        report.setdefault(k, v)
     write_report(run_dir, report, result.curves, result.figures,
                  title=f"{cfg.name}: test error CDF (n={len(s.test)})")
     m = report.get("model", {})

@@ -76,7 +76,8 @@ class TrainingRun:
 
 @dataclass
 class TrainResult:
-    """What ``train`` returns for the report.
+    """What ``train`` returns for the report (the runner adds ``rows``, ``seconds`` and their
+    ratio to ``timings_s`` as ``training_rows``, ``training_rows_s``, ``training_rows_per_s``).
 
     Parameters
     ----------

@@ -33,9 +33,6 @@ log = logging.getLogger("tfloc")
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.keras"
-#: report entries training wrote that a re-score keeps (with the method's own sections,
-#: listed under ``method_sections``)
-TRAINING_ENTRIES = ("timings_s", "resumed", "training_throughput", "method_sections")
 
 
 def make_task(cfg):
@@ -109,11 +106,11 @@ def _train_in_scope(cfg, run, task, data, inputs, resuming, timings) -> dict:
     result = task.train(models, inputs, data, run)
     timings["training_s"] = time.time() - t1
     timings.update(result.facts)
-    save_models(run.directory, models)
     seconds = result.seconds if result.seconds is not None else timings["training_s"]
-    extra = {"timings_s": timings, **result.report, "method_sections": sorted(result.report),
-             "training_throughput": {"rows": int(result.rows), "seconds": round(float(seconds), 2),
-                                     "rows_per_s": round(result.rows / seconds, 2) if seconds else None}}
+    timings.update(training_rows=int(result.rows), training_rows_s=round(float(seconds), 2),
+                   training_rows_per_s=round(result.rows / seconds, 2) if seconds else None)
+    save_models(run.directory, models)
+    extra = {"timings_s": timings, **result.report}
     if resuming:  # stage -> the epoch it went on after, or 'restored'
         extra["resumed"] = {"stages": run.resumed}
     report = evaluate(cfg, run.directory, task, models, data, extra=extra)
@@ -187,18 +184,12 @@ def evaluate_run(run_dir: str) -> dict:
         for f in sorted(os.listdir(other)):
             if f.endswith(".keras"):
                 models[f[:-6]] = keras.models.load_model(os.path.join(other, f))
-    return evaluate(cfg, run_dir, task, models, data, extra=_training_entries(run_dir))
-
-
-def _training_entries(run_dir: str) -> dict:
-    """The entries of a run's report that training wrote (empty: no report yet)."""
     path = os.path.join(run_dir, "report.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as fh:
-        old = json.load(fh)
-    keep = [*TRAINING_ENTRIES, *old.get("method_sections", [])]
-    return {k: old[k] for k in keep if k in old}
+    previous = None
+    if os.path.isfile(path):
+        with open(path) as fh:
+            previous = json.load(fh)
+    return evaluate(cfg, run_dir, task, models, data, previous=previous)
 
 
 def _log_config_text(cfg, run_dir):

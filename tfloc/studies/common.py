@@ -112,7 +112,7 @@ def load_run(run: str) -> dict:
 
 
 def training_samples_per_s(rep: dict) -> float | None:
-    """Training samples per second of a run, as its method reported them
-    (``training_throughput``: rows through a training step over the time they took; see
+    """Training samples per second of a run, as its method reported them (``timings_s``'s
+    ``training_rows_per_s``: rows through a training step over the time they took; see
     :class:`tfloc.methods.task.TrainResult`). None for a run made before methods reported it."""
-    return (rep.get("training_throughput") or {}).get("rows_per_s")
+    return rep.get("timings_s", {}).get("training_rows_per_s")

@@ -133,7 +133,7 @@ class Study:
         if key in self.results:
             return self.results[key]
         import keras
-        from tfloc.data import dataset_to_numpy
+        from tfloc.data.bundle import fixed_set
         from tfloc.losses import gaussian_crps
         from tfloc.methods.task import TrainingRun
         from tfloc.run.runner import make_task
@@ -158,8 +158,7 @@ class Study:
             self.phi[source_key] = models["inference"].get_layer("phi").get_weights()
             np.savez(phi_file, **{f"w{i}": w for i, w in enumerate(self.phi[source_key])})
         elapsed = time.time() - t0
-        x, y = dataset_to_numpy(data.pipeline.feature_dataset(data.splits.test, training=False,
-                                                              split_seed_offset=3))
+        x, y = fixed_set(data, "test")
         out = models["inference"].predict(x, batch_size=512, verbose=0)
         err = np.linalg.norm(out["position"] - y["position"], axis=-1)
         r = {"key": key, "target": target, "loss": loss, "setting": list(s), "fraction": fraction,
