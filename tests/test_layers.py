@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from conftest import REPO
 
@@ -168,3 +167,13 @@ def test_importing_the_lower_floors_loads_nothing_above_them():
                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_dataset_tool_entry_point_quiets_tensorflow_first(tmp_path):
+    """``python -m tfloc.sim`` sits above its folder (it runs the tool of tfloc.run), yet a user
+    error is still one line: TensorFlow is imported only after the CLI has quieted it."""
+    r = subprocess.run([sys.executable, "-m", "tfloc.sim", "inspect", str(tmp_path / "nope")],
+                       cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: no such cache entry"]

@@ -6,7 +6,12 @@ An entry point, not part of the simulation floor: the tool lives in :mod:`tfloc.
 import sys
 
 from tfloc.run.cli import run_cli
-from tfloc.run.dataset import main
+
+
+def main(argv=None):
+    from tfloc.run.dataset import main as dataset_main   # after run_cli has quieted TensorFlow
+    return dataset_main(argv)
+
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))
