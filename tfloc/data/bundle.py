@@ -67,13 +67,13 @@ def load_data(cfg, progress: bool = True) -> DataBundle:
     return DataBundle(paths, csi_pipeline(cfg, paths), splits, spec, {"cache_dir": cache, "cache_hit": hit})
 
 
-def split_dataset(data: DataBundle, split: str, rows=None, positions=None, **kwargs):
+def split_dataset(data: DataBundle, split: str, rows=None, positions=None):
     """The evaluation-mode feature dataset of a split with the split's fixed impairment draws
     (the same in every process and pass); ``rows`` (default: the split's own) and
     ``positions`` (labels to use instead of the true ones, e.g. pseudo-labels)."""
     rows = getattr(data.splits, split) if rows is None else rows
     return data.pipeline.feature_dataset(rows, training=False, split_seed_offset=SPLIT_SEED_OFFSETS[split],
-                                         positions=positions, **kwargs)
+                                         positions=positions)
 
 
 def fixed_set(data: DataBundle, split: str, rows=None, positions=None):
