@@ -6,6 +6,7 @@
     python benchmarks/bench.py --ecc [--config configs/ecc.yaml] [--out FILE]
     python benchmarks/bench.py --runs runs/seed000 runs/seed003 [--out FILE]
     python benchmarks/bench.py --serving RUN_DIR [--out FILE]
+    python benchmarks/bench.py --training [--out FILE]
 
 Measures: receivers ray traced per second (after JIT warm-up), CSI samples per
 second synthesised by the tf.data pipeline against a plain NumPy
@@ -20,7 +21,10 @@ split deployment (fronthaul bytes; edge, cloud and composed SavedModels).
 their reports: rows through a training step over the measured training time;
 tfloc.methods.task.TrainResult says what counts as a row). ``--serving``
 times a finished run's export: p50 / p99 latency and positions/s at batch 1 and 256,
-in process and through ``python -m tfloc.serve``'s REST API.
+in process and through ``python -m tfloc.serve``'s REST API. ``--training`` profiles the
+training steps of the main job (hda), etoile_supervised, meml (source stage) and ecc (stage
+II), each before (the settings of before issue 23) and after (today's configs), in one run,
+against a large matmul's FLOP/s (benchmarks/training.py; docs/performance.md).
 """
 from __future__ import annotations
 
@@ -340,7 +344,7 @@ def bench_ecc(cfg, steps=20, reps=50):
         t = time.perf_counter()
         trainer.fit(batches, epochs=1, verbose=0)
         return cfg.data.batch_size * steps / (time.perf_counter() - t)
-    models = task.build_models(data.spec)
+    models = task.make_models(data.spec)
     net = models["inference"]
     edges = net.edges
     out["stage1_samples_per_s"] = rate(task.local_trainer(edges, data.spec))
@@ -386,7 +390,11 @@ def main(argv=None):
                    "finished run's export at batch 1 and 256, in process and through tfloc.serve's REST API")
     p.add_argument("--runs", nargs="+", metavar="ROOT", help="training samples/s of the finished "
                    "runs under these study roots (or run directories)")
+    p.add_argument("--training", action="store_true", help="where the four profiled configs' "
+                   "training steps spend their time, before and after, and their FLOP/s")
     args = p.parse_args(argv)
+    if args.training:
+        return _main_training(args)
     if args.runs:
         return _main_runs(args)
     if args.serving:
@@ -478,6 +486,20 @@ def _main_runs(args):
         rate = "-" if r["train_samples_per_s"] is None else f"{r['train_samples_per_s']:.0f}"
         print(f"| {r['run']} | {r['method']} | {r['training_s'] or 0:.0f} | {rate} |")
     print(f"\nwritten to {out}")
+    return results
+
+
+def _main_training(args):
+    from training import run_all, table
+    results = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+               **run_all()}
+    out = args.out or os.path.join("benchmarks", "results",
+                                   f"training-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump(results, fh, indent=2)
+    print(table(results) + f"\n\nwritten to {out}")
     return results
 
 

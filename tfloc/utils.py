@@ -21,6 +21,18 @@ def set_seed(seed: int):
     keras.utils.set_random_seed(seed)
 
 
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Keras layers built inside compute in the dtype policy ``name`` (e.g. "mixed_bfloat16")."""
+    import keras
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(old)
+
+
 def atomic_write_text(path: str, text: str):
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)

@@ -50,6 +50,9 @@ class SemanticOptions:
                            "adversarial: RDA baseline")
     alignment_weight: float = param(1.0, min=0.0, doc="largest lambda_3")
     ramp: bool = param(True, doc="lambda_3 = weight * (2 / (1 + exp(-10 kappa)) - 1), kappa 0 -> 1")
+    ramp_epochs: int = param(40, min=1, doc="kappa's 0 -> 1 takes this many epochs (then "
+                             "lambda_3 stays at its largest; independent of training.epochs, "
+                             "the cap early stopping works under)")
     weight_decay: float = param(1e-4, min=0.0, doc="lambda_4 of L_WR = 1/2 ||Theta||^2 (the paper's "
                                 "weight decay; its lambda_4 search ends at 0.05)")
     target: str = param("test", choices=["test", "unlabelled"],
@@ -173,7 +176,7 @@ class SemanticTask(Task):
         extra = {"uncertainty": HomoscedasticWeighting(o.focal_gamma, name="uncertainty")} \
             if o.weighting == "uncertainty" else {}
         disc = models.get("domain_classifier")
-        steps = int(inputs["train"].cardinality()) * self.cfg.training.epochs
+        steps = int(inputs["train"].cardinality()) * o.ramp_epochs
         trainer = None
 
         def loss_fn(batch):
@@ -237,7 +240,7 @@ class SemanticTask(Task):
 
     def _alignment(self, out_s, out_t, mean, std, disc):
         o = self.options
-        es, et = out_s["embedding"], out_t["embedding"]
+        es, et = (tf.cast(o_["embedding"], tf.float32) for o_ in (out_s, out_t))
         if o.alignment == "mmd":
             return mmd(es, et)
         if o.alignment == "coral":

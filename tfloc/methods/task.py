@@ -39,6 +39,7 @@ from tfloc.export.saved_model import ServingModule
 from tfloc.losses import LossConfig
 from tfloc.methods.callbacks import FinishedStage, RecordedHistory, ResumableBackup, damaged
 from tfloc.sim.tracer import site_panels
+from tfloc.utils import dtype_policy
 
 log = logging.getLogger("tfloc")
 
@@ -56,6 +57,11 @@ class TrainingConfig:
     loss: LossConfig = param(factory=LossConfig, doc="registered position loss (supervised)")
     early_stopping_patience: int = param(20, min=1)
     reduce_lr_patience: int = param(8, min=1)
+    jit_compile: bool = param(False, doc="compile the training step with XLA (on 2 CPU cores "
+                              "3-4x slower than oneDNN's kernels for these CNNs: docs/performance.md)")
+    precision: str = param("float32", choices=["float32", "mixed_bfloat16"],
+                           doc="the models' compute precision (variables and outputs stay float32); "
+                           "mixed_bfloat16 needs bfloat16 hardware (AVX512-BF16 / AMX or a GPU)")
 
 
 @dataclass
@@ -68,10 +74,14 @@ class TrainingRun:
     restore_root : multi-worker runs' other workers: the chief's run directory, resumed from
     resumed : filled by :meth:`Task.fit`: stage -> "restored" (finished in an earlier run) or
         the epoch it went on after; the runner reports it
+    convergence : filled by :meth:`Task.fit`: stage -> its epochs, epoch cap, best epoch and
+        ``converged`` (False when the best epoch is the last one run: validation was still
+        improving); the runner reports it
     """
     directory: str
     restore_root: str | None = None
     resumed: dict = field(default_factory=dict)
+    convergence: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -125,6 +135,12 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def build_inputs(self, data: DataBundle) -> dict:
         """Named tf.data pipelines (e.g. ``train``, ``val``) of ``data``."""
+
+    def make_models(self, spec: DataSpec) -> dict:
+        """:meth:`build_models` in the configured ``training.precision`` (what the runner
+        calls; layers a recipe builds inside ``train`` compute in float32)."""
+        with dtype_policy(self.cfg.training.precision):
+            return self.build_models(spec)
 
     @abc.abstractmethod
     def build_models(self, spec: DataSpec) -> dict:
@@ -199,7 +215,8 @@ class Task(abc.ABC):
         recorded in ``run.resumed``."""
         t = self.cfg.training
         run_dir = run.directory
-        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate or t.learning_rate))
+        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate or t.learning_rate),
+                        jit_compile=t.jit_compile)
         stage = tag or "train"
         sub = f"-{tag}" if tag else ""
         ckpt_dir = os.path.join(run_dir, "checkpoints")
@@ -209,11 +226,13 @@ class Task(abc.ABC):
         root = run.restore_root
         done = FinishedStage(os.path.join(ckpt_dir, f"done-{stage}"),
                              root and os.path.join(root, "checkpoints", f"done-{stage}"))
+        cap = epochs or t.epochs
         if done.exists:
             record = done.restore(trainer)
             run.resumed[stage] = "restored"
             log.info("stage %s: finished in an earlier run (%d epochs), weights restored",
                      stage, len(record["history"].get("loss", [])))
+            run.convergence[stage] = convergence(record["history"], monitor, cap, stage)
             return RecordedHistory(record["history"])
         backup = ResumableBackup(os.path.join(run_dir, "backup", stage),
                                  root and os.path.join(root, "backup", stage))
@@ -240,7 +259,7 @@ class Task(abc.ABC):
         verbose = self.cfg.runtime.verbose
         if verbose == 1 and not sys.stdout.isatty():
             verbose = 2  # one line per epoch in logs and CI instead of a redrawn bar
-        trainer.fit(train_ds, validation_data=val_ds, epochs=epochs or t.epochs,
+        trainer.fit(train_ds, validation_data=val_ds, epochs=cap,
                     callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles
         history = backup.history
         if backup.start_epoch and prior_best is not None and \
@@ -258,7 +277,23 @@ class Task(abc.ABC):
             pass
         if backup.start_epoch:
             run.resumed[stage] = backup.start_epoch
+        run.convergence[stage] = convergence(history, monitor, cap, stage)
         return RecordedHistory(history)
+
+
+def convergence(history: dict, monitor: str, cap: int, stage: str = "train") -> dict:
+    """A fit's epochs, cap and best epoch by ``monitor``; ``converged`` is False (and a
+    warning says so) when the best epoch is the last one run: the validation error was
+    still falling when the fit stopped, so the model has not been measured yet."""
+    values = history.get(monitor) or []
+    run = len(values)
+    best = int(np.nanargmin(values)) + 1 if run and not np.all(np.isnan(values)) else run
+    out = {"epochs": run, "epoch_cap": int(cap), "best_epoch": best, "monitor": monitor,
+           "converged": bool(run and best < run)}
+    if not out["converged"]:
+        log.warning("stage %s: not converged: the best %s came at the last epoch run (%d of at "
+                    "most %d); raise training.epochs", stage, monitor, run, cap)
+    return out
 
 
 class TaskTrainer(keras.Model):

@@ -5,6 +5,10 @@ import keras
 
 from tfloc.layers import AffineOutput
 
+#: the output layers compute in float32 whatever the model's precision (training.precision):
+#: positions in metres need more than bfloat16's 8 significant bits
+OUTPUT_DTYPE = "float32"
+
 
 def _mlp(x, units, batch_norm: bool, bn_momentum: float, dropout: float, name: str):
     L = keras.layers
@@ -40,20 +44,22 @@ def output_heads(embedding, spec, *, num_conditions: int = 0, position_std: bool
         raise ValueError("the spec has no target statistics: call spec.with_targets(train positions)")
     h = L.Concatenate(name="with_side")([embedding, side]) if side is not None else embedding
     x = _mlp(h, units, batch_norm, bn_momentum, dropout, "coord")
-    x = L.Dense(spec.position_dims, name="coord_out")(x)
+    x = L.Dense(spec.position_dims, name="coord_out", dtype=OUTPUT_DTYPE)(x)
     out = {"embedding": embedding,
-           "position": AffineOutput(spec.target_mean, spec.target_std, name="position")(x)}
+           "position": AffineOutput(spec.target_mean, spec.target_std, name="position",
+                                    dtype=OUTPUT_DTYPE)(x)}
     if position_std:
-        s = L.Dense(spec.position_dims, activation="softplus", name="coord_std_out")(
+        s = L.Dense(spec.position_dims, activation="softplus", name="coord_std_out",
+                    dtype=OUTPUT_DTYPE)(
             _mlp(h, units[-1:], batch_norm, bn_momentum, dropout, "coord_std") if units else h)
         # metres: (softplus + 1e-3) * spread, the floor keeps the likelihood finite
         out["position_std"] = AffineOutput([1e-3 * v for v in spec.target_std], spec.target_std,
-                                           name="position_std")(s)
+                                           name="position_std", dtype=OUTPUT_DTYPE)(s)
     if num_conditions:
         c = _mlp(h, units, batch_norm, bn_momentum, dropout, "cond")
-        logits = L.Dense(num_conditions, name="condition_logits")(c)
+        logits = L.Dense(num_conditions, name="condition_logits", dtype=OUTPUT_DTYPE)(c)
         out["condition_logits"] = logits
-        out["condition_probs"] = L.Softmax(name="condition_probs")(logits)
+        out["condition_probs"] = L.Softmax(name="condition_probs", dtype=OUTPUT_DTYPE)(logits)
     return out
 
 
@@ -95,8 +101,9 @@ def with_sector_heads(backbone, spec, units=(128,), name: str | None = None):
     heads = []
     for k in range(spec.num_sectors):
         h = _mlp(emb, units, False, 0.9, 0.0, f"sector{k}")
-        h = L.Dense(spec.position_dims, name=f"sector{k}_out")(h)
-        heads.append(AffineOutput(spec.target_mean, spec.target_std, name=f"sector{k}_position")(h))
-    pos = SectorRouting(name="position")([*heads, backbone.input["sector"]])
+        h = L.Dense(spec.position_dims, name=f"sector{k}_out", dtype=OUTPUT_DTYPE)(h)
+        heads.append(AffineOutput(spec.target_mean, spec.target_std, name=f"sector{k}_position",
+                                  dtype=OUTPUT_DTYPE)(h))
+    pos = SectorRouting(name="position", dtype=OUTPUT_DTYPE)([*heads, backbone.input["sector"]])
     return keras.Model(backbone.input, {"embedding": emb, "position": pos},
                        name=name or f"{backbone.name}_sector_heads")

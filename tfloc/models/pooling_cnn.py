@@ -19,7 +19,7 @@ import keras
 
 from tfloc.config import param
 from tfloc.layers import AffineOutput, GaussianOutput, num_gaussian_params
-from tfloc.models.heads import model_inputs, single_link_inputs
+from tfloc.models.heads import OUTPUT_DTYPE, model_inputs, single_link_inputs
 from tfloc.models.registry import MODELS
 
 
@@ -77,18 +77,20 @@ def build_head(cfg: PoolingCNNConfig, spec, z_dim: int, *, position_std: bool = 
         h = L.Dense(cfg.dense_units, activation="relu", name=f"g_dense{i + 1}")(h)
     D = spec.position_dims
     if not position_std:
-        raw = L.Dense(D, name="g_out")(h)
-        out = {"position": AffineOutput(spec.target_mean, spec.target_std, name="position")(raw)}
+        raw = L.Dense(D, name="g_out", dtype=OUTPUT_DTYPE)(h)
+        out = {"position": AffineOutput(spec.target_mean, spec.target_std, name="position",
+                                        dtype=OUTPUT_DTYPE)(raw)}
     else:
-        raw = L.Dense(num_gaussian_params(D, cfg.covariance), name="g_out")(h)
-        parts = GaussianOutput(spec.target_mean, spec.target_std, cfg.covariance, name="gaussian")(raw)
+        raw = L.Dense(num_gaussian_params(D, cfg.covariance), name="g_out", dtype=OUTPUT_DTYPE)(h)
+        parts = GaussianOutput(spec.target_mean, spec.target_std, cfg.covariance, name="gaussian",
+                               dtype=OUTPUT_DTYPE)(raw)
         out = {"position": parts[0], "position_std": parts[1]}
         if cfg.covariance == "full":
             out["position_scale_tril"] = parts[2]
     if num_conditions:   # not in seed 001; lets the model serve methods with a condition task
-        logits = L.Dense(num_conditions, name="condition_logits")(h)
+        logits = L.Dense(num_conditions, name="condition_logits", dtype=OUTPUT_DTYPE)(h)
         out["condition_logits"] = logits
-        out["condition_probs"] = L.Softmax(name="condition_probs")(logits)
+        out["condition_probs"] = L.Softmax(name="condition_probs", dtype=OUTPUT_DTYPE)(logits)
     return keras.Model(z, out, name=name)
 
 

@@ -102,6 +102,10 @@ def summary_lines(report: dict) -> str:
             p, r = b["peb_m"], b["error_over_peb"]
             rows.append(f"  position error bound ({mode}): median {g(p['median'])} m (LOS {g(p['LOS']['median'])}, "
                         f"NLOS {g(p['NLOS']['median'])}); error / bound: median {g(r['median'])}, p90 {g(r['p90'])}")
+    for stage, c in report.get("convergence", {}).items():
+        if not c.get("converged", True):
+            rows.append(f"  not converged: stage {stage}'s best epoch is its last ({c['best_epoch']} of "
+                        f"{c['epochs']}, cap {c['epoch_cap']}); validation was still improving")
     return "\n".join(rows)
 
 

@@ -96,7 +96,7 @@ def _train_and_evaluate(cfg, run_dir: str, strategy, worker, restore_root: str |
 
 
 def _train_in_scope(cfg, run, task, data, inputs, resuming, timings) -> dict:
-    models = task.build_models(data.spec)
+    models = task.make_models(data.spec)
     net = models["inference"]
     log.info("method %s, model %s: %d parameters, inputs %s; %d labelled training samples",
              cfg.method.type, net.name, net.count_params(),
@@ -110,7 +110,7 @@ def _train_in_scope(cfg, run, task, data, inputs, resuming, timings) -> dict:
     timings.update(training_rows=int(result.rows), training_rows_s=round(float(seconds), 2),
                    training_rows_per_s=round(result.rows / seconds, 2) if seconds else None)
     save_models(run.directory, models)
-    extra = {"timings_s": timings, **result.report}
+    extra = {"timings_s": timings, "convergence": run.convergence, **result.report}
     if resuming:  # stage -> the epoch it went on after, or 'restored'
         extra["resumed"] = {"stages": run.resumed}
     report = evaluate(cfg, run.directory, task, models, data, extra=extra)

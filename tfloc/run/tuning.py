@@ -231,7 +231,7 @@ def validation_error(cfg, run_dir: str) -> float:
     inputs = task.build_inputs(data)
     os.makedirs(run_dir, exist_ok=True)
     dump_yaml(cfg, os.path.join(run_dir, "config.yaml"))
-    models = task.build_models(data.spec)
+    models = task.make_models(data.spec)
     task.train(models, inputs, data, TrainingRun(run_dir))
     x, y = fixed_set(data, "val")
     pos = task.evaluation_outputs(models, x)["position"]

@@ -150,7 +150,7 @@ class Study:
                 self.phi[source_key] = [z[f"w{i}"] for i in range(len(z.files))]
         task.phi_weights = self.phi.get(source_key)
         inputs = task.build_inputs(data)
-        models = task.build_models(data.spec)
+        models = task.make_models(data.spec)
         run_dir = os.path.join(self.root, "runs", key.replace("|", "_"))
         t0 = time.time()
         facts = task.train(models, inputs, data, TrainingRun(run_dir)).facts

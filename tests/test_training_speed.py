@@ -1,0 +1,56 @@
+"""Issue 23's training settings: bfloat16 compute with float32 outputs, and the
+"not converged" flag of a fit whose best epoch is its last."""
+import logging
+
+import keras
+import numpy as np
+import pytest
+
+from tfloc.methods.task import convergence
+from tfloc.models import ModelConfig, build_model
+from tfloc.run.cli import summary_lines
+from tfloc.utils import dtype_policy
+
+from conftest import make_spec
+
+
+@pytest.mark.parametrize("model", ["semantic_cnn", "resnet", "pooling_cnn"])
+def test_mixed_bfloat16_models_compute_in_bfloat16_and_answer_in_float32(tmp_path, model):
+    spec = make_spec((16, 8, 2), mean=[150.0, -120.0], std=[40.0, 30.0])
+    cfg = ModelConfig(model)
+    with dtype_policy("mixed_bfloat16"):
+        m = build_model(cfg, spec, num_conditions=2) if model == "semantic_cnn" else build_model(cfg, spec)
+    assert keras.config.dtype_policy().name == "float32"       # the policy does not leak
+    convs = [l for l in m._flatten_layers() if isinstance(l, keras.layers.Conv2D)]
+    assert convs and all(l.compute_dtype == "bfloat16" for l in convs)
+    assert all(v.dtype == "float32" for v in m.weights)          # variables stay float32
+    x = {"features": np.random.default_rng(0).normal(size=(4, 16, 8, 2)).astype(np.float32)}
+    out = m(x)
+    for name in ("position", "condition_probs") if model == "semantic_cnn" else ("position",):
+        assert out[name].dtype == "float32", name
+    # near the labels' mean (150 m) bfloat16 would keep steps of 1 m; float32 outputs do not
+    with dtype_policy("mixed_bfloat16"):
+        pos = m(x)["position"].numpy()
+    assert np.any(np.abs(pos - np.round(pos)) > 1e-3)
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded(x)["position"], out["position"], atol=1e-4)
+
+
+def test_a_fit_whose_best_epoch_is_its_last_is_not_converged(caplog):
+    with caplog.at_level(logging.WARNING, logger="tfloc"):
+        c = convergence({"val_mean_error_m": [5.0, 4.0, 3.0]}, "val_mean_error_m", 3, "train")
+    assert c == {"epochs": 3, "epoch_cap": 3, "best_epoch": 3, "monitor": "val_mean_error_m",
+                 "converged": False}
+    assert "stage train: not converged" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tfloc"):
+        c = convergence({"val_mean_error_m": [5.0, 3.0, 4.0, 4.5]}, "val_mean_error_m", 100)
+    assert c["converged"] and c["best_epoch"] == 2 and c["epochs"] == 4 and not caplog.text
+    report = {"n_test": 1, "convergence": {
+        "source": {"epochs": 30, "epoch_cap": 30, "best_epoch": 30, "converged": False},
+        "target": {"epochs": 12, "epoch_cap": 100, "best_epoch": 4, "converged": True}}}
+    lines = summary_lines(report)
+    assert "not converged: stage source's best epoch is its last (30 of 30, cap 30)" in lines
+    assert "stage target" not in lines
