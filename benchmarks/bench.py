@@ -24,7 +24,7 @@ times a finished run's export: p50 / p99 latency and positions/s at batch 1 and 
 in process and through ``python -m tfloc.serve``'s REST API. ``--training`` profiles the
 training steps of the main job (hda), etoile_supervised, meml (source stage) and ecc (stage
 II), each before (the settings of before issue 23) and after (today's configs), in one run,
-against a large matmul's FLOP/s (benchmarks/training.py; docs/performance.md).
+against a large matmul's FLOP/s (benchmarks/train_profile.py; docs/performance.md).
 """
 from __future__ import annotations
 
@@ -39,8 +39,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # train_profile
 
 import numpy as np  # noqa: E402
+
+from train_profile import times as _times  # noqa: E402
 
 
 def numpy_csi_features(a, tau, freqs, ta, num_taps):
@@ -296,16 +299,14 @@ def _export_table(r: dict) -> str:
             + "\n".join(rows) + f"\n\nSavedModel size {r['export_size_mb']:.1f} MB ({r['export']})")
 
 
-def _times(f, n, warm=3):
-    """Seconds of ``n`` calls of ``f`` after ``warm`` untimed ones."""
-    for _ in range(warm):
-        f()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return np.asarray(times)
+def _write_json(results: dict, out: str | None, prefix: str) -> str:
+    """``results`` as JSON at ``out`` (default benchmarks/results/<prefix>-<time>.json)."""
+    out = out or os.path.join("benchmarks", "results",
+                              f"{prefix}-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump(results, fh, indent=2)
+    return out
 
 
 def _median_ms(f, n):
@@ -392,6 +393,10 @@ def main(argv=None):
                    "runs under these study roots (or run directories)")
     p.add_argument("--training", action="store_true", help="where the four profiled configs' "
                    "training steps spend their time, before and after, and their FLOP/s")
+    p.add_argument("--xla", action="store_true", help="with --training: also time each step "
+                   "compiled by XLA (training.jit_compile=true)")
+    p.add_argument("--doc", metavar="MD", help="with --training: also write the tables into this "
+                   "page between its '<!-- bench:training -->' markers (docs/performance.md)")
     args = p.parse_args(argv)
     if args.training:
         return _main_training(args)
@@ -421,11 +426,7 @@ def main(argv=None):
     results["training"], model = bench_training(cfg, data.spec)
     print("serving ...", flush=True)
     results["serving"] = bench_serving(cfg, model, pipe, data.spec)
-    out = args.out or os.path.join("benchmarks", "results",
-                                   f"bench-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as fh:
-        json.dump(results, fh, indent=2)
+    out = _write_json(results, args.out, "bench")
     r = results
     bd = r["build"]
     print(f"\n| measure | value |\n|---|---|\n"
@@ -447,11 +448,7 @@ def _main_serving(args):
     r = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
          "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
          **bench_export(find_export(args.serving), rest=True)}
-    out = args.out or os.path.join("benchmarks", "results",
-                                   f"serving-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as fh:
-        json.dump(r, fh, indent=2)
+    out = _write_json(r, args.out, "serving")
     print(_export_table(r) + f"\n\nwritten to {out}")
     return r
 
@@ -476,11 +473,7 @@ def _main_runs(args):
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                "note": "times as the runs measured them; runs that shared the cores are slower",
                "runs": rows}
-    out = args.out or os.path.join("benchmarks", "results",
-                                   f"runs-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as fh:
-        json.dump(results, fh, indent=2)
+    out = _write_json(results, args.out, "runs")
     print("| run | method | training [s] | training samples/s |\n|---|---|---|---|")
     for r in rows:
         rate = "-" if r["train_samples_per_s"] is None else f"{r['train_samples_per_s']:.0f}"
@@ -490,17 +483,31 @@ def _main_runs(args):
 
 
 def _main_training(args):
-    from training import run_all, table
+    from train_profile import run_all, table
     results = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-               **run_all()}
-    out = args.out or os.path.join("benchmarks", "results",
-                                   f"training-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as fh:
-        json.dump(results, fh, indent=2)
-    print(table(results) + f"\n\nwritten to {out}")
+               **run_all(xla=args.xla)}
+    out = _write_json(results, args.out, "training")
+    text = table(results)
+    print(text + f"\n\nwritten to {out}")
+    if args.doc:
+        _write_between_markers(args.doc, "bench:training",
+                               f"Measured {results['time']} ({results['machine']['cpus']} CPUs, "
+                               f"{results['machine']['platform']}); raw numbers: {out}\n{text}\n")
     return results
+
+
+def _write_between_markers(path: str, marker: str, text: str):
+    """Replaces what lies between ``<!-- marker -->`` and ``<!-- /marker -->`` in ``path``."""
+    with open(path) as fh:
+        page = fh.read()
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    if start not in page or end not in page:
+        raise SystemExit(f"--doc: {path} has no {start} ... {end} markers")
+    head, rest = page.split(start, 1)
+    page = head + start + "\n" + text + end + rest.split(end, 1)[1]
+    with open(path, "w") as fh:
+        fh.write(page)
 
 
 def _main_ecc(args):
@@ -509,11 +516,7 @@ def _main_ecc(args):
     r = bench_ecc(load_config(config))
     results = {"config": config, "time": datetime.datetime.now().isoformat(timespec="seconds"),
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "ecc": r}
-    out = args.out or os.path.join("benchmarks", "results",
-                                   f"ecc-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as fh:
-        json.dump(results, fh, indent=2)
+    out = _write_json(results, args.out, "ecc")
     lo, hi = r["pipeline_samples_per_s_range"]
     print(f"\n| measure ({config}, pool {r['pool']}, batch {r['batch_size']}) | value |\n|---|---|\n"
           f"| fresh-sample pipeline (6 BSs x T slots of CSI synthesised per draw), samples/s, median of 3 (range) "
@@ -534,11 +537,7 @@ def _main_scenes(args):
     results = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                "scenes": bench_scenes()}
-    out = args.out or os.path.join("benchmarks", "results",
-                                   f"scenes-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as fh:
-        json.dump(results, fh, indent=2)
+    out = _write_json(results, args.out, "scenes")
     print("\n| scene | UEs x realizations | links | build wall | receivers/s | links/s | peak memory "
           "| cache | pipeline samples/s (first / cached pass) |\n|---|---|---|---|---|---|---|---|---|")
     for name, r in results["scenes"].items():

@@ -29,15 +29,20 @@ class _Captured(Exception):
     """Raised out of ``Task.fit`` once the profiled stage's trainer is in hand."""
 
 
-def _median_s(f, n: int, warm: int = 2) -> float:
+def times(f, n: int, warm: int = 3) -> np.ndarray:
+    """Seconds of ``n`` calls of ``f`` after ``warm`` untimed ones."""
     for _ in range(warm):
         f()
-    times = []
+    out = []
     for _ in range(n):
         t = time.perf_counter()
         f()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+        out.append(time.perf_counter() - t)
+    return np.asarray(out)
+
+
+def _median_s(f, n: int) -> float:
+    return float(np.median(times(f, n)))
 
 
 def matmul_peak(n: int = 2048, reps: int = 10, dtype: str = "float32") -> dict:
@@ -221,14 +226,18 @@ def breakdown(r: dict) -> dict:
     return parts
 
 
-def run_all(cases=CASES, load=None) -> dict:
-    """Every case before and after, and the matmul peak, in one process."""
+def run_all(cases=CASES, load=None, xla: bool = False) -> dict:
+    """Every case before and after (and, with ``xla``, after with the step compiled by XLA),
+    and the matmul peaks, in one process."""
     from tfloc.run.experiment import load_config
     load = load or load_config
     out = {"matmul": matmul_peak(), "matmul_bfloat16": matmul_peak(dtype="bfloat16"), "cases": {}}
     for name, path, stage, unit in cases:
         row = {"config": path, "stage": stage or "train", "sample": unit}
-        for when, sets in (("before", BEFORE[name]), ("after", [])):
+        variants = [("before", BEFORE[name]), ("after", [])]
+        if xla:
+            variants.append(("after_xla", ["training.jit_compile=true"]))
+        for when, sets in variants:
             r = profile_step(load(path, sets), stage)
             r["percent_of_matmul_peak"] = 100 * r["training_gflop_per_s"] * 1e9 / out["matmul"]["flops_per_s"]
             r["breakdown_s"] = breakdown(r)
@@ -251,6 +260,11 @@ def table(results: dict) -> str:
             lines.append(f"| {part} | {1e3 * b['breakdown_s'][part]:.1f} | "
                          f"{1e3 * a['breakdown_s'].get(part, float('nan')):.1f} |")
     bf = results["matmul_bfloat16"]["flops_per_s"] / 1e9
+    if any("after_xla" in row for row in results["cases"].values()):
+        lines += ["", "| config | samples/s after | after, step compiled by XLA (training.jit_compile) |",
+                  "|---|---|---|"]
+        lines += [f"| {name} | {row['after']['samples_per_s']:.0f} | {row['after_xla']['samples_per_s']:.0f} |"
+                  for name, row in results["cases"].items() if "after_xla" in row]
     lines += ["", f"| config | samples/s before | after | ratio | GFLOP/s of the step after "
               f"(% of the float32 matmul peak, {peak:.0f} GFLOP/s; of bfloat16's, {bf:.0f}) |",
               "|---|---|---|---|---|"]
