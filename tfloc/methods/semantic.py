@@ -240,7 +240,7 @@ class SemanticTask(Task):
 
     def _alignment(self, out_s, out_t, mean, std, disc):
         o = self.options
-        es, et = (tf.cast(o_["embedding"], tf.float32) for o_ in (out_s, out_t))
+        es, et = (tf.cast(out["embedding"], tf.float32) for out in (out_s, out_t))
         if o.alignment == "mmd":
             return mmd(es, et)
         if o.alignment == "coral":

@@ -57,8 +57,8 @@ class TrainingConfig:
     loss: LossConfig = param(factory=LossConfig, doc="registered position loss (supervised)")
     early_stopping_patience: int = param(20, min=1)
     reduce_lr_patience: int = param(8, min=1)
-    jit_compile: bool = param(False, doc="compile the training step with XLA (on 2 CPU cores "
-                              "3-4x slower than oneDNN's kernels for these CNNs: docs/performance.md)")
+    jit_compile: bool = param(False, doc="compile the training step with XLA (on CPU several "
+                              "times slower than oneDNN's kernels for these CNNs: docs/performance.md)")
     precision: str = param("float32", choices=["float32", "mixed_bfloat16"],
                            doc="the models' compute precision (variables and outputs stay float32); "
                            "mixed_bfloat16 needs bfloat16 hardware (AVX512-BF16 / AMX or a GPU)")
