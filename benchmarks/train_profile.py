@@ -126,12 +126,9 @@ def _per_batch(ds, n_batches: int) -> float:
 
 def _pipeline_stages(data, train_ds, batches: int) -> dict:
     """Seconds per batch of the clean CSI, + impairments, + features (the whole pipeline)."""
-    import tensorflow as tf
     p, rows = data.pipeline, data.splits.train
     fresh = p.cfg.fresh_samples_per_epoch
     bsz = p.cfg.batch_size
-    n = batches * bsz
-
     out = {}
     clean = p._clean_csi(rows, draw_per_epoch=fresh).batch(bsz)
     if not fresh:                        # cached after the first pass: time the cached pass
@@ -140,7 +137,7 @@ def _pipeline_stages(data, train_ds, batches: int) -> dict:
     out["clean_csi_s"] = _per_batch(clean.repeat(), batches)
     out["csi_impaired_s"] = _per_batch(p.csi_dataset(rows, training=True).repeat(), batches)
     out["pipeline_s"] = _per_batch(train_ds.repeat(), batches)
-    out["samples_per_batch"] = n / batches
+    out["samples_per_batch"] = bsz
     return out
 
 
