@@ -14,20 +14,23 @@ from tfloc.utils import dtype_policy
 from conftest import make_spec
 
 
-@pytest.mark.parametrize("model", ["semantic_cnn", "resnet", "pooling_cnn"])
+@pytest.mark.parametrize("model", ["semantic_cnn", "resnet", "pooling_cnn", "ae_mlp"])
 def test_mixed_bfloat16_models_compute_in_bfloat16_and_answer_in_float32(tmp_path, model):
     spec = make_spec((16, 8, 2), mean=[150.0, -120.0], std=[40.0, 30.0])
     cfg = ModelConfig(model)
     with dtype_policy("mixed_bfloat16"):
         m = build_model(cfg, spec, num_conditions=2) if model == "semantic_cnn" else build_model(cfg, spec)
     assert keras.config.dtype_policy().name == "float32"       # the policy does not leak
-    convs = [l for l in m._flatten_layers() if isinstance(l, keras.layers.Conv2D)]
-    assert convs and all(l.compute_dtype == "bfloat16" for l in convs)
+    layers = list(m._flatten_layers())
+    assert all(l.compute_dtype == "bfloat16" for l in layers if isinstance(l, keras.layers.Conv2D))
+    assert any(l.compute_dtype == "bfloat16" for l in layers if isinstance(l, keras.layers.Dense))
     assert all(v.dtype == "float32" for v in m.weights)          # variables stay float32
     x = {"features": np.random.default_rng(0).normal(size=(4, 16, 8, 2)).astype(np.float32)}
     out = m(x)
-    for name in ("position", "condition_probs") if model == "semantic_cnn" else ("position",):
-        assert out[name].dtype == "float32", name
+    # every output, the embedding too: multi-worker predict all-gathers them, and bfloat16
+    # cannot be all-gathered (nor fed by most serving clients)
+    assert {"embedding", "position"} <= set(out) and {k: v.dtype.name for k, v in out.items()} == {
+        k: "float32" for k in out}
     # near the labels' mean (150 m) bfloat16 would keep steps of 1 m; float32 outputs do not
     with dtype_policy("mixed_bfloat16"):
         pos = m(x)["position"].numpy()

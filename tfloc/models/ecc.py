@@ -152,7 +152,7 @@ def compose_ecc(edges: list, cloud: keras.Model, spec, name: str = "ecc") -> ker
     {"position", "position_sequence", "embedding" (the cloud's input latents, flattened)}.
     BS l's CSI goes through edge l (the order of the training data's BSs)."""
     from tfloc.layers.fusion import LinkSelect
-    from tfloc.models.heads import model_inputs
+    from tfloc.models.heads import float32_output, model_inputs
     L = keras.layers
     inputs = model_inputs(spec)
     outs = [e(LinkSelect(l, name=f"link{l}")(inputs["features"])) for l, e in enumerate(edges)]
@@ -162,7 +162,7 @@ def compose_ecc(edges: list, cloud: keras.Model, spec, name: str = "ecc") -> ker
     gains = L.Concatenate(axis=1, name="gains")(
         [L.Reshape((1,), name=f"gain{l}")(o["gain"]) for l, o in enumerate(outs)])
     res = cloud({"latents": latents, "gains": gains})
-    emb = L.Flatten(name="embedding")(latents)
+    emb = float32_output(L.Flatten(name="embedding")(latents), "embedding_out")
     return keras.Model(inputs, {"embedding": emb, "position": res["position"],
                                 "position_sequence": res["position_sequence"]}, name=name)
 

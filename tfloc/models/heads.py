@@ -10,6 +10,12 @@ from tfloc.layers import AffineOutput
 OUTPUT_DTYPE = "float32"
 
 
+def float32_output(x, name: str):
+    """``x`` cast to :data:`OUTPUT_DTYPE`: every served output, the embedding too, is float32
+    (bfloat16 tensors cannot be all-gathered across workers nor fed by most serving clients)."""
+    return keras.layers.Activation("linear", name=name, dtype=OUTPUT_DTYPE)(x)
+
+
 def _mlp(x, units, batch_norm: bool, bn_momentum: float, dropout: float, name: str):
     L = keras.layers
     for i, u in enumerate(units):
@@ -45,7 +51,7 @@ def output_heads(embedding, spec, *, num_conditions: int = 0, position_std: bool
     h = L.Concatenate(name="with_side")([embedding, side]) if side is not None else embedding
     x = _mlp(h, units, batch_norm, bn_momentum, dropout, "coord")
     x = L.Dense(spec.position_dims, name="coord_out", dtype=OUTPUT_DTYPE)(x)
-    out = {"embedding": embedding,
+    out = {"embedding": float32_output(embedding, "embedding_out"),
            "position": AffineOutput(spec.target_mean, spec.target_std, name="position",
                                     dtype=OUTPUT_DTYPE)(x)}
     if position_std:

@@ -19,7 +19,7 @@ import keras
 
 from tfloc.config import param
 from tfloc.layers import AffineOutput, GaussianOutput, num_gaussian_params
-from tfloc.models.heads import OUTPUT_DTYPE, model_inputs, single_link_inputs
+from tfloc.models.heads import OUTPUT_DTYPE, float32_output, model_inputs, single_link_inputs
 from tfloc.models.registry import MODELS
 
 
@@ -98,7 +98,7 @@ def compose(phi: keras.Model, head: keras.Model, spec, name: str = "pooling_cnn"
     """The inference model g(phi(features)) with the house's dict outputs (``embedding`` = z)."""
     inputs = model_inputs(spec)
     z = phi(inputs["features"])
-    return keras.Model(inputs, {"embedding": z, **head(z)}, name=name)
+    return keras.Model(inputs, {"embedding": float32_output(z, "embedding_out"), **head(z)}, name=name)
 
 
 @MODELS.register("pooling_cnn", config=PoolingCNNConfig)
