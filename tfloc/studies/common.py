@@ -27,11 +27,14 @@ def run_dir(root: str, index: int, label: str) -> str:
     return os.path.join(root, f"{index:02d}-{slug}")
 
 
-def run_experiments(experiments, root: str, common_sets=(), repo: str = ".") -> dict:
+def run_experiments(experiments, root: str, common_sets=(), repo: str = ".", on_done=None) -> dict:
     """Runs each experiment into ``root/<slug>`` unless its report exists (resumable).
 
     Each run is a separate ``train.py`` process (fresh TF state, bounded memory).
     Returns {label: run_dir}. A failed run stops the study with its log's tail.
+    ``on_done(experiment, run_dir, sets)``, if given, is called for each finished run, made now
+    or before (``sets``: every override it ran with), e.g. to store its summary before the
+    next starts.
     """
     os.makedirs(root, exist_ok=True)
     out = {}
@@ -40,6 +43,8 @@ def run_experiments(experiments, root: str, common_sets=(), repo: str = ".") -> 
         out[e.label] = run
         if os.path.isfile(os.path.join(run, "report.json")):
             print(f"[{i + 1}/{len(experiments)}] {e.label}: done before ({run})", flush=True)
+            if on_done is not None:
+                on_done(e, run, [*common_sets, *e.sets])
             continue
         sets = [a for s in [*common_sets, *e.sets, "export.enabled=false"] for a in ("--set", s)]
         cmd = [sys.executable, os.path.join(repo, "train.py"), "--config",
@@ -58,6 +63,8 @@ def run_experiments(experiments, root: str, common_sets=(), repo: str = ".") -> 
         print(f"    mean {rep['model']['mean_m']:.2f} m, RMSE {rep['model']['rmse_m']:.2f} m"
               + (f", accuracy {100 * acc:.1f} %" if acc is not None else "")
               + f" ({time.time() - t:.0f} s)", flush=True)
+        if on_done is not None:
+            on_done(e, run, [*common_sets, *e.sets])
     return out
 
 

@@ -1,0 +1,278 @@
+"""Learning curves (issue 23, point 5): test error against the amount of training data.
+
+    python -m tfloc.studies.scaling [--curve hda etoile_supervised] [--points 2 4 ...]
+                                    [--root runs/scaling] [--out docs/results/scaling.md]
+                                    [--pages-only] [--set KEY=VALUE ...]
+
+Each point is a shipped config with one data-size override, trained to convergence by
+the config's own early stopping (its own ``train.py`` process, resumable). After each
+run its summary is stored in ``docs/results/scaling/runs/<curve>-<point>.json``; the
+page, its tables, fits and figure are regenerated from those summaries alone
+(``--pages-only`` does only that). Every point of one curve is scored on the same test
+UEs: the HDA points trace 22 traffic realizations once and test on the last 4, the
+etoile points share the seed's test draw.
+
+The fit is a power law, log(error) = a + b log(samples), by least squares on the
+points run; its 95 % intervals are Student-t with n - 2 degrees of freedom, so a curve
+of three points has wide intervals, and the extrapolation to a paper's scale assumes
+the power law holds that far (no floor).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from tfloc.studies.common import Experiment, run_experiments, write_keeping_discussion
+from tfloc.studies.summary import load_summaries, summarize_run, write_summary
+
+SUMMARIES = "docs/results/scaling/runs"
+
+
+@dataclass
+class Curve:
+    """One learning curve: a shipped config, the knob that sets its training data per point."""
+    config: str
+    knob: str                         # what a point's value means, for the page
+    points: dict                      # point value -> overrides
+    common: list = field(default_factory=list)
+    default: float = 0.0              # the shipped config's point
+    paper: dict = field(default_factory=dict)  # metric, value, samples(summary) -> float, scale
+    not_run: list = field(default_factory=list)  # (point, overrides, what it costs) not in `points`
+
+
+def _hda_paper_samples(s: dict) -> float:
+    # the paper's 50 training realizations on a 0.8 m grid (4x the UEs of our 1.6 m grid)
+    realizations = int(s["label"].rsplit(" ", 1)[-1])
+    return s["n_train_labelled"] / realizations * 4 * 50
+
+
+def _etoile_paper_samples(s: dict) -> float:
+    # the paper's 10 % labelled on a 1 m grid (4x the UEs of our 2 m grid)
+    fraction = float(s["label"].rsplit(" ", 1)[-1])
+    return s["n_train_labelled"] / fraction * 4 * 0.1
+
+
+CURVES = {
+    "hda": Curve(
+        "configs/hda.yaml", "training realizations (1.6 m grid)",
+        {n: [f"data.realization_splits=[{n}, 2, 4]"] for n in (2, 4, 8, 16)},
+        common=["simulation.cars.num_realizations=22"], default=4,
+        paper={"metric": "rmse_m", "value": 0.8165, "samples": _hda_paper_samples,
+               "scale": "50 training realizations on the 0.8 m grid (seed 002 Table II, HDA RMSE)"},
+        not_run=[("0.8 m grid, 16 realizations",
+                  "--set simulation.ue_grid.spacing_m=0.8",
+                  "4x the UEs per realization: about 4x the 16-realization point's training time "
+                  "and tracing")]),
+    "etoile_supervised": Curve(
+        "configs/etoile_supervised.yaml", "labelled share of the 2 m grid",
+        {f: [f"data.labelled_fraction={f}"] for f in (0.05, 0.1, 0.2, 0.5)}, default=0.1,
+        paper={"metric": "mean_m", "value": 14.25, "samples": _etoile_paper_samples,
+               "scale": "10 % labelled on the 1 m grid (seed 000 Table I, ResNet-18 mean)"},
+        not_run=[("1 m grid, 10 %", "--set simulation.ue_grid.spacing_m=1.0",
+                  "4x the UEs: about the 50 % point's training time, plus 4 min of tracing")]),
+}
+
+
+def key(curve: str, point) -> str:
+    return f"{curve}-{point:g}"
+
+
+def experiments(curves=None, points=None) -> list:
+    out = []
+    for name, c in CURVES.items():
+        if curves and name not in curves:
+            continue
+        for p, sets in c.points.items():
+            if points and not any(np.isclose(p, q) for q in points):
+                continue
+            out.append(Experiment(f"{name} {p:g}", c.config, [*c.common, *sets], group=name,
+                                  key=key(name, p)))
+    return out
+
+
+# -- fits --------------------------------------------------------------------- #
+def power_law(samples, errors, at=None, confidence: float = 0.95) -> dict:
+    """Least-squares fit of log(error) = a + b log(samples).
+
+    Returns the exponent ``b`` with its ``confidence`` interval and, with ``at``, the
+    fitted error there with the interval of the fitted mean (Student-t, n - 2 degrees of
+    freedom; none with fewer than 3 points).
+    """
+    x, y = np.log(np.asarray(samples, float)), np.log(np.asarray(errors, float))
+    n = len(x)
+    if n < 2:
+        raise ValueError("a power-law fit needs at least 2 points")
+    fit = stats.linregress(x, y)
+    out = {"n": n, "exponent": fit.slope, "intercept": fit.intercept}
+    t = stats.t.ppf(0.5 + confidence / 2, n - 2) if n > 2 else np.inf
+    resid = y - (fit.intercept + fit.slope * x)
+    s2 = float(resid @ resid) / (n - 2) if n > 2 else np.inf
+    sxx = float(((x - x.mean()) ** 2).sum())
+    out["exponent_ci"] = (fit.slope - t * fit.stderr, fit.slope + t * fit.stderr) if n > 2 else (-np.inf, np.inf)
+    if at is not None:
+        x0 = np.log(at)
+        mean = fit.intercept + fit.slope * x0
+        half = t * np.sqrt(s2 * (1 / n + (x0 - x.mean()) ** 2 / sxx)) if n > 2 else np.inf
+        out.update(at=float(at), predicted=float(np.exp(mean)),
+                   predicted_ci=(float(np.exp(mean - half)), float(np.exp(mean + half))))
+    return out
+
+
+# -- the page ----------------------------------------------------------------- #
+def _curve_rows(name: str, summaries: dict) -> list:
+    """The curve's stored summaries, ordered by training samples."""
+    rows = [s for k, s in summaries.items() if k.startswith(name + "-")]
+    return sorted(rows, key=lambda s: s["n_train_labelled"])
+
+
+def _fmt_ci(lo, hi, digits=2):
+    return "unbounded" if not np.isfinite(lo) or not np.isfinite(hi) else f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def figure(summaries: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [n for n in CURVES if _curve_rows(n, summaries)]
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(6 * max(len(names), 1), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        c, rows = CURVES[name], _curve_rows(name, summaries)
+        metric = c.paper["metric"]
+        n = np.array([s["n_train_labelled"] for s in rows], float)
+        for who, style in (("model", "o-"), ("knn", "s--")):
+            e = [s["errors"].get(who, {}).get(metric) for s in rows]
+            if None not in e:
+                ax.plot(n, e, style, label=f"{'network' if who == 'model' else 'kNN'} ({metric[:-2]})")
+        paper_n = c.paper["samples"](rows[-1])
+        if len(rows) >= 2:
+            fit = power_law(n, [s["errors"]["model"][metric] for s in rows], at=paper_n)
+            xs = np.geomspace(n.min(), paper_n, 50)
+            ax.plot(xs, np.exp(fit["intercept"]) * xs ** fit["exponent"], ":", color="C0",
+                    label=f"power-law fit, exponent {fit['exponent']:.2f}")
+        ax.plot([paper_n], [c.paper["value"]], "k*", ms=12, label="paper (its scene)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("labelled training samples")
+        ax.set_ylabel(f"test {metric[:-2]} error [m]")
+        ax.set_title(f"{name}: {c.knob}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_page(summaries: dict, out: str, command: str) -> str:
+    lines = ["# Learning curves: test error against training data", "",
+             f"Generated by `{command}` from the run summaries in "
+             f"[`{os.path.relpath(SUMMARIES, os.path.dirname(out) or '.')}`]"
+             f"({os.path.relpath(SUMMARIES, os.path.dirname(out) or '.')}) "
+             "(`--pages-only` regenerates this page from them without training). "
+             "Each point is the shipped config with one data-size override, trained until its "
+             "early stopping ended it; one seed per point. Errors are on each curve's shared test UEs.", "",
+             f"![learning curves]({os.path.splitext(os.path.basename(out))[0]}.png)", ""]
+    for name, c in CURVES.items():
+        rows = _curve_rows(name, summaries)
+        if not rows:
+            continue
+        metric = c.paper["metric"]
+        first = rows[0]
+        lines += [f"## {name} (`{c.config}`): {c.knob}", "",
+                  f"{first['n_test']} test UEs, {first['n_val']}-{max(s['n_val'] for s in rows)} "
+                  "validation UEs. The shipped default is the row marked *.", "",
+                  "| point | training samples | epochs run / best | mean [m] | median [m] | RMSE [m] | "
+                  "kNN mean [m] | kNN median [m] | mean / kNN | median / kNN | median error / bound | "
+                  "training [s] | code |",
+                  "|---" * 13 + "|"]
+        for s in rows:
+            m, k = s["errors"]["model"], s["errors"].get("knn", {})
+            conv = next(iter(s["convergence"].values()), {})
+            point = s["label"].rsplit(" ", 1)[-1]
+            star = " *" if np.isclose(float(point), c.default) else ""
+            ratio = s.get("error_over_bound_median")
+            lines.append(
+                f"| {point}{star} | {s['n_train_labelled']} | {conv.get('epochs', '-')} / "
+                f"{conv.get('best_epoch', '-')}{'' if conv.get('converged', True) else ' (not converged)'} | "
+                f"{m['mean_m']:.2f} | {m['p50_m']:.2f} | {m['rmse_m']:.2f} | "
+                f"{k.get('mean_m', float('nan')):.2f} | {k.get('p50_m', float('nan')):.2f} | "
+                f"{m['mean_m'] / k['mean_m'] if k else float('nan'):.2f} | "
+                f"{m['p50_m'] / k['p50_m'] if k else float('nan'):.2f} | "
+                f"{'-' if ratio is None else f'{ratio:.0f}'} | {s['timings_s'].get('training_s', '-')} | "
+                f"{s['code_version']} |")
+        lines.append("")
+        paper_n = c.paper["samples"](rows[-1])
+        if len(rows) >= 2:
+            n = [s["n_train_labelled"] for s in rows]
+            fits = {who: power_law(n, [s["errors"][who][metric] for s in rows], at=paper_n)
+                    for who in ("model", "knn") if all(who in s["errors"] for s in rows)}
+            f = fits["model"]
+            lines += [f"Power-law fit of the network's {metric[:-2]} error over {f['n']} points: exponent "
+                      f"{f['exponent']:.3f}, 95 % interval {_fmt_ci(*f['exponent_ci'], digits=3)}"
+                      + (f" (kNN: {fits['knn']['exponent']:.3f}, {_fmt_ci(*fits['knn']['exponent_ci'], digits=3)})"
+                         if "knn" in fits else "") + ".", "",
+                      f"Extrapolated to the paper's scale, {c.paper['scale']}: about {paper_n:,.0f} "
+                      f"training samples on our site, where the fit gives {f['predicted']:.2f} m "
+                      f"(95 % interval of the fitted curve {_fmt_ci(*f['predicted_ci'])})"
+                      + (f"; kNN's fit gives {fits['knn']['predicted']:.2f} m" if "knn" in fits else "")
+                      + f". The paper reports {c.paper['value']} m on its own scene, which is not ours.", ""]
+        done = {s["label"].rsplit(" ", 1)[-1] for s in rows}
+        missing = [f"{p:g}" for p in c.points if f"{p:g}" not in done]
+        if missing or c.not_run:
+            biggest = rows[-1]
+            per_sample = biggest["timings_s"].get("training_s", 0) / biggest["n_train_labelled"]
+            lines.append("Not run:")
+            for p in missing:
+                lines.append(f"- point {p} (`python -m tfloc.studies.scaling --curve {name} --points {p}`); "
+                             f"at the largest run point's {per_sample:.2f} s of training per sample "
+                             "(epochs assumed alike), about "
+                             f"{per_sample * _samples_of(name, float(p), rows) / 60:.0f} min of training.")
+            for label, sets, cost in c.not_run:
+                lines.append(f"- {label} (`{sets}`): {cost}.")
+            lines.append("")
+    return write_keeping_discussion(out, "\n".join(lines))
+
+
+def _samples_of(name: str, point: float, rows: list) -> float:
+    """Training samples a not-run point would have, scaled from the largest run point."""
+    big = rows[-1]
+    return big["n_train_labelled"] * point / float(big["label"].rsplit(" ", 1)[-1])
+
+
+def regenerate(out: str, command: str = "python -m tfloc.studies.scaling") -> str:
+    summaries = load_summaries(SUMMARIES)
+    if not summaries:
+        raise SystemExit(f"no run summaries in {SUMMARIES}: run the study first")
+    figure(summaries, os.path.splitext(out)[0] + ".png")
+    return write_page(summaries, out, command)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--curve", nargs="+", choices=list(CURVES), help="curves to run (default: all)")
+    ap.add_argument("--points", nargs="+", type=float, help="points to run (default: all)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="override for every run")
+    ap.add_argument("--root", default="runs/scaling")
+    ap.add_argument("--out", default="docs/results/scaling.md")
+    ap.add_argument("--repo", default=".")
+    ap.add_argument("--pages-only", action="store_true", help="regenerate the page from the summaries")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    if not args.pages_only:
+        stored = load_summaries(SUMMARIES)
+        todo = [e for e in experiments(args.curve, args.points) if e.key not in stored]
+
+        def store(e, run, sets):
+            write_summary(os.path.join(SUMMARIES, e.key + ".json"),
+                          summarize_run(run, e.label, e.config, sets, repo=args.repo))
+        run_experiments(todo, args.root, args.sets, repo=args.repo, on_done=store)
+    regenerate(args.out)
+    print(f"wrote {args.out} ({(time.time() - t0) / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""A finished run's compact, committed record: what a results page is regenerated from.
+
+A run directory (checkpoints, errors, TensorBoard) stays out of git; its summary, a
+few kilobytes of JSON, goes in beside the page (``docs/results/<study>/runs/``), so a
+page can be rebuilt (``--pages-only``) on any clone without training again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+
+import numpy as np
+import yaml
+
+#: the error quantiles a summary keeps per predictor (enough to redraw a CDF)
+QUANTILES = np.linspace(0.0, 1.0, 101)
+#: a report's scalar error entries kept per predictor
+_SCALARS = ("mean_m", "rmse_m", "p50_m", "p67_m", "p80_m", "p90_m")
+
+
+def code_version(repo: str = ".") -> str:
+    """``git describe --always --dirty`` of ``repo`` ("unknown" outside a checkout)."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=repo, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def summarize_run(run: str, label: str, config: str, sets, repo: str = ".") -> dict:
+    """The summary of the finished run in ``run`` (its report.json, config.yaml, errors.npz):
+    the config and its hash, seed, code version, the test errors of the model and each
+    baseline (scalars and 101 quantiles), the bound ratio, convergence and timings."""
+    with open(os.path.join(run, "report.json")) as fh:
+        rep = json.load(fh)
+    with open(os.path.join(run, "config.yaml")) as fh:
+        text = fh.read()
+    cfg = yaml.safe_load(text)
+    errors = np.load(os.path.join(run, "errors.npz"))
+    names = list(errors.files)
+    scalars = {"model": {k: rep["model"][k] for k in _SCALARS if k in rep["model"]},
+               **{name: {k: b[k] for k in _SCALARS if k in b}
+                  for name, b in rep.get("baselines", {}).items()}}
+    ratio = rep.get("bound", {}).get("mirror", {}).get("error_over_peb", {})
+    t = rep.get("timings_s", {})
+    return {
+        "label": label, "config": config, "sets": list(sets),
+        "config_sha256": hashlib.sha256(text.encode()).hexdigest()[:16],
+        "seed": cfg.get("runtime", {}).get("seed"), "code_version": code_version(repo),
+        "date": time.strftime("%Y-%m-%d"),
+        "n_train_labelled": rep["n_train_labelled"], "n_val": rep["n_val"], "n_test": rep["n_test"],
+        "errors": scalars,
+        # errors.npz's curves (the model's first, then the baselines'), for CDFs
+        "model_curve": names[0],
+        "error_quantiles": {name: np.quantile(errors[name], QUANTILES).round(4).tolist() for name in names},
+        "error_over_bound_median": ratio.get("median"),
+        "convergence": rep.get("convergence", {}),
+        "timings_s": {k: round(t[k], 1) for k in ("simulation_s", "training_s") if k in t},
+    }
+
+
+def write_summary(path: str, summary: dict) -> None:
+    from tfloc.utils import atomic_write_text
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_text(path, json.dumps(summary, indent=1) + "\n")
+
+
+def load_summaries(folder: str) -> dict:
+    """{file stem: summary} of every ``*.json`` in ``folder`` (empty when it does not exist)."""
+    if not os.path.isdir(folder):
+        return {}
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json"):
+            with open(os.path.join(folder, name)) as fh:
+                out[name[:-5]] = json.load(fh)
+    return out
