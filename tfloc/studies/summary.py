@@ -30,10 +30,11 @@ def code_version(repo: str = ".") -> str:
         return "unknown"
 
 
-def summarize_run(run: str, label: str, config: str, sets, repo: str = ".") -> dict:
+def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict:
     """The summary of the finished run in ``run`` (its report.json, config.yaml, errors.npz):
-    the config and its hash, seed, code version, the test errors of the model and each
-    baseline (scalars and 101 quantiles), the bound ratio, convergence and timings."""
+    the config and its hash, seed, the code ``version`` that trained it (taken when the
+    study started: :func:`code_version`), the test errors of the model and each baseline
+    (scalars and 101 quantiles), the bound ratio, convergence and timings."""
     with open(os.path.join(run, "report.json")) as fh:
         rep = json.load(fh)
     with open(os.path.join(run, "config.yaml")) as fh:
@@ -49,7 +50,7 @@ def summarize_run(run: str, label: str, config: str, sets, repo: str = ".") -> d
     return {
         "label": label, "config": config, "sets": list(sets),
         "config_sha256": hashlib.sha256(text.encode()).hexdigest()[:16],
-        "seed": cfg.get("runtime", {}).get("seed"), "code_version": code_version(repo),
+        "seed": cfg.get("runtime", {}).get("seed"), "code_version": version,
         "date": time.strftime("%Y-%m-%d"),
         "n_train_labelled": rep["n_train_labelled"], "n_val": rep["n_val"], "n_test": rep["n_test"],
         "errors": scalars,
