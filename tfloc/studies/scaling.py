@@ -45,6 +45,7 @@ class Curve:
     not_run: list = field(default_factory=list)  # (point, overrides, what it costs) not in `points`
     goals: list = field(default_factory=list)    # (statistic, report key, at most this x kNN's)
     bound_before: float = 0.0                    # median error / bound before issue 23
+    note: str = ""                               # how the points share a test set
 
 
 def _hda_paper_samples(s: dict) -> float:
@@ -65,6 +66,9 @@ CURVES = {
         {n: [f"data.realization_splits=[{n}, 2, 4]"] for n in (2, 4, 8, 16)},
         common=["simulation.cars.num_realizations=22"], default=4,
         goals=[("mean", "mean_m", 0.5), ("median", "p50_m", 1.0)], bound_before=86,
+        note="Every point traces 22 realizations, validates on the two after its training "
+             "block and tests on the last 4 (18-21): the default point has the main job's data "
+             "size, not its test realizations (6-9).",
         paper={"metric": "rmse_m", "value": 0.8165, "samples": _hda_paper_samples,
                "scale": "50 training realizations on the 0.8 m grid (seed 002 Table II, HDA RMSE)"},
         not_run=[("0.8 m grid, 16 realizations",
@@ -75,6 +79,8 @@ CURVES = {
         "configs/etoile_supervised.yaml", "labelled share of the 2 m grid",
         {f: [f"data.labelled_fraction={f}"] for f in (0.05, 0.1, 0.2, 0.5)}, default=0.1,
         goals=[("mean", "mean_m", 0.6)], bound_before=162,
+        note="Every point shares the seed's validation and test draws; only the labelled "
+             "share of the remaining UEs grows.",
         paper={"metric": "mean_m", "value": 14.25, "samples": _etoile_paper_samples,
                "scale": "10 % labelled on the 1 m grid (seed 000 Table I, ResNet-18 mean)"},
         not_run=[("1 m grid, 10 %", "--set simulation.ue_grid.spacing_m=1.0",
@@ -185,8 +191,8 @@ def write_page(summaries: dict, out: str, command: str) -> str:
         metric = c.paper["metric"]
         first = rows[0]
         lines += [f"## {name} (`{c.config}`): {c.knob}", "",
-                  f"{first['n_test']} test UEs, {first['n_val']}-{max(s['n_val'] for s in rows)} "
-                  "validation UEs. The shipped default is the row marked *.", "",
+                  f"{first['n_test']} test UEs. {c.note} The shipped default's size is the row "
+                  "marked *.", "",
                   "| point | training samples | epochs run / best | mean [m] | median [m] | RMSE [m] | "
                   "kNN mean [m] | kNN median [m] | mean / kNN | median / kNN | median error / bound | "
                   "training [s] | code |",
@@ -233,7 +239,7 @@ def write_page(summaries: dict, out: str, command: str) -> str:
                 lines.append(f"- point {p} (`python -m tfloc.studies.scaling --curve {name} --points {p}`); "
                              f"at the largest run point's {per_sample:.2f} s of training per sample "
                              "(epochs assumed alike), about "
-                             f"{per_sample * _samples_of(name, float(p), rows) / 60:.0f} min of training.")
+                             f"{per_sample * _samples_of(float(p), rows) / 60:.0f} min of training.")
             for label, sets, cost in c.not_run:
                 lines.append(f"- {label} (`{sets}`): {cost}.")
             lines.append("")
@@ -281,7 +287,7 @@ def _goal_lines(c: Curve, rows: list) -> list:
     return out + [""]
 
 
-def _samples_of(name: str, point: float, rows: list) -> float:
+def _samples_of(point: float, rows: list) -> float:
     """Training samples a not-run point would have, scaled from the largest run point."""
     big = rows[-1]
     return big["n_train_labelled"] * point / float(big["label"].rsplit(" ", 1)[-1])
