@@ -148,6 +148,7 @@ def figure(summaries: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
     names = [n for n in CURVES if _curve_rows(n, summaries)]
     fig, axes = plt.subplots(1, max(len(names), 1), figsize=(6 * max(len(names), 1), 4.5), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -167,6 +168,10 @@ def figure(summaries: dict, path: str) -> None:
         ax.plot([paper_n], [c.paper["value"]], "k*", ms=12, label="paper (its scene)")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):        # plain numbers at 1, 2, 5 x 10^k, not 2 x 10^1
+            axis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+            axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel("labelled training samples")
         ax.set_ylabel(f"test {metric[:-2]} error [m]")
         ax.set_title(f"{name}: {c.knob}")
@@ -268,7 +273,8 @@ def _goal_lines(c: Curve, rows: list) -> list:
     if not c.goals or not at or "knn" not in at[0]["errors"]:
         return []
     s = at[0]
-    out = [f"Goals at the default point ({s['n_train_labelled']} training samples):"]
+    out = [f"Goals at the default point ({s['n_train_labelled']} training samples; one seed, so a "
+           "ratio near its goal is not separable from it):"]
     for stat, key, goal in c.goals:
         r = s["errors"]["model"][key] / s["errors"]["knn"][key]
         line = f"- {stat} at most {goal:g} x kNN's: {r:.2f} x, "
