@@ -237,14 +237,15 @@ def write_page(summaries: dict, out: str, command: str) -> str:
         done = {s["label"].rsplit(" ", 1)[-1] for s in rows}
         missing = [f"{p:g}" for p in c.points if f"{p:g}" not in done]
         if missing or c.not_run:
-            biggest = rows[-1]
-            per_sample = biggest["timings_s"].get("training_s", 0) / biggest["n_train_labelled"]
+            big = rows[-1]
+            per = big["timings_s"].get("training_s", 0) / big["n_train_labelled"] / _epochs(big)
+            epochs = max(_epochs(r) for r in rows)
             lines.append("Not run:")
             for p in missing:
-                lines.append(f"- point {p} (`python -m tfloc.studies.scaling --curve {name} --points {p}`); "
-                             f"at the largest run point's {per_sample:.2f} s of training per sample "
-                             "(epochs assumed alike), about "
-                             f"{per_sample * _samples_of(float(p), rows) / 60:.0f} min of training.")
+                lines.append(f"- point {p} (`python -m tfloc.studies.scaling --curve {name} --points {p}`): "
+                             f"at the largest run point's {1e3 * per:.2f} ms of training per sample and "
+                             f"epoch, for as many epochs as the longest point ran ({epochs}), about "
+                             f"{per * epochs * _samples_of(float(p), rows) / 60:.0f} min of training.")
             for label, sets, cost in c.not_run:
                 lines.append(f"- {label} (`{sets}`): {cost}.")
             lines.append("")
@@ -291,6 +292,11 @@ def _goal_lines(c: Curve, rows: list) -> list:
     if ratio is not None:
         out.append(f"- median error over the bound: {ratio:.0f} (before issue 23: {c.bound_before:g}).")
     return out + [""]
+
+
+def _epochs(summary: dict) -> int:
+    """Epochs the run trained (summed over its stages)."""
+    return sum(c.get("epochs", 0) for c in summary["convergence"].values()) or 1
 
 
 def _samples_of(point: float, rows: list) -> float:
