@@ -283,9 +283,13 @@ def _goal_lines(c: Curve, rows: list) -> list:
             out.append(line + "met.")
             continue
         need = samples_for_ratio(rows, key, goal)
+        lo, hi = power_law([q["n_train_labelled"] for q in rows],
+                           [q["errors"]["model"][key] for q in rows])["exponent_ci"] if need else (0, 0)
         out.append(line + f"missed by {r / goal - 1:.0%}; " + (
             f"the two fits cross {goal:g} x at about {need:,.0f} training samples "
-            f"({need / s['n_train_labelled']:.1f}x the default's)." if need else
+            f"({need / s['n_train_labelled']:.1f}x the default's)"
+            + (", but the network's exponent interval includes zero: not a prediction." if lo <= 0 <= hi
+               else ".") if need else
             "the fits do not reach it with more data (the network's exponent is not steeper "
             "than kNN's)."))
     ratio = s.get("error_over_bound_median")
