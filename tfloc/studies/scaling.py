@@ -48,15 +48,20 @@ class Curve:
     note: str = ""                               # how the points share a test set
 
 
+def point_of(summary: dict) -> str:
+    """A summary's point as its label writes it ("hda 4" -> "4")."""
+    return summary["label"].rsplit(" ", 1)[-1]
+
+
 def _hda_paper_samples(s: dict) -> float:
     # the paper's 50 training realizations on a 0.8 m grid (4x the UEs of our 1.6 m grid)
-    realizations = int(s["label"].rsplit(" ", 1)[-1])
+    realizations = int(point_of(s))
     return s["n_train_labelled"] / realizations * 4 * 50
 
 
 def _etoile_paper_samples(s: dict) -> float:
     # the paper's 10 % labelled on a 1 m grid (4x the UEs of our 2 m grid)
-    fraction = float(s["label"].rsplit(" ", 1)[-1])
+    fraction = float(point_of(s))
     return s["n_train_labelled"] / fraction * 4 * 0.1
 
 
@@ -205,7 +210,7 @@ def write_page(summaries: dict, out: str, command: str) -> str:
         for s in rows:
             m, k = s["errors"]["model"], s["errors"].get("knn", {})
             conv = next(iter(s["convergence"].values()), {})
-            point = s["label"].rsplit(" ", 1)[-1]
+            point = point_of(s)
             star = " *" if np.isclose(float(point), c.default) else ""
             ratio = s.get("error_over_bound_median")
             lines.append(
@@ -234,7 +239,7 @@ def write_page(summaries: dict, out: str, command: str) -> str:
                       + (f"; kNN's fit gives {fits['knn']['predicted']:.2f} m" if "knn" in fits else "")
                       + f". The paper reports {c.paper['value']} m on its own scene, which is not ours.", ""]
         lines += _goal_lines(c, rows)
-        done = {s["label"].rsplit(" ", 1)[-1] for s in rows}
+        done = {point_of(s) for s in rows}
         missing = [f"{p:g}" for p in c.points if f"{p:g}" not in done]
         if missing or c.not_run:
             big = rows[-1]
@@ -270,7 +275,7 @@ def samples_for_ratio(rows: list, key: str, ratio: float) -> float | None:
 
 def _goal_lines(c: Curve, rows: list) -> list:
     """Issue 23's accuracy goals at the default point, and what the fits say it would take."""
-    at = [s for s in rows if np.isclose(float(s["label"].rsplit(" ", 1)[-1]), c.default)]
+    at = [s for s in rows if np.isclose(float(point_of(s)), c.default)]
     if not c.goals or not at or "knn" not in at[0]["errors"]:
         return []
     s = at[0]
@@ -306,7 +311,7 @@ def _epochs(summary: dict) -> int:
 def _samples_of(point: float, rows: list) -> float:
     """Training samples a not-run point would have, scaled from the largest run point."""
     big = rows[-1]
-    return big["n_train_labelled"] * point / float(big["label"].rsplit(" ", 1)[-1])
+    return big["n_train_labelled"] * point / float(point_of(big))
 
 
 def regenerate(out: str, command: str = "python -m tfloc.studies.scaling") -> str:
