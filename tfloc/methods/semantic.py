@@ -149,8 +149,9 @@ class SemanticTask(Task):
             h = GradientReversal(name="gradient_reversal")(e)
             for i in range(2):
                 h = L.Dense(o.domain_units, activation="relu", name=f"domain_dense{i + 1}")(h)
-            models["domain_classifier"] = keras.Model(e, L.Dense(1, name="domain_logit")(h),
-                                                      name="domain_classifier")
+            # float32 logits under mixed precision, like every served output
+            logit = L.Dense(1, name="domain_logit", dtype="float32")(h)
+            models["domain_classifier"] = keras.Model(e, logit, name="domain_classifier")
         return models
 
     # -- training ------------------------------------------------------------- #
