@@ -1,12 +1,9 @@
-"""The learning-curve study (issue 23, point 5): its power-law fit against reference
-values, and its page regenerated from the committed run summaries."""
-import os
-
+"""The learning-curve study (issue 23, point 5): its power-law fit and goal crossing against
+reference values (its page is checked with the others in test_result_pages.py)."""
 import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import REPO
 from tfloc.studies import scaling
 
 
@@ -33,21 +30,6 @@ def test_power_law_recovers_an_exact_exponent_and_matches_a_reference_fit():
     assert not np.isfinite(two["predicted_ci"][1]) and not np.isfinite(two["exponent_ci"][0])
     with pytest.raises(ValueError, match="at least 2 points"):
         scaling.power_law(n[:1], err[:1])
-
-
-def test_the_committed_page_is_what_its_summaries_generate(tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)
-    page = os.path.join("docs", "results", "scaling.md")
-    if not os.listdir(scaling.SUMMARIES):
-        pytest.fail("no committed run summaries for docs/results/scaling.md")
-    out = tmp_path / "scaling.md"
-    with open(page) as fh:
-        committed = fh.read()
-    out.write_text(committed)          # the hand-written discussion below the marker is kept
-    text = scaling.regenerate(str(out))
-    assert text == committed, "docs/results/scaling.md differs from its summaries: " \
-                              "python -m tfloc.studies.scaling --pages-only"
-    assert (tmp_path / "scaling.png").is_file()
 
 
 def test_the_data_a_goal_needs_is_where_the_two_fits_cross():

@@ -14,6 +14,9 @@ import time
 
 import numpy as np
 import yaml
+from scipy import stats
+
+from tfloc.utils import atomic_write_text
 
 #: the error quantiles a summary keeps per predictor (enough to redraw a CDF)
 QUANTILES = np.linspace(0.0, 1.0, 101)
@@ -64,7 +67,6 @@ def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict
 
 
 def write_summary(path: str, summary: dict) -> None:
-    from tfloc.utils import atomic_write_text
     os.makedirs(os.path.dirname(path), exist_ok=True)
     atomic_write_text(path, json.dumps(summary, indent=1) + "\n")
 
@@ -79,3 +81,16 @@ def load_summaries(folder: str) -> dict:
             with open(os.path.join(folder, name)) as fh:
                 out[name[:-5]] = json.load(fh)
     return out
+
+
+def mean_interval(values, confidence: float = 0.95) -> tuple:
+    """(mean, low, high): the mean of ``values`` (e.g. one metric over seeds) and its
+    Student-t interval with n - 1 degrees of freedom (infinite for a single value)."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        raise ValueError("mean_interval needs at least one value")
+    m = float(v.mean())
+    if v.size == 1:
+        return m, -np.inf, np.inf
+    half = stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    return m, m - half, m + half
