@@ -75,6 +75,8 @@ SITE_SETS = {"ecc": ["data.subcarrier_stride=2", "data.num_delay_taps=8", "data.
              "consistency": ["method.consistency.finetune_epochs=1", "method.consistency.radius_m=1000",
                              *ETOILE_SETS],
              "sector_heads": ETOILE_SETS,
+             # two source epochs like the target's (the default 30 are the source stage's cap)
+             **{m: [f"method.{m}.source_epochs=2"] for m in ("meml", "dtl")},
              "autoencoder": [*ETOILE_SITE, "method.autoencoder.pretrain_epochs=2"],
              "ensemble": [*ETOILE_SETS, "method.ensemble.members=[{model: {type: resnet, resnet: "
                           "{width: 4}}, seed: 0}, {model: {type: resnet, resnet: {width: 6}}, seed: 1}]"],
