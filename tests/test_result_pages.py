@@ -37,3 +37,38 @@ def test_mean_interval_is_scipys_t_interval():
     assert mean_interval([3.0])[1:] == (-np.inf, np.inf)
     with pytest.raises(ValueError, match="at least one value"):
         mean_interval([])
+
+
+def test_a_study_stores_each_runs_summary_as_it_ends_and_skips_stored_ones(tmp_path, monkeypatch):
+    import argparse
+    import json
+    from tfloc.studies import summary
+    from tfloc.studies.common import Experiment
+
+    def fake_run_experiments(exps, root, sets, repo, on_done):   # what train.py leaves behind
+        for e in exps:
+            run = tmp_path / "runs" / e.key
+            run.mkdir(parents=True)
+            (run / "report.json").write_text(json.dumps({
+                "model": {"mean_m": 2.0, "p50_m": 1.0}, "baselines": {"knn": {"mean_m": 3.0}},
+                "n_train_labelled": 10, "n_val": 2, "n_test": 4,
+                "convergence": {"train": {"epochs": 5, "best_epoch": 3, "converged": True}},
+                "timings_s": {"training_s": 1.25}}))
+            (run / "config.yaml").write_text("runtime: {seed: 7}\n")
+            np.savez(run / "errors.npz", net=np.arange(4.0), knn=np.arange(4.0) + 1)
+            on_done(e, str(run), [*sets, *e.sets])
+
+    monkeypatch.setattr(summary, "run_experiments", fake_run_experiments)
+    folder = tmp_path / "summaries"
+    args = argparse.Namespace(root=str(tmp_path / "runs"), sets=["a=1"], repo=str(tmp_path))
+    exps = [Experiment("x seed 0", "configs/x.yaml", key="x-s0"),
+            Experiment("x seed 1", "configs/x.yaml", ["runtime.seed=8"], key="x-s1")]
+    calls = []
+    summary.run_storing_summaries(exps[:1], str(folder), args, after=lambda: calls.append(1))
+    summary.run_storing_summaries(exps, str(folder), args, after=lambda: calls.append(2))
+    stored = summary.load_summaries(str(folder))
+    assert sorted(stored) == ["x-s0", "x-s1"] and calls == [1, 2]     # x-s0 did not run twice
+    s = stored["x-s1"]
+    assert s["sets"] == ["a=1", "runtime.seed=8"] and s["seed"] == 7 and s["model_curve"] == "net"
+    assert s["errors"]["knn"]["mean_m"] == 3.0 and s["error_quantiles"]["knn"][-1] == 4.0
+    assert s["convergence"]["train"]["best_epoch"] == 3 and s["code_version"] == "unknown"

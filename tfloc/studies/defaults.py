@@ -23,9 +23,9 @@ import time
 import numpy as np
 
 from tfloc.run.experiment import load_config
-from tfloc.studies.common import Experiment, run_experiments, write_keeping_discussion
-from tfloc.studies.summary import (code_version, load_summaries, mean_interval, summarize_run,
-                                   write_summary)
+from tfloc.studies.common import Experiment, write_keeping_discussion
+from tfloc.studies.summary import (add_study_arguments, load_summaries, mean_interval,
+                                   run_storing_summaries)
 
 SUMMARIES = "docs/results/defaults/runs"
 COMMAND = "python -m tfloc.studies.defaults"
@@ -138,11 +138,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", help="config names (default: every configs/*.yaml)")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per config (default 1)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], help="override for every run")
-    ap.add_argument("--root", default="runs/defaults")
-    ap.add_argument("--out", default="docs/results/defaults.md")
-    ap.add_argument("--repo", default=".")
-    ap.add_argument("--pages-only", action="store_true", help="regenerate the page from the summaries")
+    add_study_arguments(ap, "defaults")
     args = ap.parse_args(argv)
     names = args.configs or shipped_configs(args.repo)
     unknown = sorted(set(names) - set(shipped_configs(args.repo)))
@@ -152,15 +148,8 @@ def main(argv=None):
         ap.error("--seeds must be at least 1")
     t0 = time.time()
     if not args.pages_only:
-        stored = load_summaries(SUMMARIES)
-        todo = [e for e in experiments(names, args.seeds, args.repo) if e.key not in stored]
-        version = code_version(args.repo)    # the code the runs train with (a -dirty one too)
-
-        def store(e, run, sets):
-            write_summary(os.path.join(SUMMARIES, e.key + ".json"),
-                          summarize_run(run, e.label, e.config, sets, version))
-            regenerate(args.out)
-        run_experiments(todo, args.root, args.sets, repo=args.repo, on_done=store)
+        run_storing_summaries(experiments(names, args.seeds, args.repo), SUMMARIES, args,
+                              after=lambda: regenerate(args.out))
     regenerate(args.out)
     print(f"wrote {args.out} ({(time.time() - t0) / 60:.1f} min)")
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from tfloc.studies.common import Experiment, run_experiments, write_keeping_discussion
-from tfloc.studies.summary import code_version, load_summaries, summarize_run, write_summary
+from tfloc.studies.common import Experiment, write_keeping_discussion
+from tfloc.studies.summary import add_study_arguments, load_summaries, run_storing_summaries
 
 SUMMARIES = "docs/results/scaling/runs"
 
@@ -326,22 +326,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--curve", nargs="+", choices=list(CURVES), help="curves to run (default: all)")
     ap.add_argument("--points", nargs="+", type=float, help="points to run (default: all)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], help="override for every run")
-    ap.add_argument("--root", default="runs/scaling")
-    ap.add_argument("--out", default="docs/results/scaling.md")
-    ap.add_argument("--repo", default=".")
-    ap.add_argument("--pages-only", action="store_true", help="regenerate the page from the summaries")
+    add_study_arguments(ap, "scaling")
     args = ap.parse_args(argv)
     t0 = time.time()
     if not args.pages_only:
-        stored = load_summaries(SUMMARIES)
-        todo = [e for e in experiments(args.curve, args.points) if e.key not in stored]
-        version = code_version(args.repo)    # the code the runs train with (a -dirty one too)
-
-        def store(e, run, sets):
-            write_summary(os.path.join(SUMMARIES, e.key + ".json"),
-                          summarize_run(run, e.label, e.config, sets, version))
-        run_experiments(todo, args.root, args.sets, repo=args.repo, on_done=store)
+        run_storing_summaries(experiments(args.curve, args.points), SUMMARIES, args)
     regenerate(args.out)
     print(f"wrote {args.out} ({(time.time() - t0) / 60:.1f} min)")
 

@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 from scipy import stats
 
+from tfloc.studies.common import run_experiments
 from tfloc.utils import atomic_write_text
 
 #: the error quantiles a summary keeps per predictor (enough to redraw a CDF)
@@ -94,3 +95,30 @@ def mean_interval(values, confidence: float = 0.95) -> tuple:
         return m, -np.inf, np.inf
     half = stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
     return m, m - half, m + half
+
+
+def add_study_arguments(ap, name: str) -> None:
+    """The options every summary-backed study shares: ``--set``, ``--root`` (runs/<name>),
+    ``--out`` (docs/results/<name>.md), ``--repo`` and ``--pages-only``."""
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="override for every run")
+    ap.add_argument("--root", default=f"runs/{name}")
+    ap.add_argument("--out", default=f"docs/results/{name}.md")
+    ap.add_argument("--repo", default=".")
+    ap.add_argument("--pages-only", action="store_true", help="regenerate the page from the summaries")
+
+
+def run_storing_summaries(experiments, folder: str, args, after=None) -> None:
+    """Runs those of ``experiments`` without a summary in ``folder`` (each its own train.py
+    process under ``args.root``, with ``args.sets``) and stores each run's summary there as
+    it finishes, then calls ``after()`` (e.g. to regenerate the page), so an interrupted
+    study resumes where it stopped and its finished runs can be committed as it goes."""
+    stored = load_summaries(folder)
+    todo = [e for e in experiments if e.key not in stored]
+    version = code_version(args.repo)    # the code the runs train with (a -dirty one too)
+
+    def store(e, run, sets):
+        write_summary(os.path.join(folder, e.key + ".json"),
+                      summarize_run(run, e.label, e.config, sets, version))
+        if after is not None:
+            after()
+    run_experiments(todo, args.root, args.sets, repo=args.repo, on_done=store)
