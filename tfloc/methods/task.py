@@ -292,7 +292,8 @@ def convergence(history: dict, monitor: str, cap: int, stage: str = "train") -> 
            "converged": bool(run and best < run)}
     if not out["converged"]:
         log.warning("stage %s: not converged: the best %s came at the last epoch run (%d of at "
-                    "most %d); raise training.epochs", stage, monitor, run, cap)
+                    "most %d); raise the stage's epoch cap (training.epochs, or the method's option "
+                    "for this stage)", stage, monitor, run, cap)
     return out
 
 

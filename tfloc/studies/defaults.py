@@ -71,7 +71,7 @@ def _epochs(runs: list) -> str:
         cells = []
         for s in runs:
             c = s["convergence"].get(stage, {})
-            text = f"{c.get('epochs', '?')} ({c.get('best_epoch', '?')})"
+            text = f"{c.get('epochs', '?')} of {c.get('epoch_cap', '?')} ({c.get('best_epoch', '?')})"
             cells.append(text if c.get("converged", True) else f"{text} **not converged**")
         stages.append(f"{stage}: " + ", ".join(cells))
     return "; ".join(stages) or "-"
@@ -112,13 +112,14 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
         "test split; the baselines are scored on the same test links. Code versions: "
         + ", ".join(f"`{v}`" for v in versions) + ".",
         "",
-        "Epochs: per training stage, the epochs run and (in brackets) the best validation "
-        "epoch, one entry per seed; **not converged** marks a stage whose best epoch was its "
+        "Epochs: per training stage, the epochs run of its cap and (in brackets) the best "
+        "validation epoch, one entry per seed; a stage that ran to its cap ended there, not by "
+        "early stopping; **not converged** marks a stage whose best epoch was its "
         "last. Errors are test errors in metres; with more than one seed a cell is the mean "
         "over seeds and its Student-t 95 % interval. Error / bound is the median over test "
         "links of the error divided by the position error bound.",
         "",
-        "| Config | Seeds | Train labelled / test | Epochs run (best) | Mean (m) | Median (m) "
+        "| Config | Seeds | Train labelled / test | Epochs run of cap (best) | Mean (m) | Median (m) "
         "| Baseline mean / median (m) | Mean / baseline mean | Other baselines' mean (m) "
         "| Error / bound | Training (min) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
