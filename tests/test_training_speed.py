@@ -57,3 +57,35 @@ def test_a_fit_whose_best_epoch_is_its_last_is_not_converged(caplog):
     lines = summary_lines(report)
     assert "not converged: stage source's best epoch is its last (30 of 30, cap 30)" in lines
     assert "stage target" not in lines
+
+
+def _flat_fit(tmp_path, **kw):
+    """A fit whose validation error never changes (the trained weight cannot move the
+    output, so Adam's step is zero): the epochs it runs are those its schedule allows."""
+    import os
+    import tensorflow as tf
+    from tfloc.methods.task import TrainingRun, position_trainer
+    from tfloc.methods.supervised import SupervisedTask
+    from tfloc.run.experiment import load_config
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "etoile_supervised.yaml"),
+                      ["runtime.verbose=0", "training.precision=float32", "training.jit_compile=false"])
+    x_in = keras.Input((3,), name="features")
+    w = keras.layers.Dense(2, name="w")(x_in)
+    position = keras.layers.Lambda(lambda t: 0.0 * t + 1.0, name="position")(w)
+    net = keras.Model({"features": x_in}, {"position": position})
+    xs = np.ones((8, 3), np.float32)
+    ds = tf.data.Dataset.from_tensor_slices(({"features": xs}, {"position": np.zeros((8, 2), np.float32)})).batch(4)
+    trainer = position_trainer({"inference": net}, net,
+                               lambda y, out: tf.reduce_mean(tf.square(out["position"] - y["position"])))
+    run = TrainingRun(str(tmp_path))
+    SupervisedTask(cfg).fit(trainer, ds, ds, run, epochs=10, tag="flat", **kw)
+    return run.convergence["flat"]
+
+
+def test_a_stage_patience_and_start_epoch_replace_the_configs_patience(tmp_path):
+    # training.early_stopping_patience (20) lets a flat fit run to its cap of 10 ...
+    assert _flat_fit(tmp_path / "a")["epochs"] == 10
+    # ... a stage's own patience of 2 ends it at epoch 3 (best 1, then two without gain) ...
+    assert _flat_fit(tmp_path / "b", patience=2)["epochs"] == 3
+    # ... and counted from epoch 4 (after a 3-epoch ramp-up) at epoch 6
+    assert _flat_fit(tmp_path / "c", patience=2, start_from_epoch=3)["epochs"] == 6

@@ -149,7 +149,10 @@ def _strong():
 @dataclass
 class UnlabelledOptions(Stage1Options):
     """Joint training on labelled and unlabelled batches (mean_teacher, fixmatch)."""
-    semi_epochs: int = param(15, min=1, doc="epochs after stage 1, each one pass over the labels")
+    semi_epochs: int = param(60, min=1, doc="at most this many epochs after stage 1, each one "
+                             "pass over the labels (early stopping after the ramp-up)")
+    semi_patience: int = param(5, min=1, doc="epochs without a better validation error that end "
+                               "the semi-supervised stage (counted once the ramp-up is over)")
     unlabelled_ratio: int = param(2, min=1, doc="mu: unlabelled batch = mu x data.batch_size")
     unlabelled_weight: float = param(1.0, min=0.0, doc="weight of the consistency term")
     rampup_epochs: int = param(5, min=0, doc="the weight ramps up as exp(-5 (1 - t)^2)")
@@ -418,7 +421,8 @@ class _JointTask(_SemiSupervised):
         t0 = time.time()
         history = self.fit(trainer, self.joint_dataset(inputs, data), inputs["val"], run, tag="semi",
                            epochs=o.semi_epochs, learning_rate=self.cfg.training.learning_rate *
-                           o.semi_lr_factor, callbacks=callbacks)
+                           o.semi_lr_factor, callbacks=callbacks, patience=o.semi_patience,
+                           start_from_epoch=o.rampup_epochs)
         semi = {**self.history_facts(history), "seconds": round(time.time() - t0, 1)}
         h = history.history
         semi["per_epoch"] = {k: [round(float(v), 4) for v in h[k]] for k in

@@ -197,10 +197,14 @@ class Task(abc.ABC):
 
     def fit(self, trainer: "TaskTrainer", train_ds, val_ds, run: TrainingRun, *,
             epochs: int | None = None, monitor: str = "val_mean_error_m", tag: str = "",
-            schedule=None, learning_rate: float | None = None, callbacks=()):
+            schedule=None, learning_rate: float | None = None, callbacks=(),
+            patience: int | None = None, start_from_epoch: int = 0):
         """Keras fit with the house callbacks: TensorBoard (every loss term), best
         checkpoint, and a schedule: by default early stopping (best weights
-        restored) and LR decay on plateau; ``schedule`` replaces those two by the
+        restored) and LR decay on plateau; ``patience`` replaces
+        ``training.early_stopping_patience`` for this stage (the plateau patience is at
+        most half of it) and early stopping waits ``start_from_epoch`` epochs (e.g. a
+        ramp-up) before it counts; ``schedule`` replaces those two by the
         given callbacks (e.g. :class:`tfloc.methods.callbacks.GradualUnfreezing`);
         ``learning_rate`` overrides ``training.learning_rate`` (fine-tuning stages) and
         ``callbacks`` are added (e.g. an EMA teacher's update).
@@ -249,12 +253,15 @@ class Task(abc.ABC):
                                             save_weights_only=True,
                                             initial_value_threshold=prior_best),
         ]
+        stop_patience = patience or t.early_stopping_patience
+        plateau_patience = t.reduce_lr_patience if patience is None else \
+            min(t.reduce_lr_patience, max(1, patience // 2))
         callbacks += list(schedule) if schedule is not None else [
-            keras.callbacks.EarlyStopping(monitor=monitor, mode="min",
-                                          patience=t.early_stopping_patience,
-                                          restore_best_weights=True),
+            keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=stop_patience,
+                                          restore_best_weights=True,
+                                          start_from_epoch=start_from_epoch),
             keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", factor=0.5,
-                                              patience=t.reduce_lr_patience, min_lr=1e-5),
+                                              patience=plateau_patience, min_lr=1e-5),
         ]
         verbose = self.cfg.runtime.verbose
         if verbose == 1 and not sys.stdout.isatty():

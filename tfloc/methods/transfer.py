@@ -83,8 +83,8 @@ class TransferOptions(TargetOptions):
     sources: List[str] = param(factory=lambda: [f"campus_ground/bs{k}" for k in range(5)],
                                doc="source environments, one head each")
     source_loss: str = param("gaussian_nll", choices=TRANSFER_LOSSES)
-    source_epochs: int = param(30, min=1, doc="epochs of the source stage (early stopping on "
-                               "the sources' validation error)")
+    source_epochs: int = param(150, min=1, doc="at most this many epochs of the source stage "
+                               "(early stopping on the sources' validation error)")
     source_val_fraction: float = param(0.1, min=0.01, max=0.5,
                                        doc="share of each source validating the source stage")
     target_training: str = param("gradual_unfreezing", choices=["fine_tune", "gradual_unfreezing"])
