@@ -29,6 +29,30 @@ def test_the_committed_page_is_what_its_summaries_generate(name, tmp_path, monke
     assert text == committed, f"{page} differs from its summaries: python -m tfloc.studies.{name} --pages-only"
 
 
+def test_the_readmes_results_tables_are_what_the_summaries_generate(tmp_path, monkeypatch):
+    from tfloc.studies.common import generated_block_markers
+    monkeypatch.chdir(REPO)
+    with open("README.md") as fh:
+        committed = fh.read()
+    readme = tmp_path / "README.md"
+    readme.write_text(committed)
+    assert defaults.regenerate_readme(str(readme)) == committed, \
+        "README.md's results tables differ from their summaries: python -m tfloc.studies.defaults --pages-only"
+    begin, end = generated_block_markers(defaults.COMMAND)
+    block = committed.split(begin)[1].split(end)[0]
+    assert "configs/hda.yaml" in block and "| knn (same links) |" in block
+
+
+def test_a_generated_block_replaces_only_its_own_text():
+    from tfloc.studies.common import generated_block_markers, with_generated_block
+    begin, end = generated_block_markers("study x")
+    doc = f"intro 1.5 m\n{begin}\nold 9 m\n{end}\noutro 2 m\n"
+    assert with_generated_block(doc, "study x", "new 3 m") == f"intro 1.5 m\n{begin}\nnew 3 m\n{end}\noutro 2 m\n"
+    for broken in ("no markers", f"{end} {begin}", f"{begin}{end}{begin}{end}"):
+        with pytest.raises(ValueError, match="expected one block"):
+            with_generated_block(broken, "study x", "new")
+
+
 def test_mean_interval_is_scipys_t_interval():
     v = [11.4, 12.9, 10.2, 13.3]
     m, lo, hi = mean_interval(v)

@@ -10,7 +10,8 @@ resumable; after each one its summary is stored in
 ``docs/results/defaults/runs/<name>-s<k>.json`` and the page (a table of every config:
 epochs run and best epoch per stage, test errors against the baselines on the same test
 links, error over the bound, training time) is regenerated from the summaries alone
-(``--pages-only`` does only that). A stage whose best epoch is its last is marked "not
+(``--pages-only`` does only that), as is the README's block of results tables (the
+configs in :data:`README_CONFIGS`). A stage whose best epoch is its last is marked "not
 converged". With several seeds a cell is the mean over seeds with a Student-t 95 %
 interval.
 """
@@ -23,7 +24,7 @@ import time
 import numpy as np
 
 from tfloc.run.experiment import load_config
-from tfloc.studies.common import Experiment, write_keeping_discussion
+from tfloc.studies.common import Experiment, write_generated_block, write_keeping_discussion
 from tfloc.studies.summary import (add_study_arguments, load_summaries, mean_interval,
                                    run_storing_summaries)
 
@@ -128,6 +129,50 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
     return write_keeping_discussion(out, text)
 
 
+#: the configs whose test errors the README shows, in its order
+README_CONFIGS = ("hda", "etoile_supervised", "meml", "ecc")
+_COLUMNS = ("mean_m", "p50_m", "p67_m", "p80_m", "p90_m", "rmse_m")
+
+
+def readme_tables(summaries: dict, names=README_CONFIGS) -> str:
+    """Per config of ``names`` with summaries: the model's test errors (mean, percentiles,
+    RMSE) beside each baseline's and per propagation condition, with the facts of its runs
+    (seeds, splits, epochs, training time, error over the bound)."""
+    blocks = []
+    for name in names:
+        config = os.path.join("configs", name + ".yaml")
+        runs = sorted((s for s in summaries.values() if s["config"] == config), key=lambda s: s["label"])
+        if not runs:
+            continue
+        first = runs[0]
+        row = lambda label, rows: f"| {label} | " + " | ".join(   # noqa: E731
+            _cell([r.get(k) for r in rows]) for k in _COLUMNS) + " |"
+        lines = [
+            f"`python train.py --config {config}`: {len(runs)} seed{'s' if len(runs) > 1 else ''}, "
+            f"{first['n_train_labelled']} labelled training samples; epochs run of cap (best): "
+            f"{_epochs(runs)}; training {_cell([s['timings_s'].get('training_s', np.nan) / 60 for s in runs], 1)} "
+            f"min; error / bound at the median "
+            f"{_cell([s['error_over_bound_median'] for s in runs], 0)}; code "
+            + ", ".join(sorted({f"`{s['code_version']}`" for s in runs})) + ".",
+            "",
+            f"| test links (n={first['n_test']}), error in m | mean | p50 | p67 | p80 | p90 | RMSE |",
+            "|---|---|---|---|---|---|---|",
+            row(f"{first['model_curve']}" + (f" ({first['dims']}D)" if first.get("dims") else ""),
+                [s["errors"]["model"] for s in runs]),
+            *[row(f"{b} (same links)", [s["errors"][b] for s in runs]) for b in _baselines(runs)],
+            *[row(f"{first['model_curve']}, {c} links (n={v['n']})",
+                  [s.get("per_condition", {}).get(c, {}) for s in runs])
+              for c, v in first.get("per_condition", {}).items()],
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def regenerate_readme(readme: str = "README.md") -> str:
+    """Rewrites the README's block of results tables from the stored summaries."""
+    return write_generated_block(readme, COMMAND, readme_tables(load_summaries(SUMMARIES)))
+
+
 def regenerate(out: str, command: str = COMMAND) -> str:
     summaries = load_summaries(SUMMARIES)
     if not summaries:
@@ -139,6 +184,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", help="config names (default: every configs/*.yaml)")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per config (default 1)")
+    ap.add_argument("--readme", default="README.md", help="the document whose results block is rewritten")
     add_study_arguments(ap, "defaults")
     args = ap.parse_args(argv)
     names = args.configs or shipped_configs(args.repo)
@@ -150,8 +196,9 @@ def main(argv=None):
     t0 = time.time()
     if not args.pages_only:
         run_storing_summaries(experiments(names, args.seeds, args.repo), SUMMARIES, args,
-                              after=lambda: regenerate(args.out))
+                              after=lambda: (regenerate(args.out), regenerate_readme(args.readme)))
     regenerate(args.out)
+    regenerate_readme(args.readme)
     print(f"wrote {args.out} ({(time.time() - t0) / 60:.1f} min)")
 
 

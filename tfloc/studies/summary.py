@@ -38,7 +38,8 @@ def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict
     """The summary of the finished run in ``run`` (its report.json, config.yaml, errors.npz):
     the config and its hash, seed, the code ``version`` that trained it (taken when the
     study started: :func:`code_version`), the test errors of the model and each baseline
-    (scalars and 101 quantiles), the bound ratio, convergence and timings."""
+    (scalars and 101 quantiles), the model's per propagation condition, the bound ratio,
+    convergence and timings."""
     with open(os.path.join(run, "report.json")) as fh:
         rep = json.load(fh)
     with open(os.path.join(run, "config.yaml")) as fh:
@@ -49,6 +50,8 @@ def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict
     scalars = {"model": {k: rep["model"][k] for k in _SCALARS if k in rep["model"]},
                **{name: {k: b[k] for k in _SCALARS if k in b}
                   for name, b in rep.get("baselines", {}).items()}}
+    per_condition = {c: {"n": v.get("n"), **{k: v[k] for k in _SCALARS if k in v}}
+                     for c, v in (rep["model"].get("per_condition") or {}).items()}
     ratio = rep.get("bound", {}).get("mirror", {}).get("error_over_peb", {})
     t = rep.get("timings_s", {})
     return {
@@ -57,7 +60,8 @@ def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict
         "seed": cfg.get("runtime", {}).get("seed"), "code_version": version,
         "date": time.strftime("%Y-%m-%d"),
         "n_train_labelled": rep["n_train_labelled"], "n_val": rep["n_val"], "n_test": rep["n_test"],
-        "errors": scalars,
+        "errors": scalars, "dims": rep["model"].get("dims"),
+        "per_condition": per_condition,   # the model's test errors per propagation condition
         # errors.npz's curves (the model's first, then the baselines'), for CDFs
         "model_curve": names[0],
         "error_quantiles": {name: np.quantile(errors[name], QUANTILES).round(4).tolist() for name in names},
