@@ -121,7 +121,10 @@ class ConsistencyOptions(Stage1Options):
     kriging_anchors: int = param(1500, min=10, doc="most anchors a GP is fitted on")
     radius_m: float = param(3.0, doc="keep an unlabelled UE when models A and B agree within r")
     iterations: int = param(2, min=1, doc="K: rounds of stages 2-3")
-    finetune_epochs: int = param(3, min=1, doc="epochs of each fine-tuning (models A, B, stage 3)")
+    finetune_epochs: int = param(30, min=1, doc="at most this many epochs of each fine-tuning "
+                                 "(models A, B, stage 3), ended by early stopping")
+    finetune_patience: int = param(3, min=1, doc="epochs without a better validation error that "
+                                   "end a fine-tuning")
     finetune_lr_factor: float = param(0.1, min=0.0, max=1.0,
                                       doc="fine-tuning learning rate / training.learning_rate")
     finetune_batch_size: int = param(32, min=1)
@@ -350,7 +353,8 @@ class ConsistencyTask(_SemiSupervised):
                                            batch_size=self.options.finetune_batch_size)
         trainer = position_trainer({"inference": net}, net, build_loss(self.cfg.training.loss, data.spec))
         return self.history_facts(self.fit(trainer, ds, val, run, tag=tag, learning_rate=lr,
-                                           epochs=self.options.finetune_epochs))
+                                           epochs=self.options.finetune_epochs,
+                                           patience=self.options.finetune_patience))
 
 
 # --------------------------------------------------------------------------- #
