@@ -96,3 +96,56 @@ def test_a_study_stores_each_runs_summary_as_it_ends_and_skips_stored_ones(tmp_p
     assert s["sets"] == ["a=1", "runtime.seed=8"] and s["seed"] == 7 and s["model_curve"] == "net"
     assert s["errors"]["knn"]["mean_m"] == 3.0 and s["error_quantiles"]["knn"][-1] == 4.0
     assert s["convergence"]["train"]["best_epoch"] == 3 and s["code_version"] == "unknown"
+
+
+def test_paired_bootstrap_of_one_seed_is_scipys_paired_percentile_bootstrap():
+    from tfloc.studies.summary import paired_bootstrap
+    rng = np.random.default_rng(3)
+    a = rng.gamma(2.0, 3.0, 400)
+    b = a + rng.normal(0.4, 2.0, 400)              # b is worse by 0.4 m on average
+    got = paired_bootstrap([a], [b], n_boot=20000)
+    ref = stats.bootstrap((a, b), lambda x, y: np.mean(x - y), paired=True, vectorized=False,
+                          n_resamples=20000, method="percentile", random_state=0).confidence_interval
+    assert got["mean"] == pytest.approx(np.mean(a - b))
+    assert (got["low"], got["high"]) == pytest.approx((ref.low, ref.high), abs=0.03)
+    assert got["n_seeds"] == 1 and got["n_links"] == 400
+
+
+def test_paired_bootstrap_carries_the_spread_between_seeds():
+    from tfloc.studies.summary import paired_bootstrap
+    rng = np.random.default_rng(4)
+    links = rng.gamma(2.0, 3.0, 300)
+    a = [links + s for s in (-1.5, 0.0, 1.5)]      # three seeds of one method: runs differ
+    b = [links + 0.2 * rng.normal(size=300) for _ in range(3)]
+    one = paired_bootstrap(a[1:2], b[1:2])
+    three = paired_bootstrap(a, b)
+    assert three["mean"] == pytest.approx(0.0, abs=0.05)
+    assert three["high"] - three["low"] > 5 * (one["high"] - one["low"])   # the seeds' spread
+    same = paired_bootstrap([links, links], [links, links])
+    assert same == {"mean": 0.0, "low": 0.0, "high": 0.0, "n_seeds": 2, "n_links": 600}
+    with pytest.raises(ValueError, match="same number"):
+        paired_bootstrap(a, b[:2])
+    with pytest.raises(ValueError, match="equally long"):
+        paired_bootstrap([links], [links[:-1]])
+
+
+def test_a_claim_is_reproduced_not_separable_or_reversed_by_its_interval():
+    from tfloc.studies.summary import verdict
+    assert verdict({"low": -2.0, "high": -0.1}) == "reproduced"           # a lower, as claimed
+    assert verdict({"low": -2.0, "high": 0.3}) == "not separable"
+    assert verdict({"low": 0.2, "high": 1.0}) == "reversed"
+    assert verdict({"low": 0.2, "high": 1.0}, claimed_lower=False) == "reproduced"
+
+
+def test_runs_pair_by_seed_and_only_on_the_same_test_links():
+    from tfloc.studies.summary import paired_link_errors
+    run = lambda label, seed, links, err: {"label": label, "seed": seed, "test_links_sha256": links,  # noqa: E731
+                                            "model_curve": "net", "link_errors_m": {"net": err, "knn": [9.0]}}
+    a = [run("a1", 1, "x", [1.0]), run("a0", 0, "y", [2.0])]
+    b = [run("b0", 0, "y", [3.0]), run("b1", 1, "x", [4.0])]
+    assert paired_link_errors(a, b) == ([[2.0], [1.0]], [[3.0], [4.0]])
+    assert paired_link_errors(a, a, curve_b="knn") == ([[2.0], [1.0]], [[9.0], [9.0]])
+    with pytest.raises(ValueError, match="did not test the same links"):
+        paired_link_errors(a, [run("b0", 0, "z", [3.0]), run("b1", 1, "x", [4.0])])
+    with pytest.raises(ValueError, match="no run of seed 1"):
+        paired_link_errors(a, b[:1])

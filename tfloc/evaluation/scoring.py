@@ -2,6 +2,7 @@
 :class:`EvalContext`, the report's facts about the data, and the written report."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 
@@ -34,6 +35,9 @@ def evaluate(cfg, run_dir: str, task, models: dict, data: DataBundle, extra: dic
     report = {
         **result.report,
         "n_test": int(len(s.test)), "n_train_labelled": int(len(s.train)),
+        # which links were tested, in errors.npz's order: runs with the same value can be
+        # compared link by link (a paired comparison of two methods)
+        "test_links_sha256": hashlib.sha256(np.asarray(s.test, np.int64).tobytes()).hexdigest()[:16],
         "n_val": int(len(s.val)), "n_unlabelled": int(len(s.unlabelled)),
         "n_no_path_excluded": int(len(s.no_path)),
         "n_indoor_excluded": int(meta.get("n_indoor_excluded", 0)),

@@ -38,8 +38,8 @@ def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict
     """The summary of the finished run in ``run`` (its report.json, config.yaml, errors.npz):
     the config and its hash, seed, the code ``version`` that trained it (taken when the
     study started: :func:`code_version`), the test errors of the model and each baseline
-    (scalars and 101 quantiles), the model's per propagation condition, the bound ratio,
-    convergence and timings."""
+    (scalars, 101 quantiles and every test link's error, for paired comparisons), the
+    model's per propagation condition, the bound ratio, convergence and timings."""
     with open(os.path.join(run, "report.json")) as fh:
         rep = json.load(fh)
     with open(os.path.join(run, "config.yaml")) as fh:
@@ -65,6 +65,9 @@ def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict
         # errors.npz's curves (the model's first, then the baselines'), for CDFs
         "model_curve": names[0],
         "error_quantiles": {name: np.quantile(errors[name], QUANTILES).round(4).tolist() for name in names},
+        # every test link's error (cm), in the order of the links that test_links_sha256 names
+        "test_links_sha256": rep.get("test_links_sha256"),
+        "link_errors_m": {name: np.round(errors[name].astype(float), 2).tolist() for name in names},
         "error_over_bound_median": ratio.get("median"),
         "convergence": rep.get("convergence", {}),
         "timings_s": {k: round(t[k], 1) for k in ("simulation_s", "training_s") if k in t},
@@ -99,6 +102,68 @@ def mean_interval(values, confidence: float = 0.95) -> tuple:
         return m, -np.inf, np.inf
     half = stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
     return m, m - half, m + half
+
+
+def paired_bootstrap(a, b, n_boot: int = 10000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """The mean of ``a - b`` over seeds and test links, with a two-level bootstrap interval.
+
+    ``a[k]`` and ``b[k]`` are two predictors' per-link errors of seed k on the same test links
+    in the same order (:func:`paired_link_errors`). Each bootstrap draw resamples the seeds
+    with replacement and then, within each drawn seed, its links with replacement, so the
+    interval carries both the spread between training runs and that between test links.
+    Returns ``{"mean", "low", "high", "n_seeds", "n_links"}`` (``low``/``high``: the
+    percentile interval)."""
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"paired_bootstrap needs the same number (> 0) of seeds on both sides, "
+                         f"got {len(a)} and {len(b)}")
+    diffs = []
+    for k, (x, y) in enumerate(zip(a, b)):
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        if x.shape != y.shape or x.ndim != 1 or not x.size:
+            raise ValueError(f"seed {k}: expected two equally long, non-empty vectors of per-link "
+                             f"errors, got shapes {x.shape} and {y.shape}")
+        diffs.append(x - y)
+    rng = np.random.default_rng(seed)
+    # per seed, the mean difference of each bootstrap draw of its links
+    per_seed = np.stack([np.concatenate([d[rng.integers(0, d.size, (m, d.size))].mean(axis=1)
+                                         for m in np.diff(np.r_[0:n_boot:1000, n_boot])])
+                         for d in diffs])
+    drawn = rng.integers(0, len(diffs), (n_boot, len(diffs)))          # seeds of each draw
+    stat = per_seed[drawn, np.arange(n_boot)[:, None]].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(stat, [tail, 100 - tail])
+    return {"mean": float(np.mean([d.mean() for d in diffs])), "low": float(low),
+            "high": float(high), "n_seeds": len(diffs), "n_links": int(sum(d.size for d in diffs))}
+
+
+def verdict(interval: dict, claimed_lower: bool = True) -> str:
+    """How a paper's claim "a's error is lower than b's" (``claimed_lower``; False: higher)
+    fares against the interval of a - b: "reproduced" where the interval excludes zero on the
+    claimed side, "reversed" where it excludes zero on the other, else "not separable"."""
+    below, above = interval["high"] < 0, interval["low"] > 0
+    if below or above:
+        return "reproduced" if below == claimed_lower else "reversed"
+    return "not separable"
+
+
+def paired_link_errors(runs_a: list, runs_b: list, curve_a: str | None = None,
+                       curve_b: str | None = None) -> tuple:
+    """Per-seed per-link errors of two sets of run summaries, paired by seed: ``curve_a`` of
+    each run of ``runs_a`` (default: its model) against ``curve_b`` of the run of ``runs_b``
+    with the same seed (default: its model; e.g. "kNN (k=1)" of the same runs). Raises when a
+    seed is missing on one side or the two runs did not test the same links."""
+    by_seed = {s["seed"]: s for s in runs_b}
+    a, b = [], []
+    for s in sorted(runs_a, key=lambda r: r["seed"]):
+        other = by_seed.get(s["seed"])
+        if other is None:
+            raise ValueError(f"{s['label']}: no run of seed {s['seed']} to pair it with")
+        if not s.get("test_links_sha256") or s["test_links_sha256"] != other.get("test_links_sha256"):
+            raise ValueError(f"{s['label']} and {other['label']} did not test the same links "
+                             f"({s.get('test_links_sha256')} against {other.get('test_links_sha256')})")
+        a.append(s["link_errors_m"][curve_a or s["model_curve"]])
+        b.append(other["link_errors_m"][curve_b or other["model_curve"]])
+    return a, b
 
 
 def add_study_arguments(ap, name: str) -> None:
