@@ -70,12 +70,12 @@ def synthetic_environment(ref, cache_dir, sub_array=None, progress=True):
 #: further shrinking for configs on other sites (campus: 288 subcarriers at stride 12, 10 slots)
 SITE_SETS = {"ecc": ["data.subcarrier_stride=2", "data.num_delay_taps=8", "data.num_slots=2",
                      "data.fresh_samples_per_epoch=16", "method.ecc.local_epochs=1",
-                     "evaluation.evaluators=[position, knn, accumulation]",  # music: tests/test_music.py
+                     "evaluation.evaluators=[position, knn, mean, accumulation]",  # music: tests/test_music.py
                      "model.ecc={encoder_filters: [4], latent_dim: 4, token_dim: 4, lstm_units: 8}"],
              "consistency": ["method.consistency.finetune_epochs=1", "method.consistency.radius_m=1000",
                              *ETOILE_SETS],
              "sector_heads": ETOILE_SETS,
-             # two source epochs like the target's (the default 30 are the source stage's cap)
+             # two source epochs like the target's (the default 150 are the source stage's cap)
              **{m: [f"method.{m}.source_epochs=2"] for m in ("meml", "dtl")},
              "autoencoder": [*ETOILE_SITE, "method.autoencoder.pretrain_epochs=2"],
              "ensemble": [*ETOILE_SETS, "method.ensemble.members=[{model: {type: resnet, resnet: "
@@ -172,7 +172,7 @@ def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method, reques
     dims = cfg.data.position_dims
     assert report["method"] == method and report["model"]["dims"] == dims
     assert {"mean_m", "p50_m", "p67_m", "p80_m", "p90_m", "rmse_m"} <= set(report["model"])
-    assert "knn" in report["baselines"] and report["n_test"] > 0
+    assert {"knn", "mean"} <= set(report["baselines"]) and report["n_test"] > 0
     rows, want = report["timings_s"]["training_rows"], _expected_rows(report, cfg)
     assert rows > 0 and (want is None or rows == want)       # what the method says it trained on
     assert report["timings_s"]["training_rows_per_s"] > 0

@@ -31,6 +31,16 @@ def test_position_and_per_condition(rng):
     assert set(m["per_condition"]) == {"LOS", "NLOS-static", "NLOS-car"}
 
 
+def test_the_training_mean_predictor(rng):
+    train_y = rng.normal(size=(50, 3)) * 5 + [100.0, -40.0, 2.0]
+    ctx = _ctx(rng, fixed_set=lambda split: ({}, {"position": train_y}) if split == "train" else None)
+    res = run_evaluators(["mean"], ctx)
+    err = np.linalg.norm(ctx.y["position"] - train_y.mean(0), axis=-1)
+    b = res.report["baselines"]["mean"]
+    assert b["mean_m"] == pytest.approx(err.mean()) and b["p90_m"] == pytest.approx(np.percentile(err, 90))
+    np.testing.assert_allclose(res.curves["training mean"], err, rtol=1e-6)
+
+
 def test_condition_confusion_matrix(rng):
     ctx = _ctx(rng, n=6, class_names=("LOS", "NLOS"), to_class=lambda c: np.minimum(c, 1))
     ctx.y["condition"] = np.array([0, 0, 1, 2, 2, 1])

@@ -1,4 +1,5 @@
-"""Baseline evaluators on the same test samples: kNN fingerprinting and MUSIC + least squares."""
+"""Baseline evaluators on the same test samples: kNN fingerprinting, the training-mean
+predictor and MUSIC + least squares."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,6 +22,17 @@ def knn(ctx: EvalContext) -> EvalResult:
     err = position_errors_m(reg.predict(ctx.x["features"], ctx.x.get("sector")), ctx.y["position"])
     return EvalResult(report={"baselines": {"knn": {**error_summary(err), **info}}},
                       curves={f"kNN (k={info['k']})": err})
+
+
+@register_evaluator("mean", run=("fixed_sets",))
+def training_mean(ctx: EvalContext) -> EvalResult:
+    """The trivial predictor: every test UE at the mean position of the labelled training
+    samples. A network that does not beat it has learnt nothing of the CSI."""
+    mean = np.mean(np.asarray(ctx.fixed_set("train")[1]["position"], np.float64), axis=0)
+    truth = np.asarray(ctx.y["position"])
+    err = position_errors_m(np.broadcast_to(mean, truth.shape), truth)
+    return EvalResult(report={"baselines": {"mean": error_summary(err)}},
+                      curves={"training mean": err})
 
 
 @register_evaluator("music", outputs=(), run=("multi_bs_csi", "site"))

@@ -41,7 +41,7 @@ class AutoencoderTask(SupervisedTask):
 
     @property
     def evaluators(self):
-        return ("position", "axis_errors", "per_condition", "knn", "bound")
+        return ("position", "axis_errors", "per_condition", "knn", "mean", "bound")
 
     def check(self, spec):
         super().check(spec)

@@ -56,7 +56,7 @@ class ECCTask(Task):
     """Seed 004's cooperative positioning: L BSs' CSI -> quantized latents -> 3D position."""
     outputs = ("position",)
     evaluated_outputs = ("position", "position_sequence")
-    evaluators = ("position", "per_condition", "knn", "music", "accumulation", "trajectory", "bound")
+    evaluators = ("position", "per_condition", "knn", "mean", "music", "accumulation", "trajectory", "bound")
 
     @property
     def strategy(self) -> str:

@@ -64,7 +64,7 @@ class EnsembleTask(SupervisedTask):
 
     @property
     def evaluators(self):
-        return ("position", "ensemble", "per_condition", "knn", "bound")
+        return ("position", "ensemble", "per_condition", "knn", "mean", "bound")
 
     def check(self, spec):
         super().check(spec)

@@ -38,7 +38,7 @@ class SectorHeadsTask(SupervisedTask):
 
     @property
     def evaluators(self):
-        return ("position", "per_sector", "per_condition", "knn", "bound")
+        return ("position", "per_sector", "per_condition", "knn", "mean", "bound")
 
     def check(self, spec):
         super().check(spec)

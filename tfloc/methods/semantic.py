@@ -101,7 +101,7 @@ class SemanticTask(Task):
 
     @property
     def evaluators(self):
-        return ("position", "per_condition") + (("condition",) if self.class_names else ()) + ("knn", "bound")
+        return ("position", "per_condition") + (("condition",) if self.class_names else ()) + ("knn", "mean", "bound")
 
     def check(self, spec):
         o, name = self.options, self.cfg.method.type

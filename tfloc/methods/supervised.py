@@ -33,7 +33,7 @@ class SupervisedTask(Task):
     @property
     def evaluators(self):
         sectors = ("per_sector",) if self.cfg.num_model_sectors else ()
-        return (("position", *sectors, "per_condition", "knn") + (("calibration",) if self.uncertain else ())
+        return (("position", *sectors, "per_condition", "knn", "mean") + (("calibration",) if self.uncertain else ())
                 + ("bound",))
 
     def build_models(self, spec):

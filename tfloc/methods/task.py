@@ -114,7 +114,7 @@ class Task(abc.ABC):
     evaluators : evaluator names run when ``evaluation.evaluators`` is empty
     """
     outputs: tuple = ("position",)
-    evaluators: tuple = ("position", "per_condition", "knn")
+    evaluators: tuple = ("position", "per_condition", "knn", "mean")
 
     def __init__(self, cfg):
         self.cfg = cfg

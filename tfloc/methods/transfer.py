@@ -156,7 +156,7 @@ class _TransferBase(Task):
 
     @property
     def evaluators(self):
-        return ("position", "per_condition", "knn") + (("calibration",) if self.uncertain else ())
+        return ("position", "per_condition", "knn", "mean") + (("calibration",) if self.uncertain else ())
 
     @property
     def source_names(self) -> list:
