@@ -149,3 +149,57 @@ def test_runs_pair_by_seed_and_only_on_the_same_test_links():
         paired_link_errors(a, [run("b0", 0, "z", [3.0]), run("b1", 1, "x", [4.0])])
     with pytest.raises(ValueError, match="no run of seed 1"):
         paired_link_errors(a, b[:1])
+
+
+def test_paired_bootstrap_of_the_rmse_difference():
+    from tfloc.studies.summary import paired_bootstrap
+    rng = np.random.default_rng(5)
+    a, b = rng.gamma(2.0, 3.0, 500), rng.gamma(2.0, 3.5, 500)
+    got = paired_bootstrap([a], [b], n_boot=20000, statistic="rmse_m")
+    rms = lambda x: np.sqrt(np.mean(x ** 2))   # noqa: E731
+    ref = stats.bootstrap((a, b), lambda x, y: rms(x) - rms(y), paired=True, vectorized=False,
+                          n_resamples=20000, method="percentile", random_state=0).confidence_interval
+    assert got["mean"] == pytest.approx(rms(a) - rms(b))
+    assert (got["low"], got["high"]) == pytest.approx((ref.low, ref.high), abs=0.05)
+    with pytest.raises(ValueError, match="statistic"):
+        paired_bootstrap([a], [b], statistic="p50_m")
+
+
+def _fake_summary(label, seed, link_errors, knn):
+    e = np.asarray(link_errors, float)
+    scal = lambda x: {"mean_m": float(x.mean()), "rmse_m": float(np.sqrt((x ** 2).mean())),   # noqa: E731
+                      "p50_m": float(np.median(x)), "p90_m": float(np.percentile(x, 90))}
+    return {"label": f"{label} seed {seed}", "seed": 7 + seed, "code_version": "abc1234",
+            "n_train_labelled": 100, "n_val": 20, "n_test": e.size, "test_links_sha256": f"links{seed}",
+            "model_curve": "net", "link_errors_m": {"net": e.tolist(), "knn": list(knn)},
+            "errors": {"model": scal(e), "knn": scal(np.asarray(knn, float))},
+            "condition_accuracy": 0.9, "convergence": {"train": {"epochs": 50, "best_epoch": 30,
+                                                                 "converged": True}},
+            "conditions_per_split": {"test": {"LOS": 3}}, "link_conditions": {"LOS": 9},
+            "resolved_config": {"data": {"realization_splits": [4, 2, 4]}, "training": {"epochs": 300},
+                                "simulation": {"cars": {"num_realizations": 10},
+                                               "ue_grid": {"spacing_m": 1.6}}}}
+
+
+def test_a_seeded_paper_page_judges_the_papers_claims_on_paired_links(tmp_path):
+    from tfloc.studies import seed002
+    rng = np.random.default_rng(6)
+    links = [rng.gamma(2.0, 3.0, 300) for _ in range(3)]
+    knn = rng.gamma(2.0, 5.0, 300)
+    summaries = {}
+    for k in range(3):
+        for label, shift in (("HDA", -2.0), ("MDA 0.7 / 0.3", 0.0), ("DCNN (supervised)", 2.0),
+                             ("TL (MMD)", -2.0)):
+            s = _fake_summary(label, k, np.maximum(links[k] + shift + 0.3 * rng.normal(size=300), 0), knn)
+            summaries[f"{label}-{k}"] = s
+    text = seed002.write_page(summaries, str(tmp_path / "seed002.md"))
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if " < " in line}
+    assert rows["HDA < MDA 0.7 / 0.3"].endswith("| 3 | reproduced |")
+    assert rows["HDA < DCNN (supervised)"].endswith("| 3 | reproduced |")
+    assert rows["HDA < TL (MMD)"].endswith("| 3 | not separable |")
+    assert rows["HDA < RDA (adversarial)"].endswith("| 0 | not run |")
+    assert "| HDA | 3 | " in text and "0.82" in text                       # beside the paper's RMSE
+    assert (tmp_path / "seed002_cdf.png").exists()
+    one = {k: v for k, v in summaries.items() if k.endswith("-0")}
+    text = seed002.write_page(one, str(tmp_path / "one.md"))
+    assert "| 1 | one seed: not judged |" in text

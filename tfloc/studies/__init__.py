@@ -1,4 +1,4 @@
 """Paper studies: each runs a list of experiments and writes docs/results/seedNNN.md.
 
-``python -m tfloc.studies.seed002 [--epochs N] [--only LABEL ...]``
+``python -m tfloc.studies.seed002 [--seeds N] [--only GROUP ...] [--pages-only]``
 """

@@ -23,10 +23,9 @@ import time
 
 import numpy as np
 
-from tfloc.run.experiment import load_config
 from tfloc.studies.common import Experiment, write_generated_block, write_keeping_discussion
-from tfloc.studies.summary import (add_study_arguments, load_summaries, mean_interval,
-                                   run_storing_summaries)
+from tfloc.studies.summary import (add_study_arguments, interval_cell, load_summaries,
+                                   run_storing_summaries, seeded_experiments)
 
 SUMMARIES = "docs/results/defaults/runs"
 COMMAND = "python -m tfloc.studies.defaults"
@@ -43,26 +42,14 @@ def key(name: str, seed: int) -> str:
 
 
 def experiments(names, seeds: int, repo: str = ".") -> list:
-    out = []
-    for name in names:
-        config = os.path.join("configs", name + ".yaml")
-        base = load_config(os.path.join(repo, config)).runtime.seed
-        for k in range(seeds):
-            out.append(Experiment(f"{name} seed {k}", config, [f"runtime.seed={base + k}"] if k else [],
-                                  group=name, key=key(name, k)))
-    return out
+    return seeded_experiments([Experiment(name, os.path.join("configs", name + ".yaml"), group=name,
+                                          key=name) for name in names], seeds, repo)
 
 
 # -- page --------------------------------------------------------------------- #
 def _cell(values, digits=2) -> str:
     """One number, or the mean over seeds with its 95 % interval."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    m, lo, hi = mean_interval(values)
-    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return interval_cell(values, f"{{:.{digits}f}}")
 
 
 def _epochs(runs: list) -> str:

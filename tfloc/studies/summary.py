@@ -11,11 +11,13 @@ import json
 import os
 import subprocess
 import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 import yaml
 from scipy import stats
 
+from tfloc.run.experiment import load_config
 from tfloc.studies.common import run_experiments
 from tfloc.utils import atomic_write_text
 
@@ -39,7 +41,8 @@ def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict
     the config and its hash, seed, the code ``version`` that trained it (taken when the
     study started: :func:`code_version`), the test errors of the model and each baseline
     (scalars, 101 quantiles and every test link's error, for paired comparisons), the
-    model's per propagation condition, the bound ratio, convergence and timings."""
+    model's per propagation condition, the bound ratio, the condition classifier's accuracy,
+    the links' conditions per split, the resolved config, convergence and timings."""
     with open(os.path.join(run, "report.json")) as fh:
         rep = json.load(fh)
     with open(os.path.join(run, "config.yaml")) as fh:
@@ -69,6 +72,10 @@ def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict
         "test_links_sha256": rep.get("test_links_sha256"),
         "link_errors_m": {name: np.round(errors[name].astype(float), 2).tolist() for name in names},
         "error_over_bound_median": ratio.get("median"),
+        "condition_accuracy": rep.get("condition", {}).get("accuracy"),
+        "conditions_per_split": rep.get("conditions_per_split"),
+        "link_conditions": rep.get("simulation", {}).get("conditions"),
+        "resolved_config": cfg,           # the run's whole config, as it trained
         "convergence": rep.get("convergence", {}),
         "timings_s": {k: round(t[k], 1) for k in ("simulation_s", "training_s") if k in t},
     }
@@ -104,8 +111,15 @@ def mean_interval(values, confidence: float = 0.95) -> tuple:
     return m, m - half, m + half
 
 
-def paired_bootstrap(a, b, n_boot: int = 10000, confidence: float = 0.95, seed: int = 0) -> dict:
-    """The mean of ``a - b`` over seeds and test links, with a two-level bootstrap interval.
+#: statistics of a vector of per-link errors that paired comparisons can take
+STATISTICS = {"mean_m": lambda e, axis=-1: np.mean(e, axis=axis),
+              "rmse_m": lambda e, axis=-1: np.sqrt(np.mean(np.square(e), axis=axis))}
+
+
+def paired_bootstrap(a, b, n_boot: int = 10000, confidence: float = 0.95, seed: int = 0,
+                     statistic: str = "mean_m") -> dict:
+    """The difference of ``statistic`` (mean or RMSE error) between ``a`` and ``b``, averaged
+    over seeds, with a two-level bootstrap interval.
 
     ``a[k]`` and ``b[k]`` are two predictors' per-link errors of seed k on the same test links
     in the same order (:func:`paired_link_errors`). Each bootstrap draw resamples the seeds
@@ -116,24 +130,31 @@ def paired_bootstrap(a, b, n_boot: int = 10000, confidence: float = 0.95, seed: 
     if len(a) != len(b) or not len(a):
         raise ValueError(f"paired_bootstrap needs the same number (> 0) of seeds on both sides, "
                          f"got {len(a)} and {len(b)}")
-    diffs = []
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic: expected one of {', '.join(STATISTICS)}, got {statistic!r}")
+    f = STATISTICS[statistic]
+    pairs = []
     for k, (x, y) in enumerate(zip(a, b)):
         x, y = np.asarray(x, float), np.asarray(y, float)
         if x.shape != y.shape or x.ndim != 1 or not x.size:
             raise ValueError(f"seed {k}: expected two equally long, non-empty vectors of per-link "
                              f"errors, got shapes {x.shape} and {y.shape}")
-        diffs.append(x - y)
+        pairs.append((x, y))
     rng = np.random.default_rng(seed)
-    # per seed, the mean difference of each bootstrap draw of its links
-    per_seed = np.stack([np.concatenate([d[rng.integers(0, d.size, (m, d.size))].mean(axis=1)
-                                         for m in np.diff(np.r_[0:n_boot:1000, n_boot])])
-                         for d in diffs])
-    drawn = rng.integers(0, len(diffs), (n_boot, len(diffs)))          # seeds of each draw
+
+    def draws(x, y):     # the difference on each bootstrap draw of the seed's links
+        out = []
+        for m in np.diff(np.r_[0:n_boot:1000, n_boot]):
+            idx = rng.integers(0, x.size, (m, x.size))
+            out.append(f(x[idx]) - f(y[idx]))
+        return np.concatenate(out)
+    per_seed = np.stack([draws(x, y) for x, y in pairs])
+    drawn = rng.integers(0, len(pairs), (n_boot, len(pairs)))          # seeds of each draw
     stat = per_seed[drawn, np.arange(n_boot)[:, None]].mean(axis=1)
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(stat, [tail, 100 - tail])
-    return {"mean": float(np.mean([d.mean() for d in diffs])), "low": float(low),
-            "high": float(high), "n_seeds": len(diffs), "n_links": int(sum(d.size for d in diffs))}
+    return {"mean": float(np.mean([f(x) - f(y) for x, y in pairs])), "low": float(low),
+            "high": float(high), "n_seeds": len(pairs), "n_links": int(sum(x.size for x, _ in pairs))}
 
 
 def verdict(interval: dict, claimed_lower: bool = True) -> str:
@@ -164,6 +185,80 @@ def paired_link_errors(runs_a: list, runs_b: list, curve_a: str | None = None,
         a.append(s["link_errors_m"][curve_a or s["model_curve"]])
         b.append(other["link_errors_m"][curve_b or other["model_curve"]])
     return a, b
+
+
+def slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+
+
+def seeded_experiments(experiments, seeds: int, repo: str = ".") -> list:
+    """Each experiment once per seed: seed 0 runs with its config's own ``runtime.seed``, seed
+    k > 0 adds k to it. Labelled "<label> seed k", keyed "<key or slug of the label>-s<k>"."""
+    if seeds < 1:
+        raise ValueError(f"seeds: expected at least 1, got {seeds}")
+    out = []
+    for e in experiments:
+        base = load_config(os.path.join(repo, e.config), list(e.sets)).runtime.seed
+        for k in range(seeds):
+            out.append(replace(e, label=f"{e.label} seed {k}", key=f"{e.key or slug(e.label)}-s{k}",
+                               sets=[*e.sets, *([f"runtime.seed={base + k}"] if k else [])]))
+    return out
+
+
+def experiment_of(summary: dict) -> str:
+    """The experiment a seeded run belongs to ("HDA seed 2" -> "HDA")."""
+    return summary["label"].rsplit(" seed ", 1)[0]
+
+
+def by_experiment(summaries: dict) -> dict:
+    """{experiment label: its runs, by seed} of a study's summaries."""
+    out: dict = {}
+    for s in summaries.values():
+        out.setdefault(experiment_of(s), []).append(s)
+    return {k: sorted(v, key=lambda s: s["seed"]) for k, v in out.items()}
+
+
+@dataclass
+class Claim:
+    """A paper's claim that experiment ``better`` has a lower ``metric`` (mean or RMSE
+    error) than experiment ``worse``; ``source`` says where the paper makes it."""
+    better: str
+    worse: str
+    metric: str = "rmse_m"
+    source: str = ""
+
+
+def claim_lines(claims, runs: dict, n_boot: int = 10000) -> list:
+    """A Markdown table judging each claim on the runs of its two experiments (``runs``:
+    :func:`by_experiment`), paired by seed and test link (:func:`paired_bootstrap`), with
+    the verdict of :func:`verdict`; a claim whose runs are missing says so."""
+    lines = ["| claim | source | metric | better - worse, mean over seeds [95 % interval] (m) "
+             "| seeds | verdict |", "|---|---|---|---|---|---|"]
+    for c in claims:
+        head = f"| {c.better} < {c.worse} | {c.source} | {c.metric[:-2]} |"
+        a, b = runs.get(c.better), runs.get(c.worse)
+        if not a or not b:
+            lines.append(f"{head} - | 0 | not run |")
+            continue
+        seeds = sorted({s["seed"] for s in a} & {s["seed"] for s in b})
+        pa, pb = paired_link_errors([s for s in a if s["seed"] in seeds],
+                                    [s for s in b if s["seed"] in seeds])
+        d = paired_bootstrap(pa, pb, n_boot=n_boot, statistic=c.metric)
+        word = verdict(d) if len(seeds) > 1 else "one seed: not judged"
+        lines.append(f"{head} {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] | {len(seeds)} | {word} |")
+    return lines
+
+
+def interval_cell(values, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
+    """A table cell of one metric over seeds: the value of a single seed, else the mean and
+    its 95 % interval (:func:`mean_interval`); "-" without values (None is skipped)."""
+    values = [scale * v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    m, lo, hi = mean_interval(values)
+    return f"{fmt.format(m)} [{fmt.format(lo)}, {fmt.format(hi)}]"
 
 
 def add_study_arguments(ap, name: str) -> None:
