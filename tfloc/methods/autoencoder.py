@@ -31,7 +31,7 @@ AE_MODELS = ("ae_mlp", "ae_cnn")
 @dataclass
 class AutoencoderOptions:
     pretrain: bool = param(True, doc="reconstruction pre-training on the unlabelled UEs first")
-    pretrain_epochs: int = param(30, min=1, doc="at most (early stopping on the held-out share)")
+    pretrain_epochs: int = param(200, min=1, doc="at most (early stopping on the held-out share)")
     pretrain_val_fraction: float = param(0.2, min=0.01, max=0.5, doc="unlabelled share validating it")
     freeze_encoder: bool = param(False, doc="fine-tune the head only")
 
