@@ -203,3 +203,22 @@ def test_a_seeded_paper_page_judges_the_papers_claims_on_paired_links(tmp_path):
     one = {k: v for k, v in summaries.items() if k.endswith("-0")}
     text = seed002.write_page(one, str(tmp_path / "one.md"))
     assert "| 1 | one seed: not judged |" in text
+
+
+def test_the_seed003_page_from_seeded_summaries(tmp_path):
+    from tfloc.studies import seed003
+    rng = np.random.default_rng(7)
+    summaries = {}
+    for k in range(2):
+        base = rng.gamma(2.0, 3.0, 200)
+        for label, shift in (("CNN AE pre-trained (Model 4)", -3.0), ("CNN, scratch (Model 2)", 0.0)):
+            s = _fake_summary(label, k, np.maximum(base + shift, 0.1), base)
+            s["resolved_config"]["data"]["labelled_fraction"] = 0.1
+            s["axis_errors"] = {"average": {"mae_m": 4.0 + k, "nmae": 0.02, "rmse_m": 9.0, "nrmse": 0.05}}
+            summaries[f"{label}-{k}"] = s
+    text = seed003.write_page(summaries, str(tmp_path / "seed003.md"))
+    assert "| CNN AE pre-trained (Model 4) | 2 | 4.50 [" in text            # mean of 4 and 5
+    assert "16.87 / 0.1065 / 26.15 / 0.1323" in text                      # the paper's row
+    row = next(line for line in text.splitlines() if line.startswith("| CNN AE pre-trained (Model 4) < CNN"))
+    assert row.endswith("| 2 | reproduced |")
+    assert "| MLP AE pre-trained (Model 3) < MLP, scratch (Model 1) |" in text and "not run" in text

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from tfloc.studies.common import Experiment, write_generated_block, write_keeping_discussion
-from tfloc.studies.summary import (add_study_arguments, interval_cell, load_summaries,
+from tfloc.studies.summary import (add_study_arguments, epochs_cell, interval_cell, load_summaries,
                                    run_storing_summaries, seeded_experiments)
 
 SUMMARIES = "docs/results/defaults/runs"
@@ -52,19 +52,6 @@ def _cell(values, digits=2) -> str:
     return interval_cell(values, f"{{:.{digits}f}}")
 
 
-def _epochs(runs: list) -> str:
-    """Per stage: epochs run (best epoch) of each seed; "not converged" where best = last."""
-    stages = []
-    for stage in runs[0]["convergence"]:
-        cells = []
-        for s in runs:
-            c = s["convergence"].get(stage, {})
-            text = f"{c.get('epochs', '?')} of {c.get('epoch_cap', '?')} ({c.get('best_epoch', '?')})"
-            cells.append(text if c.get("converged", True) else f"{text} **not converged**")
-        stages.append(f"{stage}: " + ", ".join(cells))
-    return "; ".join(stages) or "-"
-
-
 def _baselines(runs: list) -> list:
     return [b for b in runs[0]["errors"] if b != "model"]
 
@@ -84,7 +71,7 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
         others = "; ".join(f"{b} {_cell(err(b, 'mean_m'))}" for b in base[1:]) or "-"
         rows.append(
             f"| `{config}` | {len(runs)} | {runs[0]['n_train_labelled']} / {runs[0]['n_test']} "
-            f"| {_epochs(runs)} | {_cell(err('model', 'mean_m'))} | {_cell(err('model', 'p50_m'))} "
+            f"| {epochs_cell(runs)} | {_cell(err('model', 'mean_m'))} | {_cell(err('model', 'p50_m'))} "
             f"| {first or '-'} {_cell(err(first, 'mean_m')) if first else ''} "
             f"/ {_cell(err(first, 'p50_m')) if first else ''} | {_cell(ratio)} | {others} "
             f"| {_cell([s['error_over_bound_median'] for s in runs], 0)} "
@@ -137,7 +124,7 @@ def readme_tables(summaries: dict, names=README_CONFIGS) -> str:
         lines = [
             f"`python train.py --config {config}`: {len(runs)} seed{'s' if len(runs) > 1 else ''}, "
             f"{first['n_train_labelled']} labelled training samples; epochs run of cap (best): "
-            f"{_epochs(runs)}; training {_cell([s['timings_s'].get('training_s', np.nan) / 60 for s in runs], 1)} "
+            f"{epochs_cell(runs)}; training {_cell([s['timings_s'].get('training_s', np.nan) / 60 for s in runs], 1)} "
             f"min; error / bound at the median "
             f"{_cell([s['error_over_bound_median'] for s in runs], 0)}; code "
             + ", ".join(sorted({f"`{s['code_version']}`" for s in runs})) + ".",

@@ -15,17 +15,10 @@ the same test links, paired across seeds and links (a two-level bootstrap).
 """
 from __future__ import annotations
 
-import argparse
-import os
-import time
-
-import numpy as np
-
-from tfloc.metrics import cdf_figure
 from tfloc.studies.common import Experiment, write_keeping_discussion
-from tfloc.studies.summary import (Claim, add_study_arguments, by_experiment, claim_lines,
-                                   interval_cell, load_summaries, run_storing_summaries,
-                                   seeded_experiments)
+from tfloc.studies.summary import (Claim, by_experiment, cdf_lines,
+                                   claims_section, epochs_cell, interval_cell, regenerate_page,
+                                   seeded_study_main)
 
 SUMMARIES = "docs/results/seed002/runs"
 COMMAND = "python -m tfloc.studies.seed002"
@@ -81,12 +74,6 @@ CLAIMS = [
 ]
 
 
-def _epochs(runs) -> str:
-    return ", ".join(f"{c.get('epochs', '?')} ({c.get('best_epoch', '?')})"
-                     + ("" if c.get("converged", True) else " not converged")
-                     for s in runs for c in s["convergence"].values()) or "-"
-
-
 def _scale_text(s: dict) -> str:
     cfg = s["resolved_config"]
     c = s.get("link_conditions") or {}
@@ -125,7 +112,7 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
             continue
         lines += [f"## {group}", "",
                   "| experiment | seeds | RMSE (ours) | mean | p50 | p90 | accuracy (ours) | RMSE (paper) "
-                  "| accuracy (paper) | epochs run (best), per seed |",
+                  "| accuracy (paper) | epochs run of cap (best), per seed |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for e in exps:
             rs = runs[e.label]
@@ -136,7 +123,7 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
                 f"| {e.label} | {len(rs)} | {m('rmse_m')} | {m('mean_m')} | {m('p50_m')} | {m('p90_m')} "
                 f"| {interval_cell([s.get('condition_accuracy') for s in rs], '{:.1f} %', 100)} "
                 f"| {'-' if paper_rmse is None else f'{paper_rmse:.2f}'} "
-                f"| {'-' if paper_acc is None else f'{100 * paper_acc:.1f} %'} | {_epochs(rs)} |")
+                f"| {'-' if paper_acc is None else f'{100 * paper_acc:.1f} %'} | {epochs_cell(rs)} |")
         lines.append("")
     knn = [s for e in EXPERIMENTS if e.label == "HDA" for s in runs.get(e.label, [])] or [first]
     lines += [f"kNN fingerprinting on the same ADP features and labelled realizations (k and weighting "
@@ -144,49 +131,19 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
               f"{interval_cell([s['errors']['knn']['rmse_m'] for s in knn])} m, mean "
               f"{interval_cell([s['errors']['knn']['mean_m'] for s in knn])} m, p50 "
               f"{interval_cell([s['errors']['knn']['p50_m'] for s in knn])} m.", "",
-              "## The paper's claims on our site", "",
-              "Each claim is judged on the difference of the two experiments' RMSE on the same test "
-              "links, paired by seed and link; its interval comes from a bootstrap that resamples "
-              "the seeds and, within each, the links. **reproduced**: the interval lies below zero, "
-              "as the paper claims; **reversed**: above zero; **not separable**: it contains zero. "
-              "With one seed a claim is not judged (one run cannot show the spread between runs).", "",
-              *claim_lines(CLAIMS, runs), ""]
-    png = os.path.splitext(out)[0] + "_cdf.png"
-    curves = {e.label: np.concatenate([s["link_errors_m"][s["model_curve"]] for s in runs[e.label]])
-              for e in EXPERIMENTS if e.group in ("Table II", "baselines") and e.trains_position
-              and e.label in runs and all("link_errors_m" in s for s in runs[e.label])}
-    if curves:
-        import matplotlib.pyplot as plt
-        fig = cdf_figure(curves, "seed 002 analog: test error CDF (every seed's test links)")
-        fig.savefig(png)
-        plt.close(fig)
-        lines += [f"![CDFs of the Table II analog and the baselines]({os.path.basename(png)})", ""]
+              *claims_section(CLAIMS, runs),
+              *cdf_lines(runs, [e.label for e in EXPERIMENTS if e.group in ("Table II", "baselines")
+                                and e.trains_position], out,
+                         "seed 002 analog: test error CDF (every seed's test links)")]
     return write_keeping_discussion(out, "\n".join(lines))
 
 
 def regenerate(out: str, command: str = COMMAND) -> str:
-    summaries = load_summaries(SUMMARIES)
-    if not summaries:
-        raise SystemExit(f"no run summaries in {SUMMARIES}: run the study first")
-    return write_page(summaries, out, command)
+    return regenerate_page(SUMMARIES, write_page, out, command)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=3, help="seeds per experiment (default 3)")
-    ap.add_argument("--only", nargs="+", choices=["Table II", "baselines", "ablations"],
-                    help="run only these groups")
-    add_study_arguments(ap, "seed002")
-    args = ap.parse_args(argv)
-    if args.seeds < 1:
-        ap.error("--seeds must be at least 1")
-    t0 = time.time()
-    if not args.pages_only:
-        exps = [e for e in EXPERIMENTS if not args.only or e.group in args.only]
-        run_storing_summaries(seeded_experiments(exps, args.seeds, args.repo), SUMMARIES, args,
-                              after=lambda: regenerate(args.out))
-    regenerate(args.out)
-    print(f"wrote {args.out} ({(time.time() - t0) / 60:.1f} min)")
+    seeded_study_main(__doc__, "seed002", EXPERIMENTS, write_page, argv, groups=("Table II", "baselines", "ablations"))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 from scipy import stats
 
+from tfloc.metrics import cdf_figure
 from tfloc.run.experiment import load_config
 from tfloc.studies.common import run_experiments
 from tfloc.utils import atomic_write_text
@@ -73,6 +74,7 @@ def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict
         "link_errors_m": {name: np.round(errors[name].astype(float), 2).tolist() for name in names},
         "error_over_bound_median": ratio.get("median"),
         "condition_accuracy": rep.get("condition", {}).get("accuracy"),
+        "axis_errors": rep.get("axis_errors"),
         "conditions_per_split": rep.get("conditions_per_split"),
         "link_conditions": rep.get("simulation", {}).get("conditions"),
         "resolved_config": cfg,           # the run's whole config, as it trained
@@ -228,6 +230,34 @@ class Claim:
     source: str = ""
 
 
+def claims_section(claims, runs: dict, title: str = "The paper's claims on our site") -> list:
+    """The Markdown section judging ``claims`` (:func:`claim_lines`) with what its verdicts mean."""
+    metrics = sorted({c.metric[:-2] for c in claims})
+    return [f"## {title}", "",
+            f"Each claim is judged on the difference of the two experiments' {' or '.join(metrics)} "
+            "error on the same test links, paired by seed and link; its interval comes from a "
+            "bootstrap that resamples the seeds and, within each, the links. **reproduced**: the "
+            "interval lies below zero, as the paper claims; **reversed**: above zero; **not "
+            "separable**: it contains zero. With one seed a claim is not judged (one run cannot "
+            "show the spread between runs).", "", *claim_lines(claims, runs), ""]
+
+
+def cdf_lines(runs: dict, labels, out: str, title: str) -> list:
+    """Writes ``<out stem>_cdf.png``, the test-error CDFs of the experiments ``labels`` over
+    every seed's test links (those whose runs all keep per-link errors), and returns the
+    Markdown that shows it (nothing when no experiment qualifies)."""
+    curves = {label: np.concatenate([s["link_errors_m"][s["model_curve"]] for s in runs[label]])
+              for label in labels if runs.get(label) and all("link_errors_m" in s for s in runs[label])}
+    if not curves:
+        return []
+    import matplotlib.pyplot as plt
+    png = os.path.splitext(out)[0] + "_cdf.png"
+    fig = cdf_figure(curves, title)
+    fig.savefig(png)
+    plt.close(fig)
+    return [f"![{title}]({os.path.basename(png)})", ""]
+
+
 def claim_lines(claims, runs: dict, n_boot: int = 10000) -> list:
     """A Markdown table judging each claim on the runs of its two experiments (``runs``:
     :func:`by_experiment`), paired by seed and test link (:func:`paired_bootstrap`), with
@@ -247,6 +277,19 @@ def claim_lines(claims, runs: dict, n_boot: int = 10000) -> list:
         word = verdict(d) if len(seeds) > 1 else "one seed: not judged"
         lines.append(f"{head} {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] | {len(seeds)} | {word} |")
     return lines
+
+
+def epochs_cell(runs: list) -> str:
+    """Per stage: epochs run (best epoch) of each seed; "not converged" where best = last."""
+    stages = []
+    for stage in runs[0]["convergence"]:
+        cells = []
+        for s in runs:
+            c = s["convergence"].get(stage, {})
+            text = f"{c.get('epochs', '?')} of {c.get('epoch_cap', '?')} ({c.get('best_epoch', '?')})"
+            cells.append(text if c.get("converged", True) else f"{text} **not converged**")
+        stages.append(f"{stage}: " + ", ".join(cells))
+    return "; ".join(stages) or "-"
 
 
 def interval_cell(values, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
@@ -286,3 +329,36 @@ def run_storing_summaries(experiments, folder: str, args, after=None) -> None:
         if after is not None:
             after()
     run_experiments(todo, args.root, args.sets, repo=args.repo, on_done=store)
+
+
+def regenerate_page(folder: str, write_page, out: str, command: str) -> str:
+    """``write_page(summaries, out, command)`` of the summaries stored in ``folder``."""
+    summaries = load_summaries(folder)
+    if not summaries:
+        raise SystemExit(f"no run summaries in {folder}: run the study first")
+    return write_page(summaries, out, command)
+
+
+def seeded_study_main(doc: str, name: str, experiments, write_page, argv=None, groups=()) -> None:
+    """The command line of a seeded paper study ``python -m tfloc.studies.<name>``: runs each of
+    ``experiments`` once per ``--seeds`` (default 3; ``--only`` picks ``groups``), stores each
+    run's summary in docs/results/<name>/runs/ as it ends and regenerates the page with
+    ``write_page(summaries, out, command)`` after each run (``--pages-only``: only that)."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per experiment (default 3)")
+    if groups:
+        ap.add_argument("--only", nargs="+", choices=list(groups), help="run only these groups")
+    add_study_arguments(ap, name)
+    args = ap.parse_args(argv)
+    if args.seeds < 1:
+        ap.error("--seeds must be at least 1")
+    folder, command = f"docs/results/{name}/runs", f"python -m tfloc.studies.{name}"
+    t0 = time.time()
+    if not args.pages_only:
+        only = getattr(args, "only", None)
+        exps = [e for e in experiments if not only or e.group in only]
+        run_storing_summaries(seeded_experiments(exps, args.seeds, args.repo), folder, args,
+                              after=lambda: regenerate_page(folder, write_page, args.out, command))
+    regenerate_page(folder, write_page, args.out, command)
+    print(f"wrote {args.out} ({(time.time() - t0) / 60:.1f} min)")
