@@ -173,6 +173,8 @@ def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method, reques
     assert report["method"] == method and report["model"]["dims"] == dims
     assert {"mean_m", "p50_m", "p67_m", "p80_m", "p90_m", "rmse_m"} <= set(report["model"])
     assert {"knn", "mean"} <= set(report["baselines"]) and report["n_test"] > 0
+    assert report["machine"]["cpu_cores"] >= 1 and report["machine"]["tensorflow"] == tf.__version__
+    assert len(report["test_links_sha256"]) == 16
     rows, want = report["timings_s"]["training_rows"], _expected_rows(report, cfg)
     assert rows > 0 and (want is None or rows == want)       # what the method says it trained on
     assert report["timings_s"]["training_rows_per_s"] > 0

@@ -222,3 +222,12 @@ def test_the_seed003_page_from_seeded_summaries(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| CNN AE pre-trained (Model 4) < CNN"))
     assert row.endswith("| 2 | reproduced |")
     assert "| MLP AE pre-trained (Model 3) < MLP, scratch (Model 1) |" in text and "not run" in text
+
+
+def test_pages_name_the_machines_their_runs_trained_on():
+    from tfloc.studies.summary import machines_text
+    m = {"cpu_model": "AMD EPYC", "cpu_cores": 2, "gpus": 0, "tensorflow": "2.19.1"}
+    assert machines_text([{"machine": m}, {"machine": m}, {}]) == \
+        "2 runs on AMD EPYC, 2 cores, TensorFlow 2.19.1; 1 run: machine not recorded"
+    assert machines_text([{"machine": {**m, "gpus": 1, "cpu_cores": 8}}]) == \
+        "1 run on AMD EPYC, 8 cores, 1 GPU, TensorFlow 2.19.1"

@@ -33,6 +33,23 @@ def dtype_policy(name: str):
         keras.config.set_dtype_policy(old)
 
 
+def machine_info() -> dict:
+    """What a run's numbers were measured on: usable CPU cores, the CPU model, the platform
+    and the TensorFlow version (reports and study pages print it, not a constant)."""
+    import platform
+    import tensorflow as tf
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), model)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu_cores": cores, "cpu_model": model, "gpus": len(tf.config.list_physical_devices("GPU")),
+            "platform": platform.platform(terse=True), "python": platform.python_version(),
+            "tensorflow": tf.__version__}
+
+
 def atomic_write_text(path: str, text: str):
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)

@@ -13,6 +13,7 @@ from tfloc.data.bundle import DataBundle
 from tfloc.evaluation.base import EvalContext, run_evaluators
 from tfloc.evaluation.report import write_report
 from tfloc.sim.paths import CONDITIONS
+from tfloc.utils import machine_info
 
 log = logging.getLogger("tfloc")
 
@@ -49,6 +50,7 @@ def evaluate(cfg, run_dir: str, task, models: dict, data: DataBundle, extra: dic
         "method": cfg.method.type, "evaluators": names,
         "model_name": net.name, "num_parameters": int(net.count_params()),
         "op_determinism": bool(tf_config.is_op_determinism_enabled()),
+        "machine": machine_info(),
         "evaluation_s": round(time.time() - t0, 2),
     }
     report.update(extra or {})

@@ -28,7 +28,8 @@ import numpy as np
 from scipy import stats
 
 from tfloc.studies.common import Experiment, write_keeping_discussion
-from tfloc.studies.summary import add_study_arguments, load_summaries, run_storing_summaries
+from tfloc.studies.summary import (add_study_arguments, load_summaries, machines_text,
+                                   run_storing_summaries)
 
 SUMMARIES = "docs/results/scaling/runs"
 
@@ -219,7 +220,7 @@ def write_page(summaries: dict, out: str, command: str) -> str:
              "(`--pages-only` regenerates this page from them without training). "
              "Each point is the shipped config with one data-size override, trained until its "
              "early stopping ended it; one seed per point. Errors are test errors; each curve says "
-             "which test UEs its points share.", "",
+             "which test UEs its points share. Machines: " + machines_text(summaries.values()) + ".", "",
              f"![learning curves]({os.path.splitext(os.path.basename(out))[0]}.png)", ""]
     for name, c in CURVES.items():
         rows = _curve_rows(name, summaries)

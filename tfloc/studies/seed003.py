@@ -14,8 +14,8 @@ paper's order is judged on the same test UEs, paired across seeds and UEs.
 from __future__ import annotations
 
 from tfloc.studies.common import Experiment, write_keeping_discussion
-from tfloc.studies.summary import (Claim, by_experiment, cdf_lines,
-                                   claims_section, epochs_cell, interval_cell, regenerate_page,
+from tfloc.studies.summary import (Claim, by_experiment, cdf_lines, claims_section, epochs_cell,
+                                   interval_cell, machines_text, regenerate_page,
                                    seeded_study_main)
 
 SUMMARIES = "docs/results/seed003/runs"
@@ -56,7 +56,8 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
              f"fine-tune, the unlabelled UEs pre-train, {first['n_val']} validate, {first['n_test']} "
              "test; 2D positions (the paper: 3D on CTW-2020, 646 x 943 x 41 m). Every stage trains "
              "until early stopping; a cell is the mean over seeds with its Student-t 95 % interval. "
-             "Code versions: " + ", ".join(f"`{v}`" for v in versions) + ".", "",
+             "Machines: " + machines_text(summaries.values()) + ". Code versions: "
+             + ", ".join(f"`{v}`" for v in versions) + ".", "",
              "## Table I analog: per axis and averaged (seed 003 eq. 4-11)", "",
              "NMAE and NRMSE divide by each axis's range of the test labels. Ours: metres and "
              "ratios; the paper's averaged values (3 axes, its dataset) in the last column.", "",

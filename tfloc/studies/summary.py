@@ -78,6 +78,7 @@ def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict
         "conditions_per_split": rep.get("conditions_per_split"),
         "link_conditions": rep.get("simulation", {}).get("conditions"),
         "resolved_config": cfg,           # the run's whole config, as it trained
+        "machine": rep.get("machine"),    # what it trained on (cores, CPU, TF version)
         "convergence": rep.get("convergence", {}),
         "timings_s": {k: round(t[k], 1) for k in ("simulation_s", "training_s") if k in t},
     }
@@ -362,3 +363,16 @@ def seeded_study_main(doc: str, name: str, experiments, write_page, argv=None, g
                               after=lambda: regenerate_page(folder, write_page, args.out, command))
     regenerate_page(folder, write_page, args.out, command)
     print(f"wrote {args.out} ({(time.time() - t0) / 60:.1f} min)")
+
+
+def machines_text(summaries) -> str:
+    """The machines a page's runs trained on, as a sentence fragment ("1 x AMD EPYC, 2 cores,
+    TensorFlow 2.19.1"); runs made before reports recorded it count as "not recorded"."""
+    seen: dict = {}
+    for s in summaries:
+        m = s.get("machine")
+        text = (f"{m['cpu_model']}, {m['cpu_cores']} cores" + (f", {m['gpus']} GPU" if m.get("gpus") else "")
+                + f", TensorFlow {m['tensorflow']}") if m else "not recorded"
+        seen[text] = seen.get(text, 0) + 1
+    return "; ".join(f"{n} run{'s' if n > 1 else ''} on {t}" if t != "not recorded" else
+                     f"{n} run{'s' if n > 1 else ''}: machine not recorded" for t, n in seen.items())
