@@ -69,7 +69,7 @@ def test_a_study_stores_each_runs_summary_as_it_ends_and_skips_stored_ones(tmp_p
     from tfloc.studies import summary
     from tfloc.studies.common import Experiment
 
-    def fake_run_experiments(exps, root, sets, repo, on_done):   # what train.py leaves behind
+    def fake_run_experiments(exps, root, sets, repo, on_done, **where):   # what train.py leaves behind
         for e in exps:
             run = tmp_path / "runs" / e.key
             run.mkdir(parents=True)
@@ -231,3 +231,26 @@ def test_pages_name_the_machines_their_runs_trained_on():
         "2 runs on AMD EPYC, 2 cores, TensorFlow 2.19.1; 1 run: machine not recorded"
     assert machines_text([{"machine": {**m, "gpus": 1, "cpu_cores": 8}}]) == \
         "1 run on AMD EPYC, 8 cores, 1 GPU, TensorFlow 2.19.1"
+
+
+def test_the_scale_page_is_what_the_summaries_generate(tmp_path, monkeypatch):
+    from tfloc.studies import scale
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "scale.md"
+    committed = open("docs/scale.md").read()
+    out.write_text(committed)
+    assert scale.write_page(str(out)) == committed, \
+        "docs/scale.md differs from its summaries: python -m tfloc.studies.scale"
+
+
+def test_wall_time_places_the_longest_runs_first_on_the_first_free_worker():
+    import itertools
+    from tfloc.studies.scale import wall_time
+    d = [5.0, 4.0, 3.0, 3.0, 2.0, 2.0, 1.0]
+    assert wall_time(d, 1) == sum(d) and wall_time(d, 10) == 5.0
+    # LPT's makespan is within 4/3 of the best assignment's (Graham 1969); here it is the best
+    best = min(max(sum(x for x, w in zip(d, a) if w == k) for k in range(3))
+               for a in itertools.product(range(3), repeat=len(d)))
+    assert best == 7.0 and wall_time(d, 3) == 7.0
+    with pytest.raises(ValueError, match="at least 1"):
+        wall_time(d, 0)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 
+from tfloc.studies.executors import StudyRun, run_logged, run_on_ray
 from tfloc.utils import atomic_write_text
 
 
@@ -29,44 +29,61 @@ def run_dir(root: str, index: int, label: str) -> str:
     return os.path.join(root, f"{index:02d}-{slug}")
 
 
-def run_experiments(experiments, root: str, common_sets=(), repo: str = ".", on_done=None) -> dict:
+def run_experiments(experiments, root: str, common_sets=(), repo: str = ".", on_done=None,
+                    executor: str = "local", address: str | None = None, workers: int | None = None,
+                    cpus_per_run: int | None = None, train_script: str | None = None) -> dict:
     """Runs each experiment into ``root/<slug>`` unless its report exists (resumable).
 
-    Each run is a separate ``train.py`` process (fresh TF state, bounded memory).
-    Returns {label: run_dir}. A failed run stops the study with its log's tail.
-    ``on_done(experiment, run_dir, sets)``, if given, is called for each finished run, made now
-    or before (``sets``: every override it ran with), e.g. to store its summary before the
-    next starts.
+    Each run is a separate ``train.py`` process (fresh TF state, bounded memory): one after
+    another here (``executor="local"``), or as Ray tasks (``executor="ray"``, see
+    :func:`tfloc.studies.executors.run_on_ray`: a local cluster of ``workers`` runs at once, or
+    the cluster at ``address``; each task holds ``cpus_per_run`` cores). Returns {label: run_dir}.
+    A failed run stops the study with its log's tail. ``on_done(experiment, run_dir, sets)``,
+    if given, is called for each finished run, made now or before (``sets``: every override it
+    ran with), e.g. to store its summary before the next starts. ``train_script``: the
+    trainer to run (default ``<repo>/train.py``; tests give a stand-in).
     """
     os.makedirs(root, exist_ok=True)
-    out = {}
+    out, pending = {}, []
+    n = len(experiments)
     for i, e in enumerate(experiments):
         run = os.path.join(root, e.key) if e.key else run_dir(root, i, e.label)
         out[e.label] = run
         if os.path.isfile(os.path.join(run, "report.json")):
-            print(f"[{i + 1}/{len(experiments)}] {e.label}: done before ({run})", flush=True)
+            print(f"[{i + 1}/{n}] {e.label}: done before ({run})", flush=True)
             if on_done is not None:
                 on_done(e, run, [*common_sets, *e.sets])
             continue
         sets = [a for s in [*common_sets, *e.sets, "export.enabled=false"] for a in ("--set", s)]
-        cmd = [sys.executable, os.path.join(repo, "train.py"), "--config",
-               os.path.join(repo, e.config), *sets, "--run-dir", run]
-        t = time.time()
-        print(f"[{i + 1}/{len(experiments)}] {e.label} ...", flush=True)
-        with open(run + ".log", "w") as log:
-            r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        if r.returncode != 0:
-            with open(run + ".log") as fh:
+        cmd = [sys.executable, os.path.abspath(train_script or os.path.join(repo, "train.py")),
+               "--config", os.path.abspath(os.path.join(repo, e.config)), *sets,
+               "--run-dir", os.path.abspath(run)]
+        pending.append(StudyRun(f"[{i + 1}/{n}] {e.label}", e, run, cmd, [*common_sets, *e.sets]))
+
+    def finished(job: StudyRun, returncode: int, seconds: float):
+        if returncode != 0:
+            with open(job.run + ".log") as fh:
                 tail = fh.read()[-3000:]
-            raise RuntimeError(f"{e.label} failed (exit {r.returncode}):\n{tail}")
-        rep = json.load(open(os.path.join(run, "report.json")))
+            raise RuntimeError(f"{job.experiment.label} failed (exit {returncode}):\n{tail}")
+        with open(os.path.join(job.run, "report.json")) as fh:
+            rep = json.load(fh)
         acc = rep.get("condition", {}).get("accuracy")
-        print(f"    mean {rep['model']['mean_m']:.2f} m, RMSE {rep['model']['rmse_m']:.2f} m"
+        print(f"{job.title}: mean {rep['model']['mean_m']:.2f} m, RMSE {rep['model']['rmse_m']:.2f} m"
               + (f", accuracy {100 * acc:.1f} %" if acc is not None else "")
-              + f" ({time.time() - t:.0f} s)", flush=True)
+              + f" ({seconds:.0f} s)", flush=True)
         if on_done is not None:
-            on_done(e, run, [*common_sets, *e.sets])
+            on_done(job.experiment, job.run, job.sets)
+
+    if executor == "ray":
+        run_on_ray(pending, finished, cwd=os.path.abspath(repo), address=address, workers=workers,
+                   cpus_per_run=cpus_per_run)
+    elif executor == "local":
+        for job in pending:
+            print(f"{job.title} ...", flush=True)
+            t = time.time()
+            finished(job, run_logged(job.cmd, job.run + ".log"), time.time() - t)
+    else:
+        raise ValueError(f"executor: expected 'local' or 'ray', got {executor!r}")
     return out
 
 

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from tfloc.studies import scale
 from tfloc.studies.common import Experiment, write_generated_block, write_keeping_discussion
 from tfloc.studies.summary import (add_study_arguments, epochs_cell, interval_cell, load_summaries,
                                    machines_text, run_storing_summaries, seeded_experiments)
@@ -155,6 +156,17 @@ def regenerate(out: str, command: str = COMMAND) -> str:
     return write_page(summaries, out, command)
 
 
+def regenerate_derived(readme: str = "README.md", scale_page: str = scale.OUT) -> None:
+    """What else the summaries feed: the README's results tables and the run times of
+    docs/scale.md (its wall-time estimates)."""
+    summaries = load_summaries(SUMMARIES)
+    write_generated_block(readme, COMMAND, readme_tables(summaries))
+    try:
+        scale.write_page(scale_page, summaries)
+    except SystemExit as e:      # a config seed002 needs has no run yet: the page waits
+        print(f"{scale_page} not rewritten: {e}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", help="config names (default: every configs/*.yaml)")
@@ -171,9 +183,9 @@ def main(argv=None):
     t0 = time.time()
     if not args.pages_only:
         run_storing_summaries(experiments(names, args.seeds, args.repo), SUMMARIES, args,
-                              after=lambda: (regenerate(args.out), regenerate_readme(args.readme)))
+                              after=lambda: (regenerate(args.out), regenerate_derived(args.readme)))
     regenerate(args.out)
-    regenerate_readme(args.readme)
+    regenerate_derived(args.readme)
     print(f"wrote {args.out} ({(time.time() - t0) / 60:.1f} min)")
 
 

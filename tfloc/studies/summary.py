@@ -307,12 +307,21 @@ def interval_cell(values, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
 
 def add_study_arguments(ap, name: str) -> None:
     """The options every summary-backed study shares: ``--set``, ``--root`` (runs/<name>),
-    ``--out`` (docs/results/<name>.md), ``--repo`` and ``--pages-only``."""
+    ``--out`` (docs/results/<name>.md), ``--repo``, ``--pages-only`` and where the runs run
+    (``--executor``, ``--address``, ``--workers``, ``--cpus-per-run``)."""
     ap.add_argument("--set", dest="sets", action="append", default=[], help="override for every run")
     ap.add_argument("--root", default=f"runs/{name}")
     ap.add_argument("--out", default=f"docs/results/{name}.md")
     ap.add_argument("--repo", default=".")
     ap.add_argument("--pages-only", action="store_true", help="regenerate the page from the summaries")
+    ap.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local: one run after another; ray: runs as Ray tasks (tfloc/studies/executors.py)")
+    ap.add_argument("--address", help="with --executor ray: HOST:PORT of a running Ray cluster's head "
+                    "(default: start a local cluster)")
+    ap.add_argument("--workers", type=int, help="with --executor ray and no --address: runs at once "
+                    "(default: this machine's cores / --cpus-per-run)")
+    ap.add_argument("--cpus-per-run", type=int, help="with --executor ray: cores each run holds "
+                    "(default: a local cluster's cores / --workers; on a cluster 2)")
 
 
 def run_storing_summaries(experiments, folder: str, args, after=None) -> None:
@@ -329,7 +338,9 @@ def run_storing_summaries(experiments, folder: str, args, after=None) -> None:
                       summarize_run(run, e.label, e.config, sets, version))
         if after is not None:
             after()
-    run_experiments(todo, args.root, args.sets, repo=args.repo, on_done=store)
+    run_experiments(todo, args.root, args.sets, repo=args.repo, on_done=store,
+                    executor=getattr(args, "executor", "local"), address=getattr(args, "address", None),
+                    workers=getattr(args, "workers", None), cpus_per_run=getattr(args, "cpus_per_run", None))
 
 
 def regenerate_page(folder: str, write_page, out: str, command: str) -> str:

@@ -1,0 +1,76 @@
+"""A study's runs on Ray: two local workers run a tiny study's runs at once, each with its
+share of the cores; finished runs are not repeated; a failed run stops the study with its log.
+The trainer is a stand-in script (what matters here is where and how runs are launched)."""
+import json
+import os
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REPO
+from tfloc.studies.common import Experiment, run_experiments
+
+FAKE_TRAIN = textwrap.dedent("""
+    import json, os, sys, time
+    args = sys.argv[1:]
+    run = args[args.index("--run-dir") + 1]
+    sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    os.makedirs(run, exist_ok=True)
+    start = time.time()
+    time.sleep(3)
+    if "fail=1" in sets:
+        print("stand-in trainer: told to fail"); sys.exit(3)
+    json.dump({"model": {"mean_m": 1.5, "rmse_m": 2.0}, "start": start, "end": time.time(),
+               "threads": os.environ.get("TF_NUM_INTRAOP_THREADS"), "cwd": os.getcwd(),
+               "sets": sets}, open(os.path.join(run, "report.json"), "w"))
+""")
+
+
+@pytest.fixture
+def fake_train(tmp_path):
+    path = tmp_path / "fake_train.py"
+    path.write_text(FAKE_TRAIN)
+    return str(path)
+
+
+def test_two_ray_workers_run_a_study_at_once_and_resume(tmp_path, fake_train):
+    pytest.importorskip("ray")
+    exps = [Experiment(f"point {k}", "configs/hda.yaml", [f"point={k}"], key=f"p{k}") for k in range(2)]
+    done = []
+    run_experiments(exps, str(tmp_path / "runs"), ["common=1"], repo=REPO, executor="ray", workers=2,
+                    train_script=fake_train, on_done=lambda e, run, sets: done.append((e.key, sets)))
+    reps = [json.loads((tmp_path / "runs" / f"p{k}" / "report.json").read_text()) for k in range(2)]
+    assert sorted(done) == [("p0", ["common=1", "point=0"]), ("p1", ["common=1", "point=1"])]
+    assert max(r["start"] for r in reps) < min(r["end"] for r in reps)      # the two overlapped
+    assert {r["threads"] for r in reps} == {str(max(1, os.cpu_count() // 2))}   # each its share
+    assert {r["cwd"] for r in reps} == {REPO}
+    assert all("export.enabled=false" in r["sets"] for r in reps)
+    # again: nothing runs (the stand-in would take 3 s and rewrite the reports), both are reported done
+    done.clear()
+    mtimes = [(tmp_path / "runs" / f"p{k}" / "report.json").stat().st_mtime for k in range(2)]
+    run_experiments(exps, str(tmp_path / "runs"), ["common=1"], repo=REPO, executor="ray", workers=2,
+                    train_script=fake_train, on_done=lambda e, run, sets: done.append(e.key))
+    assert sorted(done) == ["p0", "p1"]
+    assert mtimes == [(tmp_path / "runs" / f"p{k}" / "report.json").stat().st_mtime for k in range(2)]
+
+
+def test_a_failed_run_on_ray_stops_the_study_with_its_log(tmp_path, fake_train):
+    pytest.importorskip("ray")
+    exps = [Experiment("broken", "configs/hda.yaml", ["fail=1"], key="broken")]
+    with pytest.raises(RuntimeError, match=r"(?s)broken failed \(exit 3\).*told to fail"):
+        run_experiments(exps, str(tmp_path / "runs"), repo=REPO, executor="ray", workers=1,
+                        train_script=fake_train)
+
+
+def test_an_unknown_executor_is_refused(tmp_path, fake_train):
+    exps = [Experiment("a", "configs/hda.yaml", key="a")]
+    with pytest.raises(ValueError, match="executor: expected 'local' or 'ray'"):
+        run_experiments(exps, str(tmp_path / "runs"), repo=REPO, executor="slurm", train_script=fake_train)
+
+
+def test_the_local_executor_runs_one_after_another(tmp_path, fake_train):
+    exps = [Experiment(f"point {k}", "configs/hda.yaml", key=f"p{k}") for k in range(2)]
+    run_experiments(exps, str(tmp_path / "runs"), repo=REPO, train_script=fake_train)
+    reps = [json.loads((tmp_path / "runs" / f"p{k}" / "report.json").read_text()) for k in range(2)]
+    assert reps[0]["end"] <= reps[1]["start"] and reps[0]["threads"] is None
