@@ -89,3 +89,29 @@ def test_a_stage_patience_and_start_epoch_replace_the_configs_patience(tmp_path)
     assert _flat_fit(tmp_path / "b", patience=2)["epochs"] == 3
     # ... and counted from epoch 4 (after a 3-epoch ramp-up) at epoch 6
     assert _flat_fit(tmp_path / "c", patience=2, start_from_epoch=3)["epochs"] == 6
+
+
+def test_a_best_epoch_before_early_stopping_starts_counting_is_the_one_kept(tmp_path):
+    """Training pulls the output away from the validation labels, so epoch 1 is the best; early
+    stopping that starts counting at epoch 4 would keep epoch 4, the best checkpoint keeps 1."""
+    import os
+    import tensorflow as tf
+    from tfloc.methods.task import TrainingRun, position_trainer
+    from tfloc.methods.supervised import SupervisedTask
+    from tfloc.run.experiment import load_config
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "etoile_supervised.yaml"),
+                      ["runtime.verbose=0", "training.precision=float32", "training.learning_rate=0.01"])
+    x_in = keras.Input((3,), name="features")
+    out = keras.layers.Dense(2, kernel_initializer="zeros", name="position")(x_in)
+    net = keras.Model({"features": x_in}, {"position": out})
+    xs = np.ones((8, 3), np.float32)
+    ds = lambda v: tf.data.Dataset.from_tensor_slices(   # noqa: E731
+        ({"features": xs}, {"position": np.full((8, 2), v, np.float32)})).batch(4)
+    trainer = position_trainer({"inference": net}, net,
+                               lambda y, o: tf.reduce_mean(tf.square(o["position"] - y["position"])))
+    run = TrainingRun(str(tmp_path))
+    h = SupervisedTask(cfg).fit(trainer, ds(1.0), ds(-1.0), run, epochs=10, tag="away",
+                                patience=1, start_from_epoch=3).history["val_mean_error_m"]
+    assert np.argmin(h) == 0 and len(h) == 5 and run.convergence["away"]["best_epoch"] == 1
+    kept = float(np.mean(np.linalg.norm(net(xs)["position"].numpy() + 1.0, axis=-1)))
+    assert kept == pytest.approx(h[0], rel=1e-5)

@@ -269,11 +269,15 @@ class Task(abc.ABC):
         trainer.fit(train_ds, validation_data=val_ds, epochs=cap,
                     callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles
         history = backup.history
-        if backup.start_epoch and prior_best is not None and \
-                np.nanargmin(history[monitor]) < backup.start_epoch:
+        # early stopping restores the best epoch it saw; an earlier one (before a kill, or
+        # before ``start_from_epoch``) is only in the best checkpoint, which holds the best of all
+        seen_from = backup.start_epoch if backup.start_epoch and prior_best is not None else 0
+        if schedule is None:
+            seen_from = max(seen_from, start_from_epoch)
+        if seen_from and np.nanargmin(history[monitor]) < seen_from:
             if root:
                 ckpt = os.path.join(root, "checkpoints", os.path.basename(ckpt))
-            try:   # the best epoch was before the kill: its weights are the checkpoint's
+            try:   # the best epoch came before what early stopping saw: the checkpoint's weights
                 trainer.load_weights(ckpt)
             except Exception as e:
                 raise damaged(ckpt, e, "delete it and train this stage from its start") from None
