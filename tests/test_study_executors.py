@@ -18,6 +18,10 @@ FAKE_TRAIN = textwrap.dedent("""
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     os.makedirs(run, exist_ok=True)
     start = time.time()
+    if "fail=1" not in sets:    # the resolved config, as train.py writes it
+        from tfloc.config import dump_yaml
+        from tfloc.run.experiment import load_config
+        dump_yaml(load_config(args[args.index("--config") + 1], sets), os.path.join(run, "config.yaml"))
     time.sleep(3)
     if "fail=1" in sets:
         print("stand-in trainer: told to fail"); sys.exit(3)
@@ -36,12 +40,13 @@ def fake_train(tmp_path):
 
 def test_two_ray_workers_run_a_study_at_once_and_resume(tmp_path, fake_train):
     pytest.importorskip("ray")
-    exps = [Experiment(f"point {k}", "configs/hda.yaml", [f"point={k}"], key=f"p{k}") for k in range(2)]
+    exps = [Experiment(f"point {k}", "configs/hda.yaml", [f"runtime.seed={k}"], key=f"p{k}") for k in range(2)]
     done = []
-    run_experiments(exps, str(tmp_path / "runs"), ["common=1"], repo=REPO, executor="ray", workers=2,
+    run_experiments(exps, str(tmp_path / "runs"), ["training.epochs=3"], repo=REPO, executor="ray", workers=2,
                     train_script=fake_train, on_done=lambda e, run, sets: done.append((e.key, sets)))
     reps = [json.loads((tmp_path / "runs" / f"p{k}" / "report.json").read_text()) for k in range(2)]
-    assert sorted(done) == [("p0", ["common=1", "point=0"]), ("p1", ["common=1", "point=1"])]
+    assert sorted(done) == [("p0", ["training.epochs=3", "runtime.seed=0"]),
+                            ("p1", ["training.epochs=3", "runtime.seed=1"])]
     assert max(r["start"] for r in reps) < min(r["end"] for r in reps)      # the two overlapped
     assert {r["threads"] for r in reps} == {str(max(1, os.cpu_count() // 2))}   # each its share
     assert {r["cwd"] for r in reps} == {REPO}
@@ -49,10 +54,14 @@ def test_two_ray_workers_run_a_study_at_once_and_resume(tmp_path, fake_train):
     # again: nothing runs (the stand-in would take 3 s and rewrite the reports), both are reported done
     done.clear()
     mtimes = [(tmp_path / "runs" / f"p{k}" / "report.json").stat().st_mtime for k in range(2)]
-    run_experiments(exps, str(tmp_path / "runs"), ["common=1"], repo=REPO, executor="ray", workers=2,
+    run_experiments(exps, str(tmp_path / "runs"), ["training.epochs=3"], repo=REPO, executor="ray", workers=2,
                     train_script=fake_train, on_done=lambda e, run, sets: done.append(e.key))
     assert sorted(done) == ["p0", "p1"]
     assert mtimes == [(tmp_path / "runs" / f"p{k}" / "report.json").stat().st_mtime for k in range(2)]
+    # a finished run of another config in an experiment's place is refused, not counted as done
+    with pytest.raises(RuntimeError, match=r"another config .* \(training.epochs: 3 != 4\)"):
+        run_experiments(exps, str(tmp_path / "runs"), ["training.epochs=4"], repo=REPO,
+                        train_script=fake_train)
 
 
 def test_a_failed_run_on_ray_stops_the_study_with_its_log(tmp_path, fake_train):

@@ -7,6 +7,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from tfloc.config import to_dict
+from tfloc.run.experiment import load_config, load_run_config
 from tfloc.studies.executors import StudyRun, run_logged, run_on_ray
 from tfloc.utils import atomic_write_text
 
@@ -50,6 +52,10 @@ def run_experiments(experiments, root: str, common_sets=(), repo: str = ".", on_
         run = os.path.join(root, e.key) if e.key else run_dir(root, i, e.label)
         out[e.label] = run
         if os.path.isfile(os.path.join(run, "report.json")):
+            stale = config_difference(run, e.config, [*common_sets, *e.sets, "export.enabled=false"], repo)
+            if stale:
+                raise RuntimeError(f"{run} holds a finished run of another config than '{e.label}' "
+                                   f"asks for ({stale}); move it away to re-run it")
             print(f"[{i + 1}/{n}] {e.label}: done before ({run})", flush=True)
             if on_done is not None:
                 on_done(e, run, [*common_sets, *e.sets])
@@ -85,6 +91,21 @@ def run_experiments(experiments, root: str, common_sets=(), repo: str = ".", on_
     else:
         raise ValueError(f"executor: expected 'local' or 'ray', got {executor!r}")
     return out
+
+
+def config_difference(run: str, config: str, sets, repo: str = ".") -> str:
+    """"" when the finished run in ``run`` trained the config that ``config`` with ``sets``
+    resolves to, else the first few keys that differ ("training.epochs: 30 != 400; ...")."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+    want = flat(to_dict(load_config(os.path.join(repo, config), list(sets))))
+    have = flat(to_dict(load_run_config(os.path.join(run, "config.yaml"))))
+    diff = [f"{k}: {have.get(k)!r} != {want.get(k)!r}" for k in sorted(set(want) | set(have))
+            if want.get(k) != have.get(k)]
+    return "; ".join(diff[:4]) + (f"; {len(diff) - 4} more" if len(diff) > 4 else "")
 
 
 def load_reports(exps, runs: dict) -> dict:

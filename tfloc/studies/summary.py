@@ -29,12 +29,19 @@ _SCALARS = ("mean_m", "rmse_m", "p50_m", "p67_m", "p80_m", "p90_m")
 
 
 def code_version(repo: str = ".") -> str:
-    """``git describe --always --dirty`` of ``repo`` ("unknown" outside a checkout)."""
+    """``git describe --always`` of ``repo``, with "-dirty" when a tracked file outside
+    ``docs/`` and ``README.md`` (what studies write) differs from it; "unknown" outside a
+    checkout."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=repo, text=True, capture_output=True,
+                              check=True).stdout.strip()
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=repo, text=True,
-                              capture_output=True, check=True).stdout.strip()
+        version = git("describe", "--always")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                      ":(exclude)docs", ":(exclude)README.md")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return version + ("-dirty" if changed else "")
 
 
 def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict:
