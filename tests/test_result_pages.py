@@ -254,3 +254,23 @@ def test_wall_time_places_the_longest_runs_first_on_the_first_free_worker():
     assert best == 7.0 and wall_time(d, 3) == 7.0
     with pytest.raises(ValueError, match="at least 1"):
         wall_time(d, 0)
+
+
+def test_the_bound_page_from_seeded_summaries(tmp_path):
+    from tfloc.studies import bound
+    peb = lambda los, p90: {"LOS": {"median": los}, "NLOS": {"median": 4 * los}, "p90": p90}   # noqa: E731
+    summaries = {}
+    for k, los in enumerate((0.01, 0.03)):
+        s = _fake_summary("reference: 98 MHz, 20 dB, 2x8 cross-pol (32), TA +-5 ns", k, [2.0, 4.0], [3.0, 5.0])
+        s["resolved_config"]["simulation"].update(max_depth=2)
+        s["sections"] = {"bound": {"mirror": {"peb_m": peb(los, 0.2), "error_over_peb": {"median": 100.0 + k}},
+                                   "nuisance": {"peb_m": peb(0.1, float("inf")),
+                                                "error_over_peb": {"LOS": {"median": 30.0}}}}}
+        summaries[f"ref-{k}"] = s
+    text = bound.write_page(summaries, str(tmp_path / "bound.md"))
+    row = next(line for line in text.splitlines() if line.startswith("| reference"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "2" and cells[2].startswith("0.02 [") and cells[2].endswith("] m")   # mean of 1 and 3 cm
+    assert cells[8].startswith("100 [")          # error over PEB: mean of 100 and 101
+    assert "unbounded" not in row                # only the nuisance p90, not shown, is unbounded
+    assert "| 20 MHz" not in text                # settings without runs are left out

@@ -44,13 +44,14 @@ def code_version(repo: str = ".") -> str:
     return version + ("-dirty" if changed else "")
 
 
-def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict:
+def summarize_run(run: str, label: str, config: str, sets, version: str, keep=()) -> dict:
     """The summary of the finished run in ``run`` (its report.json, config.yaml, errors.npz):
     the config and its hash, seed, the code ``version`` that trained it (taken when the
     study started: :func:`code_version`), the test errors of the model and each baseline
     (scalars, 101 quantiles and every test link's error, for paired comparisons), the
     model's per propagation condition, the bound ratio, the condition classifier's accuracy,
-    the links' conditions per split, the resolved config, convergence and timings."""
+    the links' conditions per split, the resolved config, convergence and timings; ``keep``
+    names further report sections a study's page needs (e.g. "bound"), kept whole."""
     with open(os.path.join(run, "report.json")) as fh:
         rep = json.load(fh)
     with open(os.path.join(run, "config.yaml")) as fh:
@@ -88,6 +89,7 @@ def summarize_run(run: str, label: str, config: str, sets, version: str) -> dict
         "machine": rep.get("machine"),    # what it trained on (cores, CPU, TF version)
         "convergence": rep.get("convergence", {}),
         "timings_s": {k: round(t[k], 1) for k in ("simulation_s", "training_s") if k in t},
+        "sections": {k: rep.get(k) for k in keep},
     }
 
 
@@ -331,7 +333,7 @@ def add_study_arguments(ap, name: str) -> None:
                     "(default: a local cluster's cores / --workers; on a cluster 2)")
 
 
-def run_storing_summaries(experiments, folder: str, args, after=None) -> None:
+def run_storing_summaries(experiments, folder: str, args, after=None, keep=()) -> None:
     """Runs those of ``experiments`` without a summary in ``folder`` (each its own train.py
     process under ``args.root``, with ``args.sets``) and stores each run's summary there as
     it finishes, then calls ``after()`` (e.g. to regenerate the page), so an interrupted
@@ -342,7 +344,7 @@ def run_storing_summaries(experiments, folder: str, args, after=None) -> None:
 
     def store(e, run, sets):
         write_summary(os.path.join(folder, e.key + ".json"),
-                      summarize_run(run, e.label, e.config, sets, version))
+                      summarize_run(run, e.label, e.config, sets, version, keep))
         if after is not None:
             after()
     run_experiments(todo, args.root, args.sets, repo=args.repo, on_done=store,
@@ -358,10 +360,12 @@ def regenerate_page(folder: str, write_page, out: str, command: str) -> str:
     return write_page(summaries, out, command)
 
 
-def seeded_study_main(doc: str, name: str, experiments, write_page, argv=None, groups=()) -> None:
+def seeded_study_main(doc: str, name: str, experiments, write_page, argv=None, groups=(),
+                      keep=()) -> None:
     """The command line of a seeded paper study ``python -m tfloc.studies.<name>``: runs each of
     ``experiments`` once per ``--seeds`` (default 3; ``--only`` picks ``groups``), stores each
-    run's summary in docs/results/<name>/runs/ as it ends and regenerates the page with
+    run's summary (with the report sections ``keep`` names) in docs/results/<name>/runs/ as it
+    ends and regenerates the page with
     ``write_page(summaries, out, command)`` after each run (``--pages-only``: only that)."""
     import argparse
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -378,7 +382,8 @@ def seeded_study_main(doc: str, name: str, experiments, write_page, argv=None, g
         only = getattr(args, "only", None)
         exps = [e for e in experiments if not only or e.group in only]
         run_storing_summaries(seeded_experiments(exps, args.seeds, args.repo), folder, args,
-                              after=lambda: regenerate_page(folder, write_page, args.out, command))
+                              after=lambda: regenerate_page(folder, write_page, args.out, command),
+                              keep=keep)
     regenerate_page(folder, write_page, args.out, command)
     print(f"wrote {args.out} ({(time.time() - t0) / 60:.1f} min)")
 
