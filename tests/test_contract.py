@@ -200,6 +200,10 @@ def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method, reques
     assert not list(run.rglob(".tmp*"))
     if method in CHECKS:
         CHECKS[method](report, run, stage1)
+    if method == "ecc":     # what a BS sends, from the trained edge model (seed 004 eq. 37-39)
+        f, shape = report["fronthaul"], meta["inputs"]["csi"]["shape"]
+        assert f["csi_shape"] == shape[2:] and f["bits"] == cfg.model.options.bits
+        assert f["eta"] == pytest.approx(f["num_codes"] * f["bits"] / (64 * np.prod(shape[2:5])))
 
 
 def test_hda_learns_its_sigmas_and_logs_every_term(synthetic, tmp_path):

@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfloc.export.saved_model import OUTPUT_DOCS, ExportModule, after_checks
-from tfloc.layers.fronthaul import pack_codes, pack_gain, packed_bytes, unpack_codes, unpack_gain
+from tfloc.layers.fronthaul import (fronthaul_bits, pack_codes, pack_gain, packed_bytes, unpack_codes,
+                                   unpack_gain)
 
 
 def _quantizer(edge: keras.Model):
@@ -28,17 +29,6 @@ def _quantizer(edge: keras.Model):
         raise ValueError(f"edge model '{edge.name}': its quantizer is bypassed or not calibrated; "
                          "a deployed edge sends quantised codes")
     return q
-
-
-def fronthaul_bits(num_codes: int, bits: int, csi_shape, gain_bits: int = 32) -> dict:
-    """Seed 004 eq. 37-39: payload bits per BS and snapshot, and the ratio to lossless CSI
-    (complex64: 64 bits per entry of the T x Nr x Nsc CSI)."""
-    t, nr, nsc = csi_shape[:3]
-    lossless = 64 * t * nr * nsc
-    emb = num_codes * bits
-    return {"embedding_bits": emb, "gain_bits": gain_bits, "lossless_bits": lossless,
-            "eta": emb / lossless, "eta_total": (emb + gain_bits) / lossless,
-            "payload_bytes": packed_bytes(num_codes, bits) + gain_bits // 8}
 
 
 class EdgeModule(ExportModule):

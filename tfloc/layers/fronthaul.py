@@ -243,3 +243,14 @@ class EdgePreprocessing(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "eps": self.eps, "eps_angle": self.eps_angle}
+
+
+def fronthaul_bits(num_codes: int, bits: int, csi_shape, gain_bits: int = 32) -> dict:
+    """Seed 004 eq. 37-39: payload bits per BS and snapshot, and the ratio to lossless CSI
+    (complex64: 64 bits per entry of the T x Nr x Nsc CSI)."""
+    t, nr, nsc = csi_shape[:3]
+    lossless = 64 * t * nr * nsc
+    emb = num_codes * bits
+    return {"embedding_bits": emb, "gain_bits": gain_bits, "lossless_bits": lossless,
+            "eta": emb / lossless, "eta_total": (emb + gain_bits) / lossless,
+            "payload_bytes": packed_bytes(num_codes, bits) + gain_bits // 8}

@@ -31,7 +31,7 @@ import tensorflow as tf
 from tfloc.config import ConfigError, param
 from tfloc.data.bundle import split_dataset
 from tfloc.export import CloudModule, EdgeModule, ServingModule
-from tfloc.layers import UniformMidriseQuantizer
+from tfloc.layers import UniformMidriseQuantizer, fronthaul_bits
 from tfloc.losses import build_loss, negative_cosine_similarity
 from tfloc.methods.registry import METHODS
 from tfloc.methods.task import Task, TaskTrainer, TrainResult, position_trainer, require
@@ -105,7 +105,20 @@ class ECCTask(Task):
         if self.strategy == "local_split":
             self.freeze_encoders(edges)
         facts["joint"] = self.train_joint(models, inputs, data, run)
-        return TrainResult(facts, rows=(epochs + facts["joint"]["epochs"]) * per_epoch)
+        return TrainResult(facts, rows=(epochs + facts["joint"]["epochs"]) * per_epoch,
+                           report={"fronthaul": self.fronthaul(edges)})
+
+    def fronthaul(self, edges) -> dict:
+        """What one BS sends per snapshot (seed 004 eq. 37-39), from the trained edge model:
+        its latent codes and their bits against the lossless CSI of its input; the lossless
+        reference sends the CSI itself (eta = 1)."""
+        csi_shape = [int(v) for v in edges[0].input.shape[1:]]
+        if not self.embedded:
+            return {"eta": 1.0, "csi_shape": csi_shape, "lossless": True}
+        quantizer = next(l for l in edges[0].layers if isinstance(l, UniformMidriseQuantizer))
+        codes = int(np.prod(edges[0].output["latent_continuous"].shape[1:]))
+        return {**fronthaul_bits(codes, quantizer.bits, csi_shape), "num_codes": codes,
+                "bits": int(quantizer.bits), "csi_shape": csi_shape, "lossless": False}
 
     @staticmethod
     def freeze_encoders(edges):
