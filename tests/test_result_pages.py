@@ -176,6 +176,7 @@ def _fake_summary(label, seed, link_errors, knn):
             "condition_accuracy": 0.9, "convergence": {"train": {"epochs": 50, "best_epoch": 30,
                                                                  "converged": True}},
             "conditions_per_split": {"test": {"LOS": 3}}, "link_conditions": {"LOS": 9},
+            "timings_s": {"training_s": 60.0 * (1 + seed)},
             "resolved_config": {"data": {"realization_splits": [4, 2, 4]}, "training": {"epochs": 300},
                                 "simulation": {"cars": {"num_realizations": 10},
                                                "ue_grid": {"spacing_m": 1.6}}}}
@@ -274,3 +275,30 @@ def test_the_bound_page_from_seeded_summaries(tmp_path):
     assert cells[8].startswith("100 [")          # error over PEB: mean of 100 and 101
     assert "unbounded" not in row                # only the nuisance p90, not shown, is unbounded
     assert "| 20 MHz" not in text                # settings without runs are left out
+
+
+def test_the_seed004_page_from_seeded_summaries(tmp_path):
+    from tfloc.studies import seed004
+    rng = np.random.default_rng(8)
+    summaries = {}
+    for k in range(2):
+        base = rng.gamma(2.0, 5.0, 150)
+        for label, shift, eta in (("local + joint (paper), Q = 10", 0.0, 0.0625),
+                                  ("local + split, Q = 10", 4.0, 0.0625), ("lossless CSI", -1.0, 1.0)):
+            s = _fake_summary(label, k, base + shift, base + 2)
+            s["errors"]["music"] = dict(s["errors"]["knn"])
+            s["sections"] = {"fronthaul": {"eta": eta},
+                             "accumulation": {"mean_m": list(np.linspace(20, 10 + k, 24))}}
+            summaries[f"{label}-{k}"] = s
+    (tmp_path / "results").mkdir()
+    out = tmp_path / "results" / "seed004.md"
+    text = seed004.write_page(summaries, str(out))
+    row = next(line for line in text.splitlines() if line.startswith("| local + joint (paper), Q = 10 | 2 | 6.25 %"))
+    assert "| 6.25 % | " in row and "0.48 | 0.83" in row                 # ours from the run, the paper's
+    acc = next(line for line in text.splitlines() if line.startswith("| lossless CSI | 20.00"))
+    assert acc.endswith("| 10.50 [4.15, 16.85] |")                     # after 24: mean of 10 and 11
+    claim = next(line for line in text.splitlines() if line.startswith("| local + joint (paper), Q = 10 < local + split"))
+    assert claim.endswith("| 2 | reproduced |")
+    assert "![training strategies" in text and "(seed004/cdf.png)" in text
+    assert (tmp_path / "results" / "seed004" / "cdf.png").exists()
+    assert (tmp_path / "results" / "seed004" / "error_vs_q.png").exists()

@@ -252,20 +252,21 @@ def claims_section(claims, runs: dict, title: str = "The paper's claims on our s
             "show the spread between runs).", "", *claim_lines(claims, runs), ""]
 
 
-def cdf_lines(runs: dict, labels, out: str, title: str) -> list:
-    """Writes ``<out stem>_cdf.png``, the test-error CDFs of the experiments ``labels`` over
-    every seed's test links (those whose runs all keep per-link errors), and returns the
-    Markdown that shows it (nothing when no experiment qualifies)."""
+def cdf_lines(runs: dict, labels, out: str, title: str, png: str | None = None) -> list:
+    """Writes ``png`` (default ``<out stem>_cdf.png``), the test-error CDFs of the experiments
+    ``labels`` over every seed's test links (those whose runs all keep per-link errors), and
+    returns the Markdown of the page ``out`` that shows it (nothing when none qualifies)."""
     curves = {label: np.concatenate([s["link_errors_m"][s["model_curve"]] for s in runs[label]])
               for label in labels if runs.get(label) and all("link_errors_m" in s for s in runs[label])}
     if not curves:
         return []
     import matplotlib.pyplot as plt
-    png = os.path.splitext(out)[0] + "_cdf.png"
+    png = png or os.path.splitext(out)[0] + "_cdf.png"
+    os.makedirs(os.path.dirname(png) or ".", exist_ok=True)
     fig = cdf_figure(curves, title)
     fig.savefig(png)
     plt.close(fig)
-    return [f"![{title}]({os.path.basename(png)})", ""]
+    return [f"![{title}]({os.path.relpath(png, os.path.dirname(out) or '.')})", ""]
 
 
 def claim_lines(claims, runs: dict, n_boot: int = 10000) -> list:
