@@ -41,6 +41,14 @@ def test_the_training_mean_predictor(rng):
     np.testing.assert_allclose(res.curves["training mean"], err, rtol=1e-6)
 
 
+def test_the_cost_of_the_served_model(rng):
+    import keras
+    inp = keras.Input((4, 4, 2), name="features")
+    m = keras.Model({"features": inp}, keras.layers.Dense(3)(keras.layers.Flatten()(inp)))
+    res = run_evaluators(["cost"], _ctx(rng, model=m))
+    assert res.report["cost"] == {"parameters": 32 * 3 + 3, "flops_per_sample": 2 * 32 * 3 + 3}
+
+
 def test_condition_confusion_matrix(rng):
     ctx = _ctx(rng, n=6, class_names=("LOS", "NLOS"), to_class=lambda c: np.minimum(c, 1))
     ctx.y["condition"] = np.array([0, 0, 1, 2, 2, 1])

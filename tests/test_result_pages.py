@@ -302,3 +302,43 @@ def test_the_seed004_page_from_seeded_summaries(tmp_path):
     assert "![training strategies" in text and "(seed004/cdf.png)" in text
     assert (tmp_path / "results" / "seed004" / "cdf.png").exists()
     assert (tmp_path / "results" / "seed004" / "error_vs_q.png").exists()
+
+
+def test_the_seed000_page_from_seeded_summaries(tmp_path):
+    from tfloc.studies import seed000
+    rng = np.random.default_rng(9)
+    summaries = {}
+    for k in range(2):
+        base = rng.gamma(2.0, 5.0, 120)
+        for label, shift in (("supervised ResNet-18", 0.0), ("Mean Teacher", -0.05),
+                             ("sector rotation + decoupled heads", -3.0), ("backbone ResNet34", 1.0)):
+            s = _fake_summary(label, k, np.maximum(base + shift + 0.5 * rng.normal(size=120), 0.1), base + 3)
+            s["resolved_config"]["simulation"].update(
+                sector_azimuths_deg=[30.0, 150.0, 270.0], ue_grid={"spacing_m": 2.0})
+            s["num_parameters"] = 11_180_000
+            s["per_sector_errors"] = {"0": {"mean_m": 5.0 + k}, "1": {"mean_m": 7.0}, "2": {"mean_m": 20.0}}
+            s["sections"] = {"per_sector": [100, 200, 300], "cost": {"flops_per_sample": 1.82e9},
+                             "semi_supervised": {"semi": {"per_epoch": {
+                "pseudo_kept": [0.5, 0.25], "pseudo_true_error_m": [9.0, 8.0 + k]}}}}
+            summaries[f"{label}-{k}"] = s
+    text = seed000.write_page(summaries, str(tmp_path / "seed000.md"), "python -m tfloc.studies.seed000")
+    lines = text.splitlines()
+    row = lambda start: next(line for line in lines if line.startswith(start))   # noqa: E731
+    assert "| 14.25 |" in row("| supervised ResNet-18 | 2 |") and "| 7.55 |" in row("| Mean Teacher | 2 |")
+    assert row("| Mean Teacher | 2 | 25.0 % [").endswith("| 8.50 [2.15, 14.85] |")    # the last epoch's kept UEs
+    assert row("| sector rotation + decoupled heads | 2 |").count("5.50 [") == 1     # sector 0: 5 and 6
+    assert row("| ResNet34 | 2 | 11.18 | 1.820 |").endswith("| 21.29 / 1.95 / 13.36 |")
+    assert row("| sector rotation + decoupled heads < supervised ResNet-18 |").endswith("| 2 | reproduced |")
+    assert row("| Mean Teacher < supervised ResNet-18 |").endswith("| 2 | not separable |")
+    assert row("| ensemble < supervised ResNet-18 |").endswith("| 0 | not run |")
+    assert "traced UEs per sector 100 / 200 / 300 (600)" in text
+
+
+def test_seed000_semi_runs_start_from_the_supervised_run_of_their_seed(tmp_path):
+    from tfloc.studies import seed000
+    first, rest = seed000.experiments(["semi"], 2, "runs/x", REPO)
+    assert [e.key for e in first] == ["supervised-resnet-18-s0", "supervised-resnet-18-s1"]
+    mt = [e for e in rest if e.label.startswith("Mean Teacher")]
+    assert [e.sets[-1] for e in mt] == ["method.mean_teacher.init_from=runs/x/supervised-resnet-18-s0",
+                                        "method.mean_teacher.init_from=runs/x/supervised-resnet-18-s1"]
+    assert "runtime.seed=8" in mt[1].sets and all(e.group == "semi" for e in rest)

@@ -108,7 +108,7 @@ def test_bottleneck_resnets_have_the_papers_blocks(depth, blocks):
 
 
 def test_model_flops_matches_a_hand_count():
-    from tfloc.studies.seed000 import model_flops
+    from tfloc.evaluation.cost import model_flops
     inp = keras.Input((8, 8, 3), name="features")
     m = keras.Model({"features": inp}, keras.layers.Dense(5, use_bias=False)(
         keras.layers.Flatten()(keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inp))))

@@ -29,6 +29,7 @@ NEEDS = {
     "geometry": "the run's traced paths with their interaction geometry (EvalContext.data)",
     "trajectory": "a UE trajectory traced through the site with Sionna RT (EvalContext.config "
                   "and EvalContext.predict)",
+    "model": "the served Keras model itself (EvalContext.model)",
 }
 
 #: how a missing model output is named in errors
@@ -94,6 +95,7 @@ class EvalContext:
     data : the run's :class:`DataBundle` (None outside a run)
     predict : model inputs -> the model's outputs (NumPy), for evaluators that make data of
         their own (e.g. a trajectory)
+    model : the served Keras model (None outside a run), for evaluators of the model itself
     """
     model_name: str
     x: dict
@@ -107,6 +109,7 @@ class EvalContext:
     config: Any = None
     data: DataBundle | None = None
     predict: Callable | None = None
+    model: Any = None
 
     @classmethod
     def from_run(cls, cfg, task, models: dict, data: DataBundle) -> "EvalContext":
@@ -121,7 +124,7 @@ class EvalContext:
                    to_class=(lambda c: task.condition_classes(c).numpy()) if task.class_names else None,
                    fixed_set=lambda split: fixed_set(data, split),
                    knn_neighbors=tuple(cfg.evaluation.knn_neighbors), site=task.site_info,
-                   config=cfg, data=data, predict=predict)
+                   config=cfg, data=data, predict=predict, model=models["inference"])
 
 
 @dataclass

@@ -74,6 +74,9 @@ def summarize_run(run: str, label: str, config: str, sets, version: str, keep=()
         "n_train_labelled": rep["n_train_labelled"], "n_val": rep["n_val"], "n_test": rep["n_test"],
         "errors": scalars, "dims": rep["model"].get("dims"),
         "per_condition": per_condition,   # the model's test errors per propagation condition
+        "per_sector_errors": {c: {"n": v.get("n"), **{k: v[k] for k in _SCALARS if k in v}}
+                              for c, v in (rep["model"].get("per_sector") or {}).items()},
+        "num_parameters": rep.get("num_parameters"),
         # errors.npz's curves (the model's first, then the baselines'), for CDFs
         "model_curve": names[0],
         "error_quantiles": {name: np.quantile(errors[name], QUANTILES).round(4).tolist() for name in names},
