@@ -177,7 +177,9 @@ def _fake_summary(label, seed, link_errors, knn):
                                                                  "converged": True}},
             "conditions_per_split": {"test": {"LOS": 3}}, "link_conditions": {"LOS": 9},
             "timings_s": {"training_s": 60.0 * (1 + seed)},
-            "resolved_config": {"data": {"realization_splits": [4, 2, 4]}, "training": {"epochs": 300},
+            "resolved_config": {"data": {"realization_splits": [4, 2, 4], "max_paths": 25,
+                                         "num_subcarriers": 64, "subcarrier_spacing_hz": 1.5625e6},
+                                "training": {"epochs": 300},
                                 "simulation": {"cars": {"num_realizations": 10},
                                                "ue_grid": {"spacing_m": 1.6}}}}
 
@@ -200,6 +202,7 @@ def test_a_seeded_paper_page_judges_the_papers_claims_on_paired_links(tmp_path):
     assert rows["HDA < TL (MMD)"].endswith("| 3 | not separable |")
     assert rows["HDA < RDA (adversarial)"].endswith("| 0 | not run |")
     assert "| HDA | 3 | " in text and "0.82" in text                       # beside the paper's RMSE
+    assert "P = 25 strongest paths" in text and "64 subcarriers x 1562.5 kHz = 100 MHz" in text
     assert (tmp_path / "seed002_cdf.png").exists()
     one = {k: v for k, v in summaries.items() if k.endswith("-0")}
     text = seed002.write_page(one, str(tmp_path / "one.md"))

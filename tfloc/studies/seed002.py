@@ -87,7 +87,17 @@ def _scale_text(s: dict) -> str:
             f"Source: {s['n_train_labelled']} links of the first {tr} realizations, validation "
             f"{s['n_val']} (next {va}), test {s['n_test']} (last {te}); LOS / NLOS-static / "
             f"NLOS-by-vehicle per split: {per}. Target domain: the test realizations' CSI without "
-            f"labels. Each run trains until early stopping, at most {cfg['training']['epochs']} epochs.")
+            f"labels. Every experiment keeps P = {_paths(cfg['data'])} strongest paths per link unless "
+            f"its row says otherwise (the paper's Table II: P ~ U(10, 25)), over "
+            f"{cfg['data']['num_subcarriers']} subcarriers x "
+            f"{cfg['data']['subcarrier_spacing_hz'] / 1e3:g} kHz = "
+            f"{cfg['data']['num_subcarriers'] * cfg['data']['subcarrier_spacing_hz'] / 1e6:g} MHz. "
+            f"Each run trains until early stopping, at most {cfg['training']['epochs']} epochs.")
+
+
+def _paths(data: dict) -> str:
+    low_high = data.get("max_paths_range") or []
+    return f"U({low_high[0]}, {low_high[1]})" if low_high else str(data["max_paths"])
 
 
 def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
