@@ -291,7 +291,11 @@ def test_the_seed004_page_from_seeded_summaries(tmp_path):
             s = _fake_summary(label, k, base + shift, base + 2)
             s["errors"]["music"] = dict(s["errors"]["knn"])
             s["sections"] = {"fronthaul": {"eta": eta},
-                             "accumulation": {"mean_m": list(np.linspace(20, 10 + k, 24))}}
+                             "accumulation": {"mean_m": list(np.linspace(20, 10 + k, 24))},
+                             "trajectory": {"mean_m": 7.0 + k, "p50_m": 6.0, "p90_m": 9.0,
+                                            "spiral": {"center_m": [155.0, 100.0], "radius_m": 20.0,
+                                                       "turns": 3.0, "height_range_m": [1.5, 28.5],
+                                                       "snapshots": 240}}}
             summaries[f"{label}-{k}"] = s
     (tmp_path / "results").mkdir()
     out = tmp_path / "results" / "seed004.md"
@@ -303,6 +307,11 @@ def test_the_seed004_page_from_seeded_summaries(tmp_path):
     claim = next(line for line in text.splitlines() if line.startswith("| local + joint (paper), Q = 10 < local + split"))
     assert claim.endswith("| 2 | reproduced |")
     assert "![training strategies" in text and "(seed004/cdf.png)" in text
+    fig9 = text.split("## Fig. 9 analog")[1].split("##")[0]               # the strategies at Q = 10
+    assert [line.split(" | ")[0] for line in fig9.splitlines() if line.startswith("| ") and "[m]" not in line] == [
+        "| lossless CSI", "| local + joint (paper), Q = 10", "| local + split, Q = 10"]
+    assert "240 snapshots on a helix of radius 20 m about (155, 100) m, 3 turns rising from 1.5 to 28.5 m" in text
+    assert "| local + joint (paper), Q = 10 | 2 | 7.50 [" in text.split("## A moving UE")[1]
     assert (tmp_path / "results" / "seed004" / "cdf.png").exists()
     assert (tmp_path / "results" / "seed004" / "error_vs_q.png").exists()
 

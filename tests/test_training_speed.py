@@ -41,6 +41,25 @@ def test_mixed_bfloat16_models_compute_in_bfloat16_and_answer_in_float32(tmp_pat
     np.testing.assert_allclose(loaded(x)["position"], out["position"], atol=1e-4)
 
 
+def test_mixed_bfloat16_ecc_keeps_the_fronthaul_and_the_cloud_in_float32():
+    from tfloc.models.ecc import build_ecc
+    spec = make_spec(**build_ecc.example_spec, mean=[1.0, 2.0, 3.0], std=[2.0, 2.0, 1.0])
+    with dtype_policy("mixed_bfloat16"):
+        m = build_model(ModelConfig("ecc"), spec)
+    edge = m.edges[0]
+    convs = [l for l in edge.get_layer("edge0_encoder").layers if isinstance(l, keras.layers.Conv2D)]
+    assert {l.compute_dtype for l in convs[:-1]} == {"bfloat16"}          # the encoder's work
+    assert convs[-1].name == "edge0_encoder_latent" and convs[-1].compute_dtype == "float32"
+    for name in ("edge0_preprocess", "edge0_quantizer"):
+        assert edge.get_layer(name).compute_dtype == "float32"
+    assert {l.compute_dtype for l in m.cloud.layers} == {"float32"}
+    assert {l.compute_dtype for l in m.layers if l not in m.edges} == {"float32"}
+    rng = np.random.default_rng(0)
+    x = {k: rng.normal(size=(2, *shape)).astype(np.float32) for k, (shape, _) in spec.model_inputs.items()}
+    out = m(x)
+    assert out["position"].dtype == "float32" and edge(x["features"][:, 0])["latent"].dtype == "float32"
+
+
 def test_a_fit_whose_best_epoch_is_its_last_is_not_converged(caplog):
     with caplog.at_level(logging.WARNING, logger="tfloc"):
         c = convergence({"val_mean_error_m": [5.0, 4.0, 3.0]}, "val_mean_error_m", 3, "train")

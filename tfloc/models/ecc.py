@@ -28,6 +28,7 @@ from tfloc.layers import (AffineOutput, ChannelMaskedAttention, FrequencyEvidenc
 from tfloc.layers.fronthaul import EdgePreprocessing
 from tfloc.layers.fusion import RelativeGainDb
 from tfloc.models.registry import MODELS
+from tfloc.utils import dtype_policy
 
 
 @dataclass
@@ -78,8 +79,11 @@ def build_encoder(cfg: ECCConfig, input_shape, name: str = "encoder") -> keras.M
         x = residual_block(x, f, f"{name}_stage{i + 1}", cfg.bn_momentum)
         x = L.MaxPooling2D((2, 1), padding="same", name=f"{name}_down{i + 1}")(x)
     left = _reduced_rows(rows, len(cfg.encoder_filters))
-    z = L.Conv2D(cfg.latent_dim, (left, 1), padding="valid", name=f"{name}_latent")(x)   # [b, 1, Nsc, d_z]
-    z = L.Reshape((nsc, cfg.latent_dim), name=f"{name}_tokens")(z)
+    # the latent is float32 under any policy: the quantizer resolves it to Q bits (up to 16),
+    # finer than bfloat16's 8
+    z = L.Conv2D(cfg.latent_dim, (left, 1), padding="valid", name=f"{name}_latent",
+                 dtype="float32")(x)                                                    # [b, 1, Nsc, d_z]
+    z = L.Reshape((nsc, cfg.latent_dim), name=f"{name}_tokens", dtype="float32")(z)
     return keras.Model(x_in, z, name=name)
 
 
@@ -110,9 +114,11 @@ def build_edge(cfg: ECCConfig, csi_shape, name: str = "edge", step: float | None
     """
     t, nr, nsc, _ = csi_shape
     csi = keras.Input((t, nr, nsc, 2), name="csi")
-    x, gain = EdgePreprocessing(name=f"{name}_preprocess")(csi)
+    # preprocessing (complex math, the gain) and the quantizer stay float32 under a mixed
+    # policy; only the encoder's convolutions compute in the policy's dtype
+    x, gain = EdgePreprocessing(name=f"{name}_preprocess", dtype="float32")(csi)
     z = build_encoder(cfg, (t * nr, nsc, 2), name=f"{name}_encoder")(x)
-    zq = UniformMidriseQuantizer(cfg.bits, step, bypass=True, name=f"{name}_quantizer")(z)
+    zq = UniformMidriseQuantizer(cfg.bits, step, bypass=True, name=f"{name}_quantizer", dtype="float32")(z)
     return keras.Model(csi, {"latent": zq, "latent_continuous": z, "gain": gain, "x": x}, name=name)
 
 
@@ -182,8 +188,11 @@ def build_ecc(cfg: ECCConfig, spec, *, num_conditions: int = 0, position_std: bo
         raise ValueError("model 'ecc' has no condition or sigma head")
     t, nr, nsc, _ = spec.feature_shape
     edges = [build_edge(cfg, (t, nr, nsc, 2), name=f"edge{l}") for l in range(spec.links)]
-    cloud = build_cloud(cfg, spec, spec.links, nsc, cfg.latent_dim)
-    model = compose_ecc(edges, cloud, spec, name=name or "ecc")
+    # the cloud reads Q-bit latents, and the composition routes CSI and latents: float32 under
+    # any policy (a mixed one speeds up the edge encoders only)
+    with dtype_policy("float32"):
+        cloud = build_cloud(cfg, spec, spec.links, nsc, cfg.latent_dim)
+        model = compose_ecc(edges, cloud, spec, name=name or "ecc")
     model.edges, model.cloud = edges, cloud
     return model
 

@@ -183,9 +183,9 @@ def write_page(summaries: dict, out: str, command: str = COMMAND, bits=(10, 8, 6
               "(`evaluation.trajectory`), traced against the six BSs with the pool's settings and "
               "positioned snapshot by snapshot (each run's `trajectory.png` draws it).", "",
               "| run | seeds | mean [m] | p50 [m] | p90 [m] |", "|---|---|---|---|---|"]
-        for e in dict.fromkeys(moving):
-            rs = runs[e.label]
-            L.append(f"| {e.label} | {len(rs)} | "
+        for label in dict.fromkeys(e.label for e in moving):
+            rs = runs[label]
+            L.append(f"| {label} | {len(rs)} | "
                      + " | ".join(_mean(rs, lambda s, k=k: s["sections"]["trajectory"][k])
                                   for k in ("mean_m", "p50_m", "p90_m")) + " |")
     L += ["", *claims_section(claims(list(bits)), runs)]
