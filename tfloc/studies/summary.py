@@ -97,8 +97,11 @@ def summarize_run(run: str, label: str, config: str, sets, version: str, keep=()
 
 
 def write_summary(path: str, summary: dict) -> None:
+    """One line per top-level entry: a diff shows which entries a re-run changed, and the
+    per-link errors stay a few kilobytes."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write_text(path, json.dumps(summary, indent=1) + "\n")
+    body = ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in summary.items())
+    atomic_write_text(path, "{\n" + body + "\n}\n")
 
 
 def load_summaries(folder: str) -> dict:
