@@ -134,3 +134,55 @@ def test_a_best_epoch_before_early_stopping_starts_counting_is_the_one_kept(tmp_
     assert np.argmin(h) == 0 and len(h) == 5 and run.convergence["away"]["best_epoch"] == 1
     kept = float(np.mean(np.linalg.norm(net(xs)["position"].numpy() + 1.0, axis=-1)))
     assert kept == pytest.approx(h[0], rel=1e-5)
+
+
+def test_best_epoch_under_a_relative_improvement_rule():
+    from tfloc.methods.callbacks import best_epoch, improves
+    creep = [10.0, 9.0, 8.95, 8.9, 8.85, 8.8, 8.75]
+    assert best_epoch(creep) == 6                       # plain minimum
+    assert best_epoch(creep, 0.02) == 5                 # 8.8 is the first 2 % below 9.0
+    assert best_epoch(creep, 0.05) == 1                 # nothing is 5 % below 9.0
+    assert best_epoch([np.nan, 3.0, 2.0]) == 2 and best_epoch([-1.0, -1.005, -1.02], 0.01) == 2
+    assert improves(1.0, np.inf, 0.5) and not improves(0.99, 1.0, 0.02) and improves(-1.03, -1.0, 0.02)
+
+
+def _creeping_fit(tmp_path, **kw):
+    """Training pulls the output slowly toward the validation labels (about 8 % less
+    error per epoch): the error falls every epoch, by little."""
+    import os
+    import tensorflow as tf
+    from tfloc.methods.task import TrainingRun, position_trainer
+    from tfloc.methods.supervised import SupervisedTask
+    from tfloc.run.experiment import load_config
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "etoile_supervised.yaml"),
+                      ["runtime.verbose=0", "training.precision=float32", "training.learning_rate=0.01",
+                       "training.jit_compile=false"])
+    x_in = keras.Input((3,), name="features")
+    out = keras.layers.Dense(2, kernel_initializer="zeros", name="position")(x_in)
+    net = keras.Model({"features": x_in}, {"position": out})
+    xs = np.ones((8, 3), np.float32)
+    ds = tf.data.Dataset.from_tensor_slices(
+        ({"features": xs}, {"position": np.ones((8, 2), np.float32)})).batch(4)
+    trainer = position_trainer({"inference": net}, net,
+                               lambda y, o: tf.reduce_mean(tf.square(o["position"] - y["position"])))
+    run = TrainingRun(str(tmp_path))
+    task = SupervisedTask(cfg)
+    h = task.fit(trainer, ds, ds, run, epochs=10, tag="creep", patience=2, **kw)
+    kept = float(np.mean(np.linalg.norm(net(xs)["position"].numpy() - 1.0, axis=-1)))
+    return run.convergence["creep"], task.history_facts(h), h.history["val_mean_error_m"], kept, tmp_path
+
+
+def test_a_relative_min_improvement_ends_a_creeping_fit_and_keeps_its_best_epoch(tmp_path):
+    conv, facts, h, kept, _ = _creeping_fit(tmp_path / "plain")
+    assert conv["epochs"] == 10 and conv["best_epoch"] == 10 and not conv["converged"]
+    assert np.all(np.diff(h) < 0) and np.all(np.diff(h) > -0.2 * np.array(h[:-1]))
+    conv, facts, h, kept, path = _creeping_fit(tmp_path / "relative", min_improvement=0.2)
+    # no epoch is 20 % below epoch 1 within the patience of 2: stop at 3, best 1 ...
+    assert conv["epochs"] == 3 and conv["best_epoch"] == 1 and conv["converged"]
+    assert facts["best_epoch"] == 1 and facts["min_improvement"] == 0.2
+    assert facts["best_val_mean_error_m"] == pytest.approx(h[0])
+    # ... and the model kept, and the best checkpoint, are epoch 1's, not the lower epoch 3's
+    assert kept == pytest.approx(h[0], rel=1e-5) and kept > h[2]
+    import glob
+    ckpt = glob.glob(str(path / "checkpoints" / "best-creep.weights.h5"))
+    assert ckpt

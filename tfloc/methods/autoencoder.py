@@ -32,6 +32,10 @@ AE_MODELS = ("ae_mlp", "ae_cnn")
 class AutoencoderOptions:
     pretrain: bool = param(True, doc="reconstruction pre-training on the unlabelled UEs first")
     pretrain_epochs: int = param(200, min=1, doc="at most (early stopping on the held-out share)")
+    pretrain_min_improvement: float = param(
+        0.01, min=0.0, max=0.5, doc="an epoch improves the reconstruction only when it lowers the best "
+        "held-out MSE so far by this share of it: the MSE creeps down for hundreds of epochs after "
+        "it has stopped mattering, so without it pre-training runs to its cap")
     pretrain_val_fraction: float = param(0.2, min=0.01, max=0.5, doc="unlabelled share validating it")
     freeze_encoder: bool = param(False, doc="fine-tune the head only")
 
@@ -89,7 +93,8 @@ class AutoencoderTask(SupervisedTask):
                                   lambda x, y: {"reconstruction_mse": recon(x, False)},
                                   ["reconstruction_mse"])
             h = self.fit(trainer, inputs["pretrain"], inputs["pretrain_val"], run, tag="pretrain",
-                         epochs=self.options.pretrain_epochs, monitor="val_reconstruction_mse")
+                         epochs=self.options.pretrain_epochs, monitor="val_reconstruction_mse",
+                         min_improvement=self.options.pretrain_min_improvement)
             facts["pretraining"] = {**self.history_facts(h, "val_reconstruction_mse"),
                                     "seconds": round(time.time() - t0, 1)}
             models["decoder"] = decoder

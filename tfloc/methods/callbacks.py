@@ -209,7 +209,57 @@ class _without_optimizer:
 
 
 class RecordedHistory:
-    """A ``keras.callbacks.History`` stand-in for a fit whose history was recorded."""
+    """A ``keras.callbacks.History`` stand-in for a fit whose history was recorded;
+    ``min_improvement`` is the fit's rule for a better epoch (:func:`best_epoch`)."""
 
-    def __init__(self, history: dict):
+    def __init__(self, history: dict, min_improvement: float = 0.0):
         self.history = history
+        self.min_improvement = float(min_improvement)
+
+
+def improves(value, reference, min_improvement: float = 0.0) -> bool:
+    """Whether ``value`` is better (lower) than ``reference``: by more than
+    ``min_improvement`` x |reference| when that is positive (a relative threshold, which
+    suits a monitor whose scale is not known in advance, e.g. a reconstruction MSE)."""
+    if reference is None:       # nothing to beat yet (Keras' convention)
+        return True
+    value, reference = float(value), float(reference)
+    if not np.isfinite(reference):
+        return value < reference
+    return value < reference - float(min_improvement) * abs(reference)
+
+
+def best_epoch(values, min_improvement: float = 0.0) -> int:
+    """0-based index of the best epoch of a minimised monitor under :func:`improves`: an
+    epoch is the new best only when it improves on the best so far (by the relative
+    ``min_improvement``); with 0 that is the (first) minimum. NaN epochs never count."""
+    best, index = np.inf, 0
+    for i, v in enumerate(values):
+        if improves(v, best, min_improvement):
+            best, index = float(v), i
+    return index
+
+
+def with_min_improvement(callback_cls):
+    """``callback_cls`` (a Keras monitor callback in "min" mode: EarlyStopping,
+    ModelCheckpoint, ReduceLROnPlateau) whose improvements follow :func:`improves` with
+    the ``min_improvement`` keyword, so stopping, the checkpoint, the LR schedule and
+    :func:`best_epoch` agree on which epoch is best. With 0 the class is unchanged."""
+
+    class Relative(callback_cls):
+        def __init__(self, *args, min_improvement: float = 0.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.min_improvement = float(min_improvement)
+
+        def _is_improvement(self, monitor_value, reference_value):
+            if not self.min_improvement:
+                return super()._is_improvement(monitor_value, reference_value)
+            return improves(monitor_value, reference_value, self.min_improvement)
+
+    Relative.__name__ = Relative.__qualname__ = f"Relative{callback_cls.__name__}"
+    return Relative
+
+
+EarlyStopping = with_min_improvement(keras.callbacks.EarlyStopping)
+ModelCheckpoint = with_min_improvement(keras.callbacks.ModelCheckpoint)
+ReduceLROnPlateau = with_min_improvement(keras.callbacks.ReduceLROnPlateau)

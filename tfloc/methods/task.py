@@ -37,7 +37,8 @@ from tfloc.data.bundle import DataBundle, load_data
 from tfloc.data.spec import DataSpec
 from tfloc.export.saved_model import ServingModule
 from tfloc.losses import LossConfig
-from tfloc.methods.callbacks import FinishedStage, RecordedHistory, ResumableBackup, damaged
+from tfloc.methods.callbacks import (EarlyStopping, FinishedStage, ModelCheckpoint, RecordedHistory,
+                                    ReduceLROnPlateau, ResumableBackup, best_epoch, damaged)
 from tfloc.sim.tracer import site_panels
 from tfloc.utils import dtype_policy
 
@@ -189,22 +190,28 @@ class Task(abc.ABC):
 
     @staticmethod
     def history_facts(history, monitor: str = "val_mean_error_m") -> dict:
-        """Epochs run, the best epoch by ``monitor`` and every validation metric there."""
+        """Epochs run, the best epoch by ``monitor`` (under the fit's ``min_improvement``)
+        and every validation metric there."""
         h = history.history
-        best = int(np.argmin(h[monitor]))
+        rule = getattr(history, "min_improvement", 0.0)
+        best = best_epoch(h[monitor], rule)
         return {"epochs": len(h["loss"]), "best_epoch": best + 1, "monitor": monitor,
+                **({"min_improvement": rule} if rule else {}),
                 **{f"best_{k}": float(v[best]) for k, v in h.items() if k.startswith("val_")}}
 
     def fit(self, trainer: "TaskTrainer", train_ds, val_ds, run: TrainingRun, *,
             epochs: int | None = None, monitor: str = "val_mean_error_m", tag: str = "",
             schedule=None, learning_rate: float | None = None, callbacks=(),
-            patience: int | None = None, start_from_epoch: int = 0):
+            patience: int | None = None, start_from_epoch: int = 0, min_improvement: float = 0.0):
         """Keras fit with the house callbacks: TensorBoard (every loss term), best
         checkpoint, and a schedule: by default early stopping (best weights
         restored) and LR decay on plateau; ``patience`` replaces
         ``training.early_stopping_patience`` for this stage (the plateau patience is at
         most half of it) and early stopping waits ``start_from_epoch`` epochs (e.g. a
-        ramp-up) before it counts; ``schedule`` replaces those two by the
+        ramp-up) before it counts; with ``min_improvement`` > 0 an epoch is better only
+        when it lowers the best so far by that share of it (early stopping, the best
+        checkpoint, the LR plateau and the reported best epoch all use this rule, so a
+        slow creep ends the stage); ``schedule`` replaces those two by the
         given callbacks (e.g. :class:`tfloc.methods.callbacks.GradualUnfreezing`);
         ``learning_rate`` overrides ``training.learning_rate`` (fine-tuning stages) and
         ``callbacks`` are added (e.g. an EMA teacher's update).
@@ -236,8 +243,9 @@ class Task(abc.ABC):
             run.resumed[stage] = "restored"
             log.info("stage %s: finished in an earlier run (%d epochs), weights restored",
                      stage, len(record["history"].get("loss", [])))
-            run.convergence[stage] = convergence(record["history"], monitor, cap, stage)
-            return RecordedHistory(record["history"])
+            run.convergence[stage] = convergence(record["history"], monitor, cap, stage,
+                                                 min_improvement)
+            return RecordedHistory(record["history"], min_improvement)
         backup = ResumableBackup(os.path.join(run_dir, "backup", stage),
                                  root and os.path.join(root, "backup", stage))
         prior_best = min((v[monitor] for v in backup.prior.values() if monitor in v), default=None)
@@ -249,19 +257,19 @@ class Task(abc.ABC):
             backup, *callbacks,
             keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard", tag),
                                         write_graph=False, update_freq="epoch"),
-            keras.callbacks.ModelCheckpoint(ckpt, monitor=monitor, mode="min", save_best_only=True,
-                                            save_weights_only=True,
-                                            initial_value_threshold=prior_best),
+            ModelCheckpoint(ckpt, monitor=monitor, mode="min", save_best_only=True,
+                            save_weights_only=True, initial_value_threshold=prior_best,
+                            min_improvement=min_improvement),
         ]
         stop_patience = patience or t.early_stopping_patience
         plateau_patience = t.reduce_lr_patience if patience is None else \
             min(t.reduce_lr_patience, max(1, patience // 2))
         callbacks += list(schedule) if schedule is not None else [
-            keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=stop_patience,
-                                          restore_best_weights=True,
-                                          start_from_epoch=start_from_epoch),
-            keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", factor=0.5,
-                                              patience=plateau_patience, min_lr=1e-5),
+            EarlyStopping(monitor=monitor, mode="min", patience=stop_patience,
+                          restore_best_weights=True, start_from_epoch=start_from_epoch,
+                          min_improvement=min_improvement),
+            ReduceLROnPlateau(monitor=monitor, mode="min", factor=0.5, patience=plateau_patience,
+                              min_lr=1e-5, min_improvement=min_improvement),
         ]
         verbose = self.cfg.runtime.verbose
         if verbose == 1 and not sys.stdout.isatty():
@@ -274,7 +282,7 @@ class Task(abc.ABC):
         seen_from = backup.start_epoch if backup.start_epoch and prior_best is not None else 0
         if schedule is None:
             seen_from = max(seen_from, start_from_epoch)
-        if seen_from and np.nanargmin(history[monitor]) < seen_from:
+        if seen_from and best_epoch(history[monitor], min_improvement) < seen_from:
             if root:
                 ckpt = os.path.join(root, "checkpoints", os.path.basename(ckpt))
             try:   # the best epoch came before what early stopping saw: the checkpoint's weights
@@ -288,17 +296,19 @@ class Task(abc.ABC):
             pass
         if backup.start_epoch:
             run.resumed[stage] = backup.start_epoch
-        run.convergence[stage] = convergence(history, monitor, cap, stage)
-        return RecordedHistory(history)
+        run.convergence[stage] = convergence(history, monitor, cap, stage, min_improvement)
+        return RecordedHistory(history, min_improvement)
 
 
-def convergence(history: dict, monitor: str, cap: int, stage: str = "train") -> dict:
-    """A fit's epochs, cap and best epoch by ``monitor``; ``converged`` is False (and a
-    warning says so) when the best epoch is the last one run: the validation error was
-    still falling when the fit stopped, so the model has not been measured yet."""
+def convergence(history: dict, monitor: str, cap: int, stage: str = "train",
+                min_improvement: float = 0.0) -> dict:
+    """A fit's epochs, cap and best epoch by ``monitor`` (:func:`best_epoch` under the fit's
+    ``min_improvement``); ``converged`` is False (and a warning says so) when the best epoch
+    is the last one run: the validation error was still falling when the fit stopped, so
+    the model has not been measured yet."""
     values = history.get(monitor) or []
     run = len(values)
-    best = int(np.nanargmin(values)) + 1 if run and not np.all(np.isnan(values)) else run
+    best = best_epoch(values, min_improvement) + 1 if run and not np.all(np.isnan(values)) else run
     out = {"epochs": run, "epoch_cap": int(cap), "best_epoch": best, "monitor": monitor,
            "converged": bool(run and best < run)}
     if not out["converged"]:
