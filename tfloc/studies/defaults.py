@@ -92,7 +92,9 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
         "Epochs: per training stage, the epochs run of its cap and (in brackets) the best "
         "validation epoch, one entry per seed; a stage that ran to its cap ended there, not by "
         "early stopping; **not converged** marks a stage whose best epoch was its "
-        "last. Errors are test errors in metres; with more than one seed a cell is the mean "
+        "last; *restored* marks a stage this run restored from an earlier finished run of the "
+        "same stage (same model, data, seed and training settings; the epochs are that run's, "
+        "and the training time leaves it out). Errors are test errors in metres; with more than one seed a cell is the mean "
         "over seeds and its Student-t 95 % interval. Error / bound is the median over test "
         "links of the error divided by the position error bound.",
         "",

@@ -91,6 +91,8 @@ def summarize_run(run: str, label: str, config: str, sets, version: str, keep=()
         "resolved_config": cfg,           # the run's whole config, as it trained
         "machine": rep.get("machine"),    # what it trained on (cores, CPU, TF version)
         "convergence": rep.get("convergence", {}),
+        # stages restored from an earlier finished run, or resumed mid-way (epoch)
+        "resumed": (rep.get("resumed") or {}).get("stages", {}),
         "timings_s": {k: round(t[k], 1) for k in ("simulation_s", "training_s") if k in t},
         "sections": {k: rep.get(k) for k in keep},
     }
@@ -297,13 +299,16 @@ def claim_lines(claims, runs: dict, n_boot: int = 10000) -> list:
 
 
 def epochs_cell(runs: list) -> str:
-    """Per stage: epochs run (best epoch) of each seed; "not converged" where best = last."""
+    """Per stage: epochs run (best epoch) of each seed; "not converged" where best = last;
+    *restored* where the run restored the stage from an earlier run's finished stage."""
     stages = []
     for stage in runs[0]["convergence"]:
         cells = []
         for s in runs:
             c = s["convergence"].get(stage, {})
             text = f"{c.get('epochs', '?')} of {c.get('epoch_cap', '?')} ({c.get('best_epoch', '?')})"
+            if (s.get("resumed") or {}).get(stage) == "restored":
+                text += " *restored*"
             cells.append(text if c.get("converged", True) else f"{text} **not converged**")
         stages.append(f"{stage}: " + ", ".join(cells))
     return "; ".join(stages) or "-"
