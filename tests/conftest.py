@@ -38,18 +38,24 @@ def small_paths(small_sim_cfg):
     return trace_site(small_sim_cfg, progress=False)
 
 
+#: epochs of the contract runs that must learn (tests/test_contract.py)
+LEARN_EPOCHS = 30
+
+
 @pytest.fixture(scope="session")
 def synthetic_stage1(tmp_path_factory):
     """A finished supervised run of configs/etoile_supervised.yaml on the synthetic set (no
     tracing): the stage 1 (``init_from``) of the semi-supervised methods' tests."""
     import tfloc.sim
-    from synthetic import ETOILE_SETS, SYNTHETIC_SETS, synthetic_pathset
+    from synthetic import ETOILE_SETS, LEARNABLE_BS, LEARNABLE_SETS, SYNTHETIC_SETS, synthetic_pathset
     from tfloc.run.experiment import load_config
     from tfloc.run.runner import train_and_evaluate
-    ps = synthetic_pathset()
+    ps = synthetic_pathset(bs=LEARNABLE_BS)
     run = tmp_path_factory.mktemp("stage1") / "supervised"
     cfg = load_config(os.path.join(REPO, "configs", "etoile_supervised.yaml"),
-                      [*SYNTHETIC_SETS, *ETOILE_SETS, "export.enabled=false", "evaluation.evaluators=[position]"])
+                      [*SYNTHETIC_SETS, *ETOILE_SETS, *LEARNABLE_SETS, "runtime.deterministic=true",
+                       f"training.epochs={LEARN_EPOCHS}",
+                       "export.enabled=false", "evaluation.evaluators=[position]"])
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(tfloc.sim, "load_or_trace", lambda cfg, cache, progress=True: (ps, "synthetic", True))
         train_and_evaluate(cfg, str(run))

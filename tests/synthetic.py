@@ -95,6 +95,14 @@ def synthetic_multi_bs_pathset(n_ue=60, n_bs=6, rows=2, cols=4, seed=0):
 ETOILE_SITE = ["simulation.ue_array={num_rows: 1, num_cols: 1, pattern: iso, polarization: V}"]
 ETOILE_SETS = [*ETOILE_SITE, "model.resnet.width=8"]
 
+#: a BS 25 m behind the south sidewalk, 6 m up: every UE is in front of the array (the
+#: default's BS, 1 m behind the south sidewalk, sees that sidewalk end-fire, where x and -x
+#: give the same CSI), so position is a function of the CSI (up to NLOS draws and noise)
+LEARNABLE_BS = (0.0, -25.0, 6.0)
+#: with 32 subcarriers (50 MHz: 6 m delay bins) and enough epochs a network learns the site
+#: (tests/test_contract.py: every method beats the training-mean predictor)
+LEARNABLE_SETS = ["data.num_subcarriers=32", "data.num_delay_taps=32"]
+
 SYNTHETIC_SETS = ["simulation.bs_array={num_rows: 2, num_cols: 4, pattern: iso, polarization: V}",
                   "simulation.cars.num_realizations=6", "data.realization_splits=[3, 1, 2]",
                   "data.num_subcarriers=16", "data.num_delay_taps=16", "data.batch_size=16",

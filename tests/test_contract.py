@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, make_spec
-from synthetic import (ETOILE_SETS, ETOILE_SITE, SYNTHETIC_SETS, synthetic_multi_bs_pathset,
-                       synthetic_pathset)
+from conftest import LEARN_EPOCHS, REPO, make_spec
+from synthetic import (ETOILE_SETS, ETOILE_SITE, LEARNABLE_BS, LEARNABLE_SETS, SYNTHETIC_SETS,
+                       synthetic_multi_bs_pathset, synthetic_pathset)
 from tfloc.run.experiment import load_config
 from tfloc.methods import METHODS
 from tfloc.models import MODELS, ModelConfig, build_model
@@ -52,7 +52,7 @@ def synthetic(monkeypatch):
     """Makes the runner use the synthetic PathSet instead of tracing."""
     import tfloc.sim
     import tfloc.methods.transfer
-    ps, multi = synthetic_pathset(), synthetic_multi_bs_pathset()
+    ps, multi = synthetic_pathset(bs=LEARNABLE_BS), synthetic_multi_bs_pathset(n_ue=200)
     monkeypatch.setattr(tfloc.sim, "load_or_trace", lambda cfg, cache, progress=True: (
         multi if cfg.scene == "campus" else ps, "synthetic", True))
     monkeypatch.setattr(tfloc.methods.transfer, "load_environment", synthetic_environment)
@@ -62,7 +62,7 @@ def synthetic(monkeypatch):
 def synthetic_environment(ref, cache_dir, sub_array=None, progress=True):
     """A synthetic single-link PathSet per environment name (the transfer methods' sites)."""
     import zlib
-    ps = synthetic_pathset(seed=zlib.crc32(ref.name.encode()) % 1000)
+    ps = synthetic_pathset(seed=zlib.crc32(ref.name.encode()) % 1000, bs=LEARNABLE_BS)
     ps.meta = {**ps.meta, "environment": ref.name}
     return ps
 
@@ -91,6 +91,15 @@ def _config(name, extra=()):
         path = os.path.join(REPO, "configs", "hda.yaml")
         extra = [f"method={name}", *extra]
     return load_config(path, [*SYNTHETIC_SETS, *extra])
+
+
+#: stage epochs of the methods' learning runs beyond training.epochs = LEARN_EPOCHS
+LEARN_SETS = {**{m: [f"method.{m}.source_epochs=10"] for m in ("meml", "dtl")},
+              # ECC on the 200-UE box: 64 fresh samples an epoch, a larger step, wider codes
+              "ecc": ["data.fresh_samples_per_epoch=64", "training.learning_rate=0.003",
+                      "model.ecc={encoder_filters: [8], latent_dim: 8, token_dim: 8, lstm_units: 16}"]}
+#: a learnt model's mean error is below this share of the training-mean predictor's
+LEARN_RATIO = 0.6
 
 
 #: methods that start from a finished supervised run (the session's synthetic stage 1)
@@ -130,10 +139,24 @@ def _check_ensemble(report, run, stage1):
     assert 0.0 <= test["consensus"]["agreed_share"] <= 1.0
 
 
+def _check_hda(report, run, stage1):
+    """HDA learns its sigmas and logs every loss term."""
+    da = report["domain_adaptation"]
+    assert da["sigma1"] == report["timings_s"]["sigma1"] and da["sigma2"] == report["timings_s"]["sigma2"]
+    assert da["sigma1"] > 0 and da["sigma2"] > 0   # what they learn: test_homoscedastic_weighting_optimum
+    assert da["target"].startswith("test realizations") and da["n_target"] == report["n_test"]
+    tags = set()
+    for ev in (run / "tensorboard" / "train").glob("events.out.tfevents*"):
+        for e in tf.compat.v1.train.summary_iterator(str(ev)):
+            tags |= {v.tag for v in e.summary.value}
+    assert {"epoch_sigma1", "epoch_sigma2", "epoch_position_loss", "epoch_condition_loss",
+            "epoch_alignment_loss", "epoch_lambda3", "epoch_weight_l2"} <= tags
+
+
 #: method-specific checks of the report, after the common ones
 CHECKS = {"consistency": _check_consistency, "mean_teacher": _check_joint, "fixmatch": _check_joint,
           "fixmatch_distance": _check_joint, "autoencoder": _check_autoencoder,
-          "ensemble": _check_ensemble}
+          "ensemble": _check_ensemble, "hda": _check_hda}
 
 
 def _expected_rows(report, cfg):
@@ -165,10 +188,18 @@ def _expected_rows(report, cfg):
 def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method, request):
     from tfloc.run.runner import train_and_evaluate
     stage1 = request.getfixturevalue("synthetic_stage1") if method in FROM_STAGE1 else None
-    cfg = _config(method, [f"export.model_name={method}"] +
+    site = [] if method == "ecc" else LEARNABLE_SETS      # ecc: the multi-BS box
+    cfg = _config(method, [f"export.model_name={method}", *site, "runtime.deterministic=true",
+                           f"training.epochs={LEARN_EPOCHS}", *LEARN_SETS.get(method, [])] +
                   ([f"method.{method}.init_from={stage1}"] if stage1 else []))
     run = tmp_path / "run"
     report = train_and_evaluate(cfg, str(run))
+    # it learns: on a site whose CSI determines the position, the trained model is far
+    # better than predicting the training labels' mean (deterministic mode)
+    mean_m, trivial_m = report["model"]["mean_m"], report["baselines"]["mean"]["mean_m"]
+    print(f"LEARNING {method}: model {mean_m:.2f} m, knn {report['baselines']['knn']['mean_m']:.2f} m, "
+          f"training mean {trivial_m:.2f} m")
+    assert mean_m < LEARN_RATIO * trivial_m, (method, mean_m, trivial_m)
     dims = cfg.data.position_dims
     assert report["method"] == method and report["model"]["dims"] == dims
     assert {"mean_m", "p50_m", "p67_m", "p80_m", "p90_m", "rmse_m"} <= set(report["model"])
@@ -204,21 +235,6 @@ def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method, reques
         f, shape = report["fronthaul"], meta["inputs"]["csi"]["shape"]
         assert f["csi_shape"] == shape[2:] and f["bits"] == cfg.model.options.bits
         assert f["eta"] == pytest.approx(f["num_codes"] * f["bits"] / (64 * np.prod(shape[2:5])))
-
-
-def test_hda_learns_its_sigmas_and_logs_every_term(synthetic, tmp_path):
-    from tfloc.run.runner import train_and_evaluate
-    report = train_and_evaluate(_config("hda"), str(tmp_path / "run"))
-    da = report["domain_adaptation"]
-    assert da["sigma1"] == report["timings_s"]["sigma1"] and da["sigma2"] == report["timings_s"]["sigma2"]
-    assert da["sigma1"] > 0 and da["sigma2"] > 0   # what they learn: test_homoscedastic_weighting_optimum
-    assert da["target"].startswith("test realizations") and da["n_target"] == report["n_test"]
-    tags = set()
-    for ev in (tmp_path / "run" / "tensorboard" / "train").glob("events.out.tfevents*"):
-        for e in tf.compat.v1.train.summary_iterator(str(ev)):
-            tags |= {v.tag for v in e.summary.value}
-    assert {"epoch_sigma1", "epoch_sigma2", "epoch_position_loss", "epoch_condition_loss",
-            "epoch_alignment_loss", "epoch_lambda3", "epoch_weight_l2"} <= tags
 
 
 def test_homoscedastic_weighting_optimum(rng):

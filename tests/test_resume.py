@@ -3,6 +3,7 @@ that finished are restored, a damaged backup or another config's run directory i
 one-line error."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,7 +136,8 @@ def test_a_multi_stage_method_resumes_at_its_first_unfinished_stage(tmp_path, mo
     ps = synthetic_pathset()
     monkeypatch.setattr(tfloc.sim, "load_or_trace", lambda cfg, cache, progress=True: (ps, "synthetic", True))
     cfg = load_config(os.path.join(REPO, "configs", "autoencoder.yaml"),
-                      [*SYNTHETIC_SETS, *ETOILE_SITE, "export.enabled=false", "evaluation.evaluators=[position]"])
+                      [*SYNTHETIC_SETS, *ETOILE_SITE, "method.autoencoder.pretrain_epochs=2",
+                       "export.enabled=false", "evaluation.evaluators=[position]"])
     run = tmp_path / "run"
     first = train_and_evaluate(cfg, str(run))
     assert "resumed" not in first
@@ -147,3 +149,11 @@ def test_a_multi_stage_method_resumes_at_its_first_unfinished_stage(tmp_path, mo
     assert {k: second["autoencoder"]["pretraining"][k] for k in keep} == \
         {k: first["autoencoder"]["pretraining"][k] for k in keep}
     assert second["timings_s"]["epochs"] == first["timings_s"]["epochs"]
+    # a new run directory seeded with that finished stage (a study reusing an identical
+    # stage) restores it too, and its report says so
+    seeded = tmp_path / "seeded" / "checkpoints"
+    seeded.mkdir(parents=True)
+    for f in (run / "checkpoints").glob("done-pretrain.*"):
+        shutil.copy(f, seeded / f.name)
+    third = train_and_evaluate(cfg, str(seeded.parent))
+    assert third["resumed"] == {"stages": {"pretrain": "restored"}}

@@ -111,7 +111,7 @@ def _train_in_scope(cfg, run, task, data, inputs, resuming, timings) -> dict:
                    training_rows_per_s=round(result.rows / seconds, 2) if seconds else None)
     save_models(run.directory, models)
     extra = {"timings_s": timings, "convergence": run.convergence, **result.report}
-    if resuming:  # stage -> the epoch it went on after, or 'restored'
+    if resuming or run.resumed:  # stage -> the epoch it went on after, or 'restored'
         extra["resumed"] = {"stages": run.resumed}
     report = evaluate(cfg, run.directory, task, models, data, extra=extra)
     if cfg.export.enabled:
