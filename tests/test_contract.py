@@ -129,6 +129,12 @@ def _check_autoencoder(report, run, stage1):
     assert pre["epochs"] == 2 and pre["best_val_reconstruction_mse"] > 0
     assert set(report["axis_errors"]) == {"x", "y", "average"}
     assert (run / "models" / "decoder.keras").exists()
+    logged = {}   # the training term is logged as itself (a same-named validation metric hid it)
+    for ev in (run / "tensorboard" / "pretrain" / "train").glob("events.out.tfevents*"):
+        for e in tf.compat.v1.train.summary_iterator(str(ev)):
+            for v in e.summary.value:
+                logged.setdefault(v.tag, []).append(float(tf.make_ndarray(v.tensor)))
+    assert len(logged["epoch_reconstruction_loss"]) == 2 and min(logged["epoch_reconstruction_loss"]) > 0
 
 
 def _check_ensemble(report, run, stage1):

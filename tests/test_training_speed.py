@@ -186,3 +186,9 @@ def test_a_relative_min_improvement_ends_a_creeping_fit_and_keeps_its_best_epoch
     import glob
     ckpt = glob.glob(str(path / "checkpoints" / "best-creep.weights.h5"))
     assert ckpt
+
+
+def test_a_training_term_may_not_share_a_validation_metrics_name():
+    from tfloc.methods.task import TaskTrainer
+    with pytest.raises(ValueError, match="reconstruction_mse names both a training term"):
+        TaskTrainer({}, None, ["loss", "reconstruction_mse"], None, ["reconstruction_mse"])

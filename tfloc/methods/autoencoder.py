@@ -87,9 +87,9 @@ class AutoencoderTask(SupervisedTask):
 
             def loss_fn(batch):
                 value = tf.reduce_mean(recon(batch[0], True))
-                return {"loss": value, "reconstruction_mse": value}
+                return {"loss": value, "reconstruction_loss": value}
             trainer = TaskTrainer({"encoder": encoder, "decoder": decoder}, loss_fn,
-                                  ["loss", "reconstruction_mse"],
+                                  ["loss", "reconstruction_loss"],
                                   lambda x, y: {"reconstruction_mse": recon(x, False)},
                                   ["reconstruction_mse"])
             h = self.fit(trainer, inputs["pretrain"], inputs["pretrain_val"], run, tag="pretrain",

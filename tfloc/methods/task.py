@@ -340,6 +340,10 @@ class TaskTrainer(keras.Model):
         self.nets = dict(models)
         self.extra = dict(extra or {})
         self.loss_fn, self.val_fn = loss_fn, val_fn
+        shared = sorted(set(terms) & set(val_metrics))
+        if shared:   # Keras reads an epoch's logs by metric name: one would hide the other
+            raise ValueError(f"TaskTrainer: {', '.join(shared)} names both a training term and a "
+                             "validation metric; give the training term another name (e.g. *_loss)")
         self.term_trackers = [keras.metrics.Mean(name=n) for n in terms]
         self.val_trackers = [keras.metrics.Mean(name=n) for n in val_metrics]
         for layer in self.extra.values():
