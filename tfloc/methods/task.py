@@ -248,7 +248,8 @@ class Task(abc.ABC):
             return RecordedHistory(record["history"], min_improvement)
         backup = ResumableBackup(os.path.join(run_dir, "backup", stage),
                                  root and os.path.join(root, "backup", stage))
-        prior_best = min((v[monitor] for v in backup.prior.values() if monitor in v), default=None)
+        prior = [v[monitor] for _, v in sorted(backup.prior.items()) if monitor in v]
+        prior_best = prior[best_epoch(prior, min_improvement)] if prior else None   # under the rule
         if backup.start_epoch:
             log.info("stage %s: resuming after epoch %d (best %s so far %.4g)", stage,
                      backup.start_epoch, monitor, prior_best if prior_best is not None else np.nan)
