@@ -42,3 +42,16 @@ def test_the_data_a_goal_needs_is_where_the_two_fits_cross():
         r["errors"]["knn"]["mean_m"] = 20 * r["n_train_labelled"] ** -0.6
     assert scaling.samples_for_ratio(rows, "mean_m", 0.5) is None
     assert scaling.samples_for_ratio(rows[:1], "mean_m", 0.5) is None
+
+
+def test_goal_lines_judge_each_baseline_a_goal_names():
+    """ECC's goal is below kNN and below MUSIC + least squares: one line for each, and a
+    baseline the run did not score is left out."""
+    c = scaling.CURVES["ecc"]
+    run = {"n_train_labelled": 883, "label": "ecc 1500", "error_over_bound_median": 100.0,
+           "errors": {"model": {"mean_m": 10.0}, "knn": {"mean_m": 12.5}, "music": {"mean_m": 8.0}}}
+    lines = scaling._goal_lines(c, [run])
+    assert "- mean at most 1 x kNN's: 0.80 x, met." in lines
+    assert "- mean at most 1 x MUSIC + LS's: 1.25 x, missed by 25%." in lines
+    del run["errors"]["music"]
+    assert not any("MUSIC" in line for line in scaling._goal_lines(c, [run]))
