@@ -241,6 +241,8 @@ def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method, reques
         f, shape = report["fronthaul"], meta["inputs"]["csi"]["shape"]
         assert f["csi_shape"] == shape[2:] and f["bits"] == cfg.model.options.bits
         assert f["eta"] == pytest.approx(f["num_codes"] * f["bits"] / (64 * np.prod(shape[2:5])))
+        # stage I stops by its own relative rule, and the report says which rule chose its best epoch
+        assert report["timings_s"]["local"]["min_improvement"] == cfg.method.options.local_min_improvement > 0
 
 
 def test_homoscedastic_weighting_optimum(rng):

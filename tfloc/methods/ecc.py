@@ -46,7 +46,13 @@ class ECCOptions:
     strategy: str = param("local_joint", choices=STRATEGIES,
                           doc="local_joint (paper), local_split (encoders frozen in stage II), "
                           "joint_scratch (no stage I), raw_csi (no embedding: lossless reference)")
-    local_epochs: int = param(10, min=1, doc="stage I epochs (autoencoders, eq. 22)")
+    local_epochs: int = param(10, min=1, doc="stage I epochs at most (autoencoders, eq. 22; "
+                              "early stopping on the held-out cosine)")
+    local_min_improvement: float = param(
+        0.02, min=0.0, max=0.5, doc="a stage-I epoch improves only when it raises the best held-out "
+        "cosine similarity so far by this share of it: the cosine creeps up by about 0.001 per "
+        "epoch for hundreds of epochs, and stage II (local_joint) fine-tunes the encoders anyway, "
+        "so without it stage I runs to its cap")
     calibration_samples: int = param(2000, min=1, doc="training samples whose latents set each "
                                      "BS's quantizer step")
 
@@ -130,7 +136,8 @@ class ECCTask(Task):
         """Stage I: one autoencoder per BS on unlabelled CSI, negative cosine loss (eq. 22)."""
         t0 = time.time()
         history = self.fit(self.local_trainer(edges, spec), inputs["train"], inputs["val"], run,
-                           epochs=self.options.local_epochs, monitor="val_cosine", tag="local")
+                           epochs=self.options.local_epochs, monitor="val_cosine", tag="local",
+                           min_improvement=self.options.local_min_improvement)
         return {**self.history_facts(history, "val_cosine"), "elapsed_s": round(time.time() - t0, 1)}
 
     def local_trainer(self, edges, spec) -> TaskTrainer:
