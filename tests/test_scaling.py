@@ -48,7 +48,7 @@ def test_goal_lines_judge_each_baseline_a_goal_names():
     """ECC's goal is below kNN and below MUSIC + least squares: one line for each, and a
     baseline the run did not score is left out."""
     c = scaling.CURVES["ecc"]
-    run = {"n_train_labelled": 883, "label": "ecc 1500", "error_over_bound_median": 100.0,
+    run = {"n_train_labelled": 883, "label": f"ecc {c.default:g}", "error_over_bound_median": 100.0,
            "errors": {"model": {"mean_m": 10.0}, "knn": {"mean_m": 12.5}, "music": {"mean_m": 8.0}}}
     lines = scaling._goal_lines(c, [run])
     assert "- mean at most 1 x kNN's: 0.80 x, met." in lines

@@ -100,7 +100,7 @@ CURVES = {
                   "4x the UEs: about the 50 % point's training time, plus 4 min of tracing")]),
     "ecc": Curve(
         "configs/ecc.yaml", "candidate campus UE positions (reflection depth 3)",
-        {n: [f"simulation.ue_grid.num_ues={n}"] for n in (1500, 3000, 6000)}, default=1500,
+        {n: [f"simulation.ue_grid.num_ues={n}"] for n in (1500, 3000, 6000)}, default=3000,
         goals=[("mean", "mean_m", 1.0), ("mean", "mean_m", 1.0, "music")], bound_before=210,
         note="Each point draws and traces its own pool of positions and splits it, so the "
              "test UEs differ between points (more of them at the larger points); kNN is "
@@ -228,9 +228,11 @@ def write_page(summaries: dict, out: str, command: str) -> str:
         if not rows:
             continue
         metric = c.paper["metric"]
-        first = rows[0]
+        tests = sorted({s["n_test"] for s in rows})
         lines += [f"## {name} (`{c.config}`): {c.knob}", "",
-                  f"{first['n_test']} test UEs. {c.note} The shipped default's size is the row "
+                  (f"{tests[0]} test UEs." if len(tests) == 1 else "Test UEs per point: "
+                   + " / ".join(str(s["n_test"]) for s in rows) + ".")
+                  + f" {c.note} The shipped default's size is the row "
                   "marked *.", "",
                   "| point | training samples | epochs run / best | mean [m] | median [m] | RMSE [m] | "
                   "kNN mean [m] | kNN median [m] | mean / kNN | median / kNN | median error / bound | "
