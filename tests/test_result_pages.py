@@ -77,7 +77,9 @@ def test_a_study_stores_each_runs_summary_as_it_ends_and_skips_stored_ones(tmp_p
                 "model": {"mean_m": 2.0, "p50_m": 1.0}, "baselines": {"knn": {"mean_m": 3.0}},
                 "n_train_labelled": 10, "n_val": 2, "n_test": 4,
                 "convergence": {"train": {"epochs": 5, "best_epoch": 3, "converged": True}},
-                "timings_s": {"training_s": 1.25}}))
+                "timings_s": {"training_s": 1.25},
+                # the code that trained it, as the runner records it (x-s0: an older report without)
+                **({"code_version": "abc1234"} if e.key == "x-s1" else {})}))
             (run / "config.yaml").write_text("runtime: {seed: 7}\n")
             np.savez(run / "errors.npz", net=np.arange(4.0), knn=np.arange(4.0) + 1)
             on_done(e, str(run), [*sets, *e.sets])
@@ -95,7 +97,9 @@ def test_a_study_stores_each_runs_summary_as_it_ends_and_skips_stored_ones(tmp_p
     s = stored["x-s1"]
     assert s["sets"] == ["a=1", "runtime.seed=8"] and s["seed"] == 7 and s["model_curve"] == "net"
     assert s["errors"]["knn"]["mean_m"] == 3.0 and s["error_quantiles"]["knn"][-1] == 4.0
-    assert s["convergence"]["train"]["best_epoch"] == 3 and s["code_version"] == "unknown"
+    assert s["convergence"]["train"]["best_epoch"] == 3
+    # a run's summary names the code that trained it, not the code the study runs now
+    assert s["code_version"] == "abc1234" and stored["x-s0"]["code_version"] == "unknown"
 
 
 def test_paired_bootstrap_of_one_seed_is_scipys_paired_percentile_bootstrap():

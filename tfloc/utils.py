@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import tempfile
 
 import numpy as np
@@ -48,6 +49,24 @@ def machine_info() -> dict:
     return {"cpu_cores": cores, "cpu_model": model, "gpus": len(tf.config.list_physical_devices("GPU")),
             "platform": platform.platform(terse=True), "python": platform.python_version(),
             "tensorflow": tf.__version__}
+
+
+def code_version(repo: str | None = None) -> str:
+    """``git describe --always`` of ``repo`` (default: the checkout tfloc is imported from),
+    with "-dirty" when a tracked file outside ``docs/`` and ``README.md`` (what studies
+    write) differs from it; "unknown" outside a checkout."""
+    repo = repo or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=repo, text=True, capture_output=True,
+                              check=True).stdout.strip()
+    try:
+        version = git("describe", "--always")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                      ":(exclude)docs", ":(exclude)README.md")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return version + ("-dirty" if changed else "")
 
 
 def atomic_write_text(path: str, text: str):

@@ -27,7 +27,7 @@ from tfloc.methods.task import TrainingRun
 from tfloc.run.distribute import make_strategy
 from tfloc.run.experiment import load_run_config as _load_config_file
 from tfloc.sim.scenes import check_scene_config
-from tfloc.utils import set_seed
+from tfloc.utils import code_version, set_seed
 
 log = logging.getLogger("tfloc")
 
@@ -110,7 +110,8 @@ def _train_in_scope(cfg, run, task, data, inputs, resuming, timings) -> dict:
     timings.update(training_rows=int(result.rows), training_rows_s=round(float(seconds), 2),
                    training_rows_per_s=round(result.rows / seconds, 2) if seconds else None)
     save_models(run.directory, models)
-    extra = {"timings_s": timings, "convergence": run.convergence, **result.report}
+    extra = {"timings_s": timings, "convergence": run.convergence, **result.report,
+             "code_version": code_version()}   # what trained it (a re-score keeps it)
     if resuming or run.resumed:  # stage -> the epoch it went on after, or 'restored'
         extra["resumed"] = {"stages": run.resumed}
     report = evaluate(cfg, run.directory, task, models, data, extra=extra)

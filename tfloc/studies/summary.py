@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import time
 from dataclasses import dataclass, replace
 
@@ -20,7 +19,7 @@ from scipy import stats
 from tfloc.metrics import cdf_figure
 from tfloc.run.experiment import load_config
 from tfloc.studies.common import run_experiments
-from tfloc.utils import atomic_write_text
+from tfloc.utils import atomic_write_text, code_version
 
 #: the error quantiles a summary keeps per predictor (enough to redraw a CDF)
 QUANTILES = np.linspace(0.0, 1.0, 101)
@@ -28,26 +27,11 @@ QUANTILES = np.linspace(0.0, 1.0, 101)
 _SCALARS = ("mean_m", "rmse_m", "p50_m", "p67_m", "p80_m", "p90_m")
 
 
-def code_version(repo: str = ".") -> str:
-    """``git describe --always`` of ``repo``, with "-dirty" when a tracked file outside
-    ``docs/`` and ``README.md`` (what studies write) differs from it; "unknown" outside a
-    checkout."""
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=repo, text=True, capture_output=True,
-                              check=True).stdout.strip()
-    try:
-        version = git("describe", "--always")
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                      ":(exclude)docs", ":(exclude)README.md")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return version + ("-dirty" if changed else "")
-
-
 def summarize_run(run: str, label: str, config: str, sets, version: str, keep=()) -> dict:
     """The summary of the finished run in ``run`` (its report.json, config.yaml, errors.npz):
-    the config and its hash, seed, the code ``version`` that trained it (taken when the
-    study started: :func:`code_version`), the test errors of the model and each baseline
+    the config and its hash, seed, the code version that trained it (the report's, which
+    the training process records; ``version``, taken when the study started, for a report
+    without one), the test errors of the model and each baseline
     (scalars, 101 quantiles and every test link's error, for paired comparisons), the
     model's per propagation condition, the bound ratio, the condition classifier's accuracy,
     the links' conditions per split, the resolved config, convergence and timings; ``keep``
@@ -69,7 +53,7 @@ def summarize_run(run: str, label: str, config: str, sets, version: str, keep=()
     return {
         "label": label, "config": config, "sets": list(sets),
         "config_sha256": hashlib.sha256(text.encode()).hexdigest()[:16],
-        "seed": cfg.get("runtime", {}).get("seed"), "code_version": version,
+        "seed": cfg.get("runtime", {}).get("seed"), "code_version": rep.get("code_version", version),
         "date": time.strftime("%Y-%m-%d"),
         "n_train_labelled": rep["n_train_labelled"], "n_val": rep["n_val"], "n_test": rep["n_test"],
         "errors": scalars, "dims": rep["model"].get("dims"),
