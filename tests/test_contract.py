@@ -14,6 +14,7 @@ from synthetic import (ETOILE_SETS, ETOILE_SITE, LEARNABLE_BS, LEARNABLE_SETS, S
 from tfloc.run.experiment import load_config
 from tfloc.methods import METHODS
 from tfloc.models import MODELS, ModelConfig, build_model
+from tfloc.utils import code_version
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -190,7 +191,8 @@ def _expected_rows(report, cfg):
     return None
 
 
-@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.xdist_group("synthetic_stage1"))
+                                    if m in FROM_STAGE1 else m for m in METHODS.names()])
 def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method, request):
     from tfloc.run.runner import train_and_evaluate
     stage1 = request.getfixturevalue("synthetic_stage1") if method in FROM_STAGE1 else None
@@ -211,6 +213,7 @@ def test_every_method_runs_on_synthetic_data(synthetic, tmp_path, method, reques
     assert {"mean_m", "p50_m", "p67_m", "p80_m", "p90_m", "rmse_m"} <= set(report["model"])
     assert {"knn", "mean"} <= set(report["baselines"]) and report["n_test"] > 0
     assert report["machine"]["cpu_cores"] >= 1 and report["machine"]["tensorflow"] == tf.__version__
+    assert report["code_version"] == code_version()          # the code that trained it
     assert len(report["test_links_sha256"]) == 16
     rows, want = report["timings_s"]["training_rows"], _expected_rows(report, cfg)
     assert rows > 0 and (want is None or rows == want)       # what the method says it trained on

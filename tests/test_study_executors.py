@@ -82,4 +82,6 @@ def test_the_local_executor_runs_one_after_another(tmp_path, fake_train):
     exps = [Experiment(f"point {k}", "configs/hda.yaml", key=f"p{k}") for k in range(2)]
     run_experiments(exps, str(tmp_path / "runs"), repo=REPO, train_script=fake_train)
     reps = [json.loads((tmp_path / "runs" / f"p{k}" / "report.json").read_text()) for k in range(2)]
-    assert reps[0]["end"] <= reps[1]["start"] and reps[0]["threads"] is None
+    # one after another, each with the threads it inherits (the executor pins none)
+    assert reps[0]["end"] <= reps[1]["start"]
+    assert reps[0]["threads"] == os.environ.get("TF_NUM_INTRAOP_THREADS")
