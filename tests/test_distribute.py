@@ -104,7 +104,7 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(tmp_path):
     report = json.loads((run / "report.json").read_text())
     assert report["timings_s"]["distribution"] == {"strategy": "multi_worker", "workers": 2,
                                                     "replicas": 2}
-    assert (run / "model.keras").is_file() and (run / "checkpoints" / "best.weights.h5").is_file()
+    assert (run / "model.keras").is_file() and (run / "checkpoints" / "best.npz").is_file()
     assert (run / "export" / "etoile_supervised" / "1" / "saved_model.pb").is_file()
     # the worker wrote its own scratch directory, removed at its end
     import glob

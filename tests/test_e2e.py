@@ -29,7 +29,7 @@ def run_dir(tmp_path_factory):
 
 def test_run_directory_contents(run_dir):
     for f in ("config.yaml", "model.keras", "report.json", "cdf.png",
-              "checkpoints/best.weights.h5", "export/etoile_supervised/1/saved_model.pb"):
+              "checkpoints/best.npz", "export/etoile_supervised/1/saved_model.pb"):
         assert (run_dir / f).exists(), f
     events = {p.parent.name for p in (run_dir / "tensorboard").rglob("events.out.tfevents*")}
     assert {"train", "validation", "eval", "config"} <= events

@@ -104,12 +104,12 @@ def test_damaged_backup_is_a_one_line_error_naming_the_file(finished_run, tmp_pa
     backup = run / "backup" / "train"
     backup.mkdir(parents=True)
     (backup / "training_metadata.json").write_text('{"epoch": 2}')
-    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
+    (backup / "latest.npz").write_bytes(b"PK\x03\x04" + b"\0" * 40)
     for f in (run / "checkpoints").glob("done-*"):
         f.unlink()
     r = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True, text=True,
                        timeout=900)
-    _one_line_error(r, str(backup / "latest.weights.h5"), "corrupt or truncated")
+    _one_line_error(r, str(backup / "latest.npz"), "corrupt or truncated")
     (backup / "training_metadata.json").write_text('{"epo')
     r = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True, text=True,
                        timeout=900)

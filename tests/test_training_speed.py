@@ -151,6 +151,7 @@ def _creeping_fit(tmp_path, **kw):
     error per epoch): the error falls every epoch, by little."""
     import os
     import tensorflow as tf
+    from tfloc.methods.callbacks import load_state
     from tfloc.methods.task import TrainingRun, position_trainer
     from tfloc.methods.supervised import SupervisedTask
     from tfloc.run.experiment import load_config
@@ -170,7 +171,7 @@ def _creeping_fit(tmp_path, **kw):
     h = task.fit(trainer, ds, ds, run, epochs=10, tag="creep", patience=2, **kw)
     error = lambda: float(np.mean(np.linalg.norm(net(xs)["position"].numpy() - 1.0, axis=-1)))  # noqa: E731
     kept = error()
-    trainer.load_weights(str(tmp_path / "checkpoints" / "best-creep.weights.h5"))
+    load_state(trainer, str(tmp_path / "checkpoints" / "best-creep.npz"))
     return run.convergence["creep"], task.history_facts(h), h.history["val_mean_error_m"], kept, error()
 
 
@@ -186,3 +187,61 @@ def test_a_relative_min_improvement_ends_a_creeping_fit_and_keeps_its_best_epoch
     # ... and the model kept, and the best checkpoint, are epoch 1's, not the lower epoch 3's
     assert kept == pytest.approx(h[0], rel=1e-5) and kept > h[2]
     assert checkpoint == pytest.approx(h[0], rel=1e-5)
+
+
+def test_a_fit_traces_its_training_step_once(tmp_path):
+    """The optimizer is built before the step is traced: its slot variables, created in the
+    first trace, would make tf.function trace a whole step twice (seconds per fit for
+    ResNet-18), and the epoch's last, partial batch must not trace it again either."""
+    import os
+    import tensorflow as tf
+    from tfloc.methods.task import TrainingRun, position_trainer
+    from tfloc.methods.supervised import SupervisedTask
+    from tfloc.run.experiment import load_config
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "etoile_supervised.yaml"),
+                      ["runtime.verbose=0", "training.precision=float32"])
+    x_in = keras.Input((3,), name="features")
+    net = keras.Model({"features": x_in}, {"position": keras.layers.Dense(2, name="position")(x_in)})
+    ds = tf.data.Dataset.from_tensor_slices(({"features": np.ones((10, 3), np.float32)},
+                                             {"position": np.ones((10, 2), np.float32)})).batch(4)
+    traces = []
+
+    def loss(y, o):
+        traces.append(1)          # Python runs once per trace of the step
+        return tf.reduce_mean(tf.square(o["position"] - y["position"]))
+    trainer = position_trainer({"inference": net}, net, loss)
+    SupervisedTask(cfg).fit(trainer, ds, ds, TrainingRun(str(tmp_path)), epochs=3, tag="t")
+    assert len(traces) == 1
+
+
+def test_a_backup_state_round_trips_weights_and_optimizer_and_refuses_another_model(tmp_path):
+    """The per-epoch backup (tfloc.methods.callbacks.save_state) restores every weight and the
+    optimizer's step, learning rate and moments; a file of another network is a ValueError."""
+    import tensorflow as tf
+    from tfloc.methods.callbacks import load_state, save_state
+    from tfloc.methods.task import position_trainer
+
+    def trainer(units=4):
+        x_in = keras.Input((3,), name="features")
+        h = keras.layers.BatchNormalization()(keras.layers.Dense(units)(x_in))
+        net = keras.Model({"features": x_in}, {"position": keras.layers.Dense(2)(h)})
+        t = position_trainer({"inference": net}, net,
+                             lambda y, o: tf.reduce_mean(tf.square(o["position"] - y["position"])))
+        t.compile(optimizer=keras.optimizers.Adam(0.01))
+        return t
+    ds = tf.data.Dataset.from_tensor_slices(({"features": np.random.default_rng(0).normal(size=(8, 3))
+                                              .astype(np.float32)}, {"position": np.ones((8, 2), np.float32)})).batch(4)
+    a = trainer()
+    a.fit(ds, epochs=2, verbose=0)
+    a.optimizer.learning_rate.assign(0.003)
+    save_state(a, str(tmp_path / "s.npz"))
+    b = trainer()
+    b.optimizer.build(b.trainable_variables)
+    load_state(b, str(tmp_path / "s.npz"))
+    for va, vb in zip([*a.weights, *a.optimizer.variables], [*b.weights, *b.optimizer.variables]):
+        np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.path)
+    assert int(b.optimizer.iterations.numpy()) == 4 and float(b.optimizer.learning_rate.numpy()) == pytest.approx(0.003)
+    c = trainer(units=5)
+    c.optimizer.build(c.trainable_variables)
+    with pytest.raises(ValueError, match="has shape"):
+        load_state(c, str(tmp_path / "s.npz"))

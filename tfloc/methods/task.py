@@ -38,7 +38,7 @@ from tfloc.data.spec import DataSpec
 from tfloc.export.saved_model import ServingModule
 from tfloc.losses import LossConfig
 from tfloc.methods.callbacks import (EarlyStopping, FinishedStage, ModelCheckpoint, RecordedHistory,
-                                    ReduceLROnPlateau, ResumableBackup, best_epoch, damaged)
+                                    ReduceLROnPlateau, ResumableBackup, best_epoch, damaged, load_state)
 from tfloc.sim.tracer import site_panels
 from tfloc.utils import dtype_policy
 
@@ -253,13 +253,12 @@ class Task(abc.ABC):
         if backup.start_epoch:
             log.info("stage %s: resuming after epoch %d (best %s so far %.4g)", stage,
                      backup.start_epoch, monitor, prior_best if prior_best is not None else np.nan)
-        ckpt = os.path.join(ckpt_dir, f"best{sub}.weights.h5")
+        ckpt = os.path.join(ckpt_dir, f"best{sub}.npz")
         callbacks = [
             backup, *callbacks,
             keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard", tag),
                                         write_graph=False, update_freq="epoch"),
-            ModelCheckpoint(ckpt, monitor=monitor, mode="min", save_best_only=True,
-                            save_weights_only=True, initial_value_threshold=prior_best,
+            ModelCheckpoint(ckpt, monitor=monitor, mode="min", initial_value_threshold=prior_best,
                             min_improvement=min_improvement),
         ]
         stop_patience = patience or t.early_stopping_patience
@@ -287,7 +286,7 @@ class Task(abc.ABC):
             if root:
                 ckpt = os.path.join(root, "checkpoints", os.path.basename(ckpt))
             try:   # the best epoch came before what early stopping saw: the checkpoint's weights
-                trainer.load_weights(ckpt)
+                load_state(trainer, ckpt)
             except Exception as e:
                 raise damaged(ckpt, e, "delete it and train this stage from its start") from None
         done.save(trainer, history, {"resumed_at_epoch": backup.start_epoch})
@@ -361,12 +360,12 @@ class TaskTrainer(keras.Model):
         return self.term_trackers + self.val_trackers
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Under a tf.distribute strategy Keras reduces a first batch across replicas to
-        build compiled losses and metrics; a TaskTrainer has none (its models are built),
-        and MultiWorkerMirroredStrategy cannot reduce a nested batch (keras 3.15), so only
-        the optimizer is built here, in the strategy's scope."""
-        if self._distribute_strategy is None:
-            return
+        """Builds the optimizer (in the strategy's scope) before ``fit`` traces the step.
+        Keras would reduce a first batch across replicas to build compiled losses and
+        metrics; a TaskTrainer has none (its models are built), and
+        MultiWorkerMirroredStrategy cannot reduce a nested batch (keras 3.15). Without a
+        strategy Keras leaves the optimizer to the step's first trace, whose slot variables
+        make tf.function trace the whole step a second time."""
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
