@@ -237,7 +237,7 @@ def test_site_bound_modes_los_nlos_and_bad_input(small_paths, small_sim_cfg):
         sample_pebs(sub, BoundSetup.from_config(small_sim_cfg, DataConfig()), progress=False)
 
 
-def test_bound_cli_writes_map_and_summary_and_rejects_bad_input(small_paths, small_sim_cfg, tmp_path):
+def test_bound_cli_writes_map_and_summary_and_rejects_bad_input(small_paths, small_sim_cfg, tmp_path, capsys):
     """python -m tfloc.sim bound DIR: bound.json / bound.npz / bound.png for every UE with paths;
     an entry traced before geometry was stored is a one-line error (exit 2)."""
     import dataclasses
@@ -267,7 +267,12 @@ def test_bound_cli_writes_map_and_summary_and_rejects_bad_input(small_paths, sma
     old.vertices = old.interactions = None
     old.save(str(tmp_path / "old"))
     (tmp_path / "old" / "simulation.json").write_text(json.dumps(dataclasses.asdict(small_sim_cfg)))
-    r = cli(directory=tmp_path / "old")            # (a NaN SNR: the same BoundError, tested above)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    last = r.stderr.strip().splitlines()[-1]
+    # (a NaN SNR: the same BoundError, tested above); the same CLI, in this process
+    from tfloc.run.cli import run_cli
+    from tfloc.run.dataset import main
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, ["bound", str(tmp_path / "old")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
     assert last.startswith("error:") and "traced before interaction geometry" in last

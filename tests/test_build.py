@@ -129,21 +129,28 @@ def test_ray_build_with_two_local_workers_equals_single(single, tmp_path):
     assert not os.path.exists(entry + ".build")
 
 
-def test_ray_build_errors_are_one_line_before_anything_runs(tmp_path):
+def test_ray_build_errors_are_one_line_before_anything_runs(tmp_path, capsys):
     import socket
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()                     # nothing listens there now
-    for extra, needle in [(["--executor", "ray", "--address", f"127.0.0.1:{port}"],
-                           f"--address 127.0.0.1:{port}: cannot reach the Ray cluster"),
-                          (["--executor", "ray", "--address", "nohostport"], "expected HOST:PORT"),
+    common = ["build", "--config", CONFIG, "--set", f"runtime.cache_dir={tmp_path}"]
+    # the command itself, against a port where nothing listens
+    r = subprocess.run([sys.executable, "-m", "tfloc.sim", *common, "--executor", "ray", "--address",
+                        f"127.0.0.1:{port}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and f"--address 127.0.0.1:{port}: cannot reach the Ray cluster" in r.stderr
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    # the argument checks, in this process (the same CLI function)
+    from tfloc.run.cli import run_cli
+    from tfloc.run.dataset import main
+    for extra, needle in [(["--executor", "ray", "--address", "nohostport"], "expected HOST:PORT"),
                           (["--address", "127.0.0.1:6379"], "--address and --workers go with --executor ray"),
                           (["--executor", "ray", "--shard", "0/2"], "choose one")]:
-        r = subprocess.run([sys.executable, "-m", "tfloc.sim", "build", "--config", CONFIG, "--set",
-                            f"runtime.cache_dir={tmp_path}", *extra], cwd=REPO, capture_output=True,
-                           text=True, timeout=300)
-        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+        with pytest.raises(SystemExit) as e:
+            run_cli(main, [*common, *extra])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and needle in err and "Traceback" not in err, err[-2000:]
     assert not list(tmp_path.iterdir())
 
 

@@ -93,17 +93,21 @@ def test_bad_override_syntax():
     (["--config", "configs/ensemble.yaml", "--set", "method.ensemble.members=[{seed: 1}]"],
      "method.ensemble.members: an ensemble needs at least 2 members, got 1"),
 ])
-def test_cli_user_errors_exit_2_one_line(tmp_path, args, needle):
+def test_cli_user_errors_exit_2_one_line(tmp_path, args, needle, monkeypatch, capsys):
+    """train.py's CLI, run in this process (the script itself: test_evaluate_cli_missing_run_dir
+    and test_too_coarse_grid_fails_cleanly_without_run_dir)."""
+    from tfloc.run.cli import run_cli, train_main
     good = _write(tmp_path, "name: t\n")
     args = [good if a == "BAD" else os.path.join(REPO, a) if a.startswith("configs/") else a
             for a in args]
-    r = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args,
-                        "--run-dir", str(tmp_path / "run")],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert r.returncode == 2
-    err_lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        run_cli(train_main, [*args, "--run-dir", str(tmp_path / "run")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    err_lines = [l for l in err.splitlines() if l.startswith("error:")]
     assert len(err_lines) == 1 and needle in err_lines[0]
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 
