@@ -7,6 +7,7 @@
     python benchmarks/bench.py --runs runs/seed000 runs/seed003 [--out FILE]
     python benchmarks/bench.py --serving RUN_DIR [--out FILE]
     python benchmarks/bench.py --training [--out FILE]
+    python benchmarks/bench.py --fit-overhead [--doc docs/performance.md]
 
 Measures: receivers ray traced per second (after JIT warm-up), CSI samples per
 second synthesised by the tf.data pipeline against a plain NumPy
@@ -25,6 +26,9 @@ in process and through ``python -m tfloc.serve``'s REST API. ``--training`` prof
 training steps of the main job (hda), etoile_supervised, meml (source stage) and ecc (stage
 II), each before (the settings of before issue 23) and after (today's configs), in one run,
 against a large matmul's FLOP/s (benchmarks/train_profile.py; docs/performance.md).
+``--fit-overhead`` times what a fit of the same four configs pays besides its steps: one
+trace of the training step and one save of the training state (Keras' .weights.h5 against
+the .npz the per-epoch backup and the best checkpoint now write).
 """
 from __future__ import annotations
 
@@ -395,11 +399,16 @@ def main(argv=None):
                    "training steps spend their time, before and after, and their FLOP/s")
     p.add_argument("--xla", action="store_true", help="with --training: also time each step "
                    "compiled by XLA (training.jit_compile=true)")
-    p.add_argument("--doc", metavar="MD", help="with --training: also write the tables into this "
-                   "page between its '<!-- bench:training -->' markers (docs/performance.md)")
+    p.add_argument("--fit-overhead", action="store_true", help="what a fit of the four profiled "
+                   "configs pays besides its steps: one trace of the step, one save of the training state")
+    p.add_argument("--doc", metavar="MD", help="with --training or --fit-overhead: also write the "
+                   "tables into this page between its '<!-- bench:training -->' (or "
+                   "'<!-- bench:fit -->') markers (docs/performance.md)")
     args = p.parse_args(argv)
     if args.training:
         return _main_training(args)
+    if args.fit_overhead:
+        return _main_fit_overhead(args)
     if args.runs:
         return _main_runs(args)
     if args.serving:
@@ -487,14 +496,29 @@ def _main_training(args):
     results = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                **run_all(xla=args.xla)}
-    out = _write_json(results, args.out, "training")
-    text = table(results)
+    return _report(results, table(results), args, "training")
+
+
+def _report(results: dict, text: str, args, name: str, gap: str = ""):
+    """Writes ``results`` as JSON, prints the table ``text`` and, with ``--doc``, puts it
+    between the page's ``bench:<name>`` markers; returns ``results``."""
+    out = _write_json(results, args.out, name)
     print(text + f"\n\nwritten to {out}")
     if args.doc:
-        _write_between_markers(args.doc, "bench:training",
+        _write_between_markers(args.doc, f"bench:{name}",
                                f"Measured {results['time']} ({results['machine']['cpus']} CPUs, "
-                               f"{results['machine']['platform']}); raw numbers: {out}\n{text}\n")
+                               f"{results['machine']['platform']}); raw numbers: {out}\n{gap}{text}\n")
     return results
+
+
+def _main_fit_overhead(args):
+    from train_profile import CASES, fit_overhead, fit_overhead_table
+    from tfloc.run.experiment import load_config
+    results = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+               "fit_overhead": {name: fit_overhead(load_config(path), stage)
+                                for name, path, stage, _ in CASES}}
+    return _report(results, fit_overhead_table(results), args, "fit", gap="\n")
 
 
 def _write_between_markers(path: str, marker: str, text: str):

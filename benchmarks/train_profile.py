@@ -236,6 +236,45 @@ def breakdown(r: dict) -> dict:
     return parts
 
 
+def fit_overhead(cfg, stage: str = "", repeats: int = 5) -> dict:
+    """What a fit pays besides its steps, for the trainer of ``stage``: one trace of the
+    training step (a fit traced it twice before issue 23's optimizer build, once now:
+    tests/test_training_speed.py), and one save of the training state, as Keras'
+    ``.weights.h5`` (the per-epoch backup and best checkpoint before) and as
+    :func:`tfloc.methods.callbacks.save_state` (now); medians of ``repeats``."""
+    import os
+    import tempfile
+    import tensorflow as tf
+    from tfloc.methods.callbacks import load_state, save_state
+    task, data, models, trainer, train_ds, val_ds = capture(cfg, stage)
+    trainer.optimizer.build(trainer.trainable_variables)
+    batch = next(iter(train_ds))
+    t = time.perf_counter()
+    tf.function(trainer.train_step).get_concrete_function(batch)
+    trace_s = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as tmp:
+        h5, npz = os.path.join(tmp, "s.weights.h5"), os.path.join(tmp, "s.npz")
+        keras_s = times(lambda: trainer.save_weights(h5, overwrite=True), repeats, warm=1)
+        state_s = times(lambda: save_state(trainer, npz), repeats, warm=1)
+        load_s = times(lambda: load_state(trainer, npz), repeats, warm=1)
+        sizes = os.path.getsize(h5), os.path.getsize(npz)
+    return {"trace_s": trace_s, "variables": len(trainer.weights) + len(trainer.optimizer.variables),
+            "keras_save_s": float(np.median(keras_s)), "state_save_s": float(np.median(state_s)),
+            "state_load_s": float(np.median(load_s)), "keras_mb": sizes[0] / 1e6, "state_mb": sizes[1] / 1e6}
+
+
+def fit_overhead_table(results: dict) -> str:
+    """Markdown of :func:`fit_overhead` per case."""
+    lines = ["| config | one trace of the step [s] (a fit: 2 traces before, 1 now) | variables saved "
+             "(model + optimizer) | one state save, Keras .weights.h5 [s] (before) | save_state .npz [s] "
+             "(now) | ratio | load_state [s] | size [MB] |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in results["fit_overhead"].items():
+        lines.append(f"| {name} | {r['trace_s']:.1f} | {r['variables']} | {r['keras_save_s']:.3f} | "
+                     f"{r['state_save_s']:.3f} | {r['keras_save_s'] / r['state_save_s']:.1f}x | "
+                     f"{r['state_load_s']:.3f} | {r['state_mb']:.1f} |")
+    return "\n".join(lines)
+
+
 def run_all(cases=CASES, load=None, xla: bool = False) -> dict:
     """Every case before and after (and, with ``xla``, after with the step compiled by XLA),
     and the matmul peaks, in one process."""
