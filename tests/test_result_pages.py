@@ -358,3 +358,39 @@ def test_seed000_semi_runs_start_from_the_supervised_run_of_their_seed(tmp_path)
     assert [e.sets[-1] for e in mt] == ["method.mean_teacher.init_from=runs/x/supervised-resnet-18-s0",
                                         "method.mean_teacher.init_from=runs/x/supervised-resnet-18-s1"]
     assert "runtime.seed=8" in mt[1].sets and all(e.group == "semi" for e in rest)
+
+
+def test_the_seed001_page_from_seeded_summaries(tmp_path):
+    from tfloc.studies import seed001
+    rng = np.random.default_rng(8)
+    summaries = {}
+    gu, scratch = seed001.TABLE_SETTINGS[4], seed001.TABLE_SETTINGS[0]
+    for k in range(3):
+        base = rng.gamma(2.0, 3.0, 200)
+        for s, shift in ((gu, -2.0), (scratch, 0.0)):
+            for f in (0.2, 1.0) if s is scratch else (0.2,):
+                label = seed001.label("LOS", "NLL", s, f)
+                x = _fake_summary(label, k, np.maximum(base + shift - 3 * (f == 1.0), 0.1), base)
+                x["resolved_config"]["data"]["snr_db"] = [20.0, 30.0]
+                x["sections"] = {"calibration": {"crps_m": 1.0 + k, "within_1sigma": {"observed": 0.4}},
+                                 "transfer": {"target": "etoile/sector0", "target_fraction": f,
+                                              "sources": ["campus_ground/bs0"], "sub_array": [2, 4],
+                                              "environments": {
+                                                  "campus_ground/bs0": {"samples": 2054, "los_share": 0.55},
+                                                  "etoile/sector0": {"samples": 2489, "los_share": 0.978}}}}
+                if s is gu:
+                    x["convergence"] = {"source": {"epochs": 70, "epoch_cap": 150, "best_epoch": 62},
+                                        **x["convergence"]}
+                    x["resumed"] = {"source": "restored"} if k else {}
+                summaries[f"{label}-{k}"] = x
+    text = seed001.write_page(summaries, str(tmp_path / "seed001.md"))
+    assert "## Table III analog: LOS target (`etoile/sector0`), NLL target loss, 20 % of the target data" in text
+    assert "| `etoile/sector0` | LOS target | 2489 | 98 % | 100 / 20 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| MEML (NLL source, GU) | 3 |"))
+    assert "| 0.3925 | 2.00 [" in row and "| 0.1769 | 40 % [" in row and "*restored*" in row
+    claim = next(line for line in text.splitlines()
+                 if line.startswith("| LOS, NLL target, MEML (NLL source, GU), 20 % < LOS, NLL target, Scratch"))
+    assert claim.endswith("| 3 | reproduced |")
+    assert "not run" in text                     # the claims whose runs are missing say so
+    assert (tmp_path / "seed001" / "los_fractions.png").exists()
+    assert "trained their source stage (1)" in text and "restored it (2)" in text

@@ -22,11 +22,17 @@ FAKE_TRAIN = textwrap.dedent("""
         from tfloc.config import dump_yaml
         from tfloc.run.experiment import load_config
         dump_yaml(load_config(args[args.index("--config") + 1], sets), os.path.join(run, "config.yaml"))
+    ck = os.path.join(run, "checkpoints", "done-source")
+    restored = open(ck + ".json").read() if os.path.isfile(ck + ".json") else None
+    if not restored:            # a finished stage, as a method's fit leaves it
+        os.makedirs(os.path.dirname(ck), exist_ok=True)
+        open(ck + ".json", "w").write(run)
+        open(ck + ".weights.h5", "w").write("weights")
     time.sleep(3)
     if "fail=1" in sets:
         print("stand-in trainer: told to fail"); sys.exit(3)
     json.dump({"model": {"mean_m": 1.5, "rmse_m": 2.0}, "start": start, "end": time.time(),
-               "threads": os.environ.get("TF_NUM_INTRAOP_THREADS"), "cwd": os.getcwd(),
+               "threads": os.environ.get("TF_NUM_INTRAOP_THREADS"), "cwd": os.getcwd(), "restored": restored,
                "sets": sets}, open(os.path.join(run, "report.json"), "w"))
 """)
 
@@ -85,3 +91,24 @@ def test_the_local_executor_runs_one_after_another(tmp_path, fake_train):
     # one after another, each with the threads it inherits (the executor pins none)
     assert reps[0]["end"] <= reps[1]["start"]
     assert reps[0]["threads"] == os.environ.get("TF_NUM_INTRAOP_THREADS")
+
+
+def test_runs_with_one_share_key_train_the_shared_stage_once(tmp_path, fake_train):
+    from tfloc.studies.summary import seeded_experiments
+    exps = [Experiment(f"target {t}", "configs/hda.yaml", [], key=f"t{t}", share_key="src",
+                       share_stages=("source",)) for t in "ab"]
+    exps.append(Experiment("scratch", "configs/hda.yaml", [], key="scratch"))
+    seeded = seeded_experiments(exps[:2], 2, REPO) + seeded_experiments(exps[2:], 1, REPO)
+    root = tmp_path / "runs"
+    run_experiments(seeded, str(root), repo=REPO, train_script=fake_train)
+    rep = {e.key: json.loads((root / e.key / "report.json").read_text()) for e in seeded}
+    # per seed: the first run trains the stage, the other target restores that one's; seeds and
+    # runs without the key never share
+    assert rep["ta-s0"]["restored"] is None and rep["ta-s1"]["restored"] is None
+    assert rep["tb-s0"]["restored"] == str(root / "ta-s0") and rep["tb-s1"]["restored"] == str(root / "ta-s1")
+    assert rep["scratch-s0"]["restored"] is None
+    # a later study run whose provider finished before (a peer, not re-run) still shares it
+    (root / "tb-s0").rename(tmp_path / "old")
+    run_experiments([e for e in seeded if e.key == "tb-s0"], str(root), repo=REPO, train_script=fake_train,
+                    peers=[e for e in seeded if e.key == "ta-s0"])
+    assert json.loads((root / "tb-s0" / "report.json").read_text())["restored"] == str(root / "ta-s0")

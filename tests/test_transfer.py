@@ -250,14 +250,3 @@ def test_bad_environment_exits_2_with_one_line(tmp_path):
                     "--set", "method.meml.target=campus_ground/bs1"], cwd=tmp_path, check=False)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error:") and "also a source" in r.stderr
-
-
-def test_study_aggregates_folds_with_their_spread():
-    from tfloc.studies.seed001 import TABLE_SETTINGS, aggregate, run_key
-    s = TABLE_SETTINGS[1]
-    res = {run_key("LOS", "NLL", s, 0.2, k): {"me_m": v, "crps_m": v / 2, "n_train": 10, "n_val": 3,
-                                               "n_test": 5} for k, v in enumerate([1.0, 2.0, 3.0])}
-    a = aggregate(res, "LOS", "NLL", s, 0.2, 3)
-    assert a["me_m"] == pytest.approx(2.0) and a["me_m_std"] == pytest.approx(np.std([1, 2, 3]))
-    assert a["crps_m"] == pytest.approx(1.0) and a["n"] == 3
-    assert aggregate(res, "NLOS", "NLL", s, 0.2, 3) is None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,13 @@ class Experiment:
     group: str = ""
     trains_position: bool = True
     key: str = ""   # the run's directory name under the study root (default: index and label)
+    #: runs of one study with the same ``share_key`` train the stages ``share_stages`` the same
+    #: way (e.g. a transfer method's source stage, which no target setting changes): a run
+    #: starts from the finished stages of one that ran before it instead of training them again
+    share_key: str = ""
+    share_stages: tuple = ()
+    #: overrides that differ per seed, formatted with the seed index k (e.g. "method.meml.fold={k}")
+    seed_sets: tuple = ()
 
 
 def run_dir(root: str, index: int, label: str) -> str:
@@ -33,7 +41,8 @@ def run_dir(root: str, index: int, label: str) -> str:
 
 def run_experiments(experiments, root: str, common_sets=(), repo: str = ".", on_done=None,
                     executor: str = "local", address: str | None = None, workers: int | None = None,
-                    cpus_per_run: int | None = None, train_script: str | None = None) -> dict:
+                    cpus_per_run: int | None = None, train_script: str | None = None,
+                    peers=()) -> dict:
     """Runs each experiment into ``root/<slug>`` unless its report exists (resumable).
 
     Each run is a separate ``train.py`` process (fresh TF state, bounded memory): one after
@@ -43,7 +52,10 @@ def run_experiments(experiments, root: str, common_sets=(), repo: str = ".", on_
     A failed run stops the study with its log's tail. ``on_done(experiment, run_dir, sets)``,
     if given, is called for each finished run, made now or before (``sets``: every override it
     ran with), e.g. to store its summary before the next starts. ``train_script``: the
-    trainer to run (default ``<repo>/train.py``; tests give a stand-in).
+    trainer to run (default ``<repo>/train.py``; tests give a stand-in). A run whose
+    experiment has a ``share_key`` starts from the stages it shares with a finished run of
+    ``experiments`` or of ``peers`` (further keyed experiments of the study, under ``root``)
+    (:func:`share_finished_stages`).
     """
     os.makedirs(root, exist_ok=True)
     out, pending = {}, []
@@ -80,17 +92,50 @@ def run_experiments(experiments, root: str, common_sets=(), repo: str = ".", on_
         if on_done is not None:
             on_done(job.experiment, job.run, job.sets)
 
+    def start(job: StudyRun):
+        others = [(e, out[e.label]) for e in experiments] + [(e, os.path.join(root, e.key)) for e in peers]
+        shared = share_finished_stages(job.experiment, job.run, others)
+        if shared:
+            print(f"{job.title}: stage(s) {', '.join(shared)} from {shared[next(iter(shared))]}", flush=True)
+
     if executor == "ray":
+        for job in pending:    # all start at once: a stage is shared only from runs finished before
+            start(job)
         run_on_ray(pending, finished, cwd=os.path.abspath(repo), address=address, workers=workers,
                    cpus_per_run=cpus_per_run)
     elif executor == "local":
         for job in pending:
             print(f"{job.title} ...", flush=True)
+            start(job)
             t = time.time()
             finished(job, run_logged(job.cmd, job.run + ".log"), time.time() - t)
     else:
         raise ValueError(f"executor: expected 'local' or 'ray', got {executor!r}")
     return out
+
+
+def share_finished_stages(e: Experiment, run: str, others) -> dict:
+    """Copies into ``run``'s checkpoints each of ``e.share_stages`` that another run of
+    ``others`` ([(experiment, run_dir)]) with the same ``share_key`` finished (its
+    ``checkpoints/done-<stage>.*``; the method then restores the stage instead of training it,
+    and the run's report marks it *restored*). Returns {stage: the run it came from}."""
+    shared = {}
+    if not e.share_key or os.path.isdir(os.path.join(run, "checkpoints")):
+        return shared              # nothing to share, or the run has started (it resumes itself)
+    for stage in e.share_stages:
+        for other, other_run in others:
+            files = [os.path.join(other_run, "checkpoints", f"done-{stage}{ext}")
+                     for ext in (".weights.h5", ".json")]
+            if other is e or other.share_key != e.share_key or not all(map(os.path.isfile, files)):
+                continue
+            os.makedirs(os.path.join(run, "checkpoints"), exist_ok=True)
+            for f in files:
+                tmp = os.path.join(run, "checkpoints", ".tmp-" + os.path.basename(f))
+                shutil.copyfile(f, tmp)
+                os.replace(tmp, os.path.join(run, "checkpoints", os.path.basename(f)))
+            shared[stage] = other_run
+            break
+    return shared
 
 
 def config_difference(run: str, config: str, sets, repo: str = ".") -> str:

@@ -197,7 +197,9 @@ def slug(label: str) -> str:
 
 def seeded_experiments(experiments, seeds: int, repo: str = ".") -> list:
     """Each experiment once per seed: seed 0 runs with its config's own ``runtime.seed``, seed
-    k > 0 adds k to it. Labelled "<label> seed k", keyed "<key or slug of the label>-s<k>"."""
+    k > 0 adds k to it (and its ``seed_sets``, formatted with k, to its overrides). Labelled
+    "<label> seed k", keyed "<key or slug of the label>-s<k>"; runs share stages only within
+    a seed (``share_key`` gets the seed's suffix too)."""
     if seeds < 1:
         raise ValueError(f"seeds: expected at least 1, got {seeds}")
     out = []
@@ -205,7 +207,9 @@ def seeded_experiments(experiments, seeds: int, repo: str = ".") -> list:
         base = load_config(os.path.join(repo, e.config), list(e.sets)).runtime.seed
         for k in range(seeds):
             out.append(replace(e, label=f"{e.label} seed {k}", key=f"{e.key or slug(e.label)}-s{k}",
-                               sets=[*e.sets, *([f"runtime.seed={base + k}"] if k else [])]))
+                               sets=[*e.sets, *(s.format(k=k) for s in e.seed_sets),
+                                     *([f"runtime.seed={base + k}"] if k else [])],
+                               share_key=e.share_key and f"{e.share_key}-s{k}"))
     return out
 
 
@@ -345,7 +349,8 @@ def run_storing_summaries(experiments, folder: str, args, after=None, keep=()) -
             after()
     run_experiments(todo, args.root, args.sets, repo=args.repo, on_done=store,
                     executor=getattr(args, "executor", "local"), address=getattr(args, "address", None),
-                    workers=getattr(args, "workers", None), cpus_per_run=getattr(args, "cpus_per_run", None))
+                    workers=getattr(args, "workers", None), cpus_per_run=getattr(args, "cpus_per_run", None),
+                    peers=[e for e in experiments if e.key in stored])
 
 
 def regenerate_page(folder: str, write_page, out: str, command: str) -> str:
