@@ -53,6 +53,11 @@ def test_round_trip_through_dict():
     ("model: {type: transformer9000}", "model.type: unknown model 'transformer9000'"),
     ("simulation: {ue_grid: 3}", "simulation.ue_grid: expected a mapping"),
     ("data: {labelled_fraction: 0.9, test_fraction: 0.5}", "> 1"),
+    ("training: {learning_rate: .nan}", "training.learning_rate: expected a finite number"),
+    ("training: {learning_rate: nan}", "training.learning_rate: expected a finite number"),
+    ("data: {snr_db: [20, .inf]}", "data.snr_db[1]: expected a finite number"),
+    ("", "the config file is empty"),
+    ("# only a comment\n", "the config file is empty"),
 ])
 def test_bad_configs_name_file_and_key(tmp_path, text, needle):
     path = _write(tmp_path, text)
@@ -90,6 +95,9 @@ def test_bad_override_syntax():
      "method.fixmatch.init_from: '/nope' is not a finished run"),
     (["--config", "configs/sector_heads.yaml", "--set", "data.use_sector=false"],
      "method 'sector_heads' needs a sectored site"),
+    (["--config", "BAD", "--set", "training.learning_rate=nan"],
+     "training.learning_rate: expected a finite number, got 'nan'"),
+    (["--config", "BAD", "--set", "data.snr_db=[-.inf, 10]"], "data.snr_db[0]: expected a finite number"),
     (["--config", "configs/ensemble.yaml", "--set", "method.ensemble.members=[{seed: 1}]"],
      "method.ensemble.members: an ensemble needs at least 2 members, got 1"),
 ])

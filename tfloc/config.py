@@ -13,6 +13,7 @@ A :class:`OneOf` is a registry-backed choice (``model: {type: resnet, resnet:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import field
@@ -107,12 +108,16 @@ def _coerce(value: Any, tp, where: str):
         if isinstance(value, str):
             # PyYAML (YAML 1.1) reads 240e3 and 1e-3 as strings: accept what float() reads.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        else:
+            number = float(value)
+        if not math.isfinite(number):     # a NaN learning rate trains every epoch on NaN
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -237,9 +242,12 @@ def load_yaml_overrides(path: str, _seen=()) -> list[tuple[str, dict]]:
         raise ConfigError(f"{path}: 'base' includes itself")
     with open(path) as fh:
         try:
-            data = yaml.safe_load(fh) or {}
+            data = yaml.safe_load(fh)
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:      # not the full default job in disguise
+        raise ConfigError(f"{path}: the config file is empty (expected a mapping of config keys, "
+                          "e.g. a copy of configs/hda.yaml)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys")
     base = data.pop("base", None)
