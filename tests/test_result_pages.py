@@ -393,4 +393,4 @@ def test_the_seed001_page_from_seeded_summaries(tmp_path):
     assert claim.endswith("| 3 | reproduced |")
     assert "not run" in text                     # the claims whose runs are missing say so
     assert (tmp_path / "seed001" / "los_fractions.png").exists()
-    assert "trained their source stage (1)" in text and "restored it (2)" in text
+    assert "trained their source stage (1) 1.0 (1.0-1.0)" in text and "restored it (2) 2.5 (2.0-3.0)" in text

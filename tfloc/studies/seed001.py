@@ -272,9 +272,11 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
                and "source" in s["convergence"]]
     restored = [s for s in summaries.values() if (s.get("resumed") or {}).get("source") == "restored"]
     scratch = [s for s in summaries.values() if "source" not in s["convergence"]]
-    minutes = lambda rs: interval_cell([s["timings_s"].get("training_s", 0) / 60 for s in rs], "{:.1f}")  # noqa: E731
+    def minutes(rs):        # a spread of times, not an estimate: mean and range
+        t = [s["timings_s"].get("training_s", 0) / 60 for s in rs]
+        return f"{np.mean(t):.1f} ({min(t):.1f}-{max(t):.1f})" if t else "-"
     L += ["## Time", "",
-          f"Training per run, minutes: runs that trained their source stage ({len(trained)}) "
+          f"Training per run, minutes, mean (range): runs that trained their source stage ({len(trained)}) "
           f"{minutes(trained)}; runs that restored it ({len(restored)}) {minutes(restored)}; "
           f"scratch runs ({len(scratch)}) {minutes(scratch)}. All training: "
           f"{sum(s['timings_s'].get('training_s', 0) for s in summaries.values()) / 60:.0f} min over "
