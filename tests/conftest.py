@@ -1,3 +1,4 @@
+import contextlib
 import inspect
 import os
 import subprocess
@@ -157,3 +158,18 @@ from tfloc.run.cli import run_cli, train_main
 run_cli(train_main, sys.argv[1:])
 """)
     return str(path)
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path, options: str):
+    """A tmpfs mounted at ``path`` with ``options`` (e.g. "ro" or "size=1m", a small disk to
+    fill) for the duration; skips the test where this machine does not allow mounting."""
+    os.makedirs(path, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -1,3 +1,4 @@
+import contextlib
 import glob
 import os
 import subprocess
@@ -190,3 +191,27 @@ def test_cli_start_is_quiet_but_keeps_real_stderr():
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "3.0"
     assert r.stderr.splitlines() == ["kept line", "after"]
+
+
+@pytest.mark.parametrize("case", ["file on the path", "read-only file system", "full file system"])
+def test_an_unwritable_run_dir_is_one_line_before_any_tracing(case, tmp_path, monkeypatch, capsys):
+    from conftest import mounted_tmpfs
+    from tfloc.run import runner
+    from tfloc.run.cli import run_cli, train_main
+    if case == "file on the path":
+        (tmp_path / "afile").write_text("x")
+        mount, run, needle = contextlib.nullcontext(), tmp_path / "afile" / "run", "afile is a file, not a directory"
+    elif case == "read-only file system":
+        mount = mounted_tmpfs(tmp_path / "fs", "ro,size=1m")
+        run, needle = tmp_path / "fs" / "run", "cannot write in"
+    else:       # 1 MB: less than a run needs
+        mount = mounted_tmpfs(tmp_path / "fs", "size=1m")
+        run, needle = tmp_path / "fs" / "run", "MB free on its file system, a run needs at least 100 MB"
+    monkeypatch.setattr(runner, "prepare", lambda *a, **k: pytest.fail("traced before checking the run dir"))
+    monkeypatch.chdir(tmp_path)
+    with mount:
+        with pytest.raises(SystemExit) as e:
+            run_cli(train_main, ["--config", os.path.join(REPO, "configs", "hda.yaml"), "--run-dir", str(run)])
+        assert not run.exists()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err and "Traceback" not in err

@@ -77,6 +77,7 @@ def _train_and_evaluate(cfg, run_dir: str, strategy, worker, restore_root: str |
     set_seed(cfg.runtime.seed)
     if cfg.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
+    check_writable(run_dir)          # before minutes of tracing, not after
     resuming = check_run_dir(cfg, run_dir)
     timings = {}
     t0 = time.time()
@@ -123,6 +124,29 @@ def _train_in_scope(cfg, run, task, data, inputs, resuming, timings) -> dict:
                                 examples)
             log.info("exported SavedModel %s (%.1f s)", path, time.time() - t2)
     return report
+
+
+#: the free space a run directory needs at least (checkpoints, TensorBoard, report, export)
+MIN_FREE_MB = 100
+
+
+def check_writable(run_dir: str) -> None:
+    """ConfigError (one line) when ``run_dir`` cannot be made or written (a file on its path,
+    a read-only or full file system), found by creating a scratch file where it will go."""
+    probe = os.path.abspath(run_dir)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ConfigError(f"run directory {run_dir}: {probe} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise ConfigError(f"run directory {run_dir}: cannot write in {probe} ({e.strerror})") from None
+    free_mb = shutil.disk_usage(probe).free / 2 ** 20
+    if free_mb < MIN_FREE_MB:
+        raise ConfigError(f"run directory {run_dir}: {free_mb:.0f} MB free on its file system, a run "
+                          f"needs at least {MIN_FREE_MB} MB")
 
 
 def check_run_dir(cfg, run_dir: str) -> bool:
