@@ -69,6 +69,32 @@ def code_version(repo: str | None = None) -> str:
     return version + ("-dirty" if changed else "")
 
 
+def normal_file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask (0644 under 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def replace_durably(tmp: str, path: str):
+    """Moves the finished file ``tmp`` to ``path`` so that a kill or a power cut leaves
+    either the old file or the whole new one: its data is flushed to disk (fsync) before
+    the rename, the rename itself after it, and it gets the mode of a normally opened file."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, normal_file_mode())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):      # the directory entry too (not on every file system)
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def atomic_write_text(path: str, text: str):
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
@@ -76,7 +102,7 @@ def atomic_write_text(path: str, text: str):
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)

@@ -7,6 +7,8 @@ import os
 import keras
 import numpy as np
 
+from tfloc.utils import atomic_write_text, replace_durably
+
 
 class GradualUnfreezing(keras.callbacks.Callback):
     """Train the head first, then everything at a lower learning rate (seed 001, after
@@ -101,7 +103,7 @@ def save_state(model, path: str):
     tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
     with open(tmp, "wb") as fh:
         np.savez(fh, paths=np.array([v.path for v in vs]), **arrays)
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 def load_state(model, path: str):
@@ -175,7 +177,6 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         super().on_epoch_end(epoch, logs)
 
     def _save_model(self):
-        from tfloc.utils import atomic_write_text
         os.makedirs(self.backup_dir, exist_ok=True)
         atomic_write_text(self._logs_path, json.dumps({str(e): v for e, v in self.epochs.items()}))
         save_state(self.model, self._weights_path)
@@ -207,11 +208,10 @@ class FinishedStage:
         return os.path.isfile(self.src_record) and os.path.isfile(self.src_weights)
 
     def save(self, trainer, history: dict, facts: dict):
-        from tfloc.utils import atomic_write_text
         tmp = os.path.join(os.path.dirname(self.weights), ".tmp-" + os.path.basename(self.weights))
         with _without_optimizer(trainer):
             trainer.save_weights(tmp, overwrite=True)
-        os.replace(tmp, self.weights)
+        replace_durably(tmp, self.weights)
         atomic_write_text(self.record, json.dumps({"history": history, **facts}))
 
     def restore(self, trainer) -> dict:

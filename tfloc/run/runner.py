@@ -22,12 +22,13 @@ from tfloc.config import ConfigError, dump_yaml, to_dict
 from tfloc.data.bundle import serving_examples
 from tfloc.data.spec import DataSpec
 from tfloc.evaluation import check_evaluators, evaluate
+from tfloc.methods.callbacks import CheckpointError
 from tfloc.methods.registry import METHODS
 from tfloc.methods.task import TrainingRun
 from tfloc.run.distribute import make_strategy
 from tfloc.run.experiment import load_run_config as _load_config_file
 from tfloc.sim.scenes import check_scene_config
-from tfloc.utils import code_version, set_seed
+from tfloc.utils import code_version, replace_durably, set_seed
 
 log = logging.getLogger("tfloc")
 
@@ -187,7 +188,17 @@ def save_models(run_dir: str, models: dict):
         os.makedirs(os.path.dirname(final), exist_ok=True)
         tmp = os.path.join(os.path.dirname(final), ".tmp-" + os.path.basename(final))
         model.save(tmp)
-        os.replace(tmp, final)
+        replace_durably(tmp, final)
+
+
+def load_saved_model(path: str):
+    """A run's saved Keras model; CheckpointError (one line, naming the file) when the file
+    is there but cannot be read (truncated, overwritten, not a Keras archive)."""
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:      # zipfile, h5py, JSON and Keras raise their own kinds
+        raise CheckpointError(f"{path}: damaged model file ({type(e).__name__}); re-train the run "
+                              "or put back an intact copy") from None
 
 
 def load_run_config(run_dir: str):
@@ -202,13 +213,13 @@ def evaluate_run(run_dir: str) -> dict:
     model_path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"{run_dir}: no trained model ({MODEL_FILE} missing)")
-    task, data = prepare(cfg)
-    models = {"inference": keras.models.load_model(model_path)}
+    models = {"inference": load_saved_model(model_path)}     # before tracing: a damaged file is found at once
     other = os.path.join(run_dir, "models")
     if os.path.isdir(other):
         for f in sorted(os.listdir(other)):
             if f.endswith(".keras"):
-                models[f[:-6]] = keras.models.load_model(os.path.join(other, f))
+                models[f[:-6]] = load_saved_model(os.path.join(other, f))
+    task, data = prepare(cfg)
     path = os.path.join(run_dir, "report.json")
     previous = None
     if os.path.isfile(path):
