@@ -4,6 +4,7 @@ fallback) and that nothing already finished is lost."""
 import os
 import stat
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -56,3 +57,42 @@ def test_a_damaged_model_file_is_named_as_damaged_before_any_tracing(damage, tmp
     line = [x for x in err.splitlines() if x.startswith("error:")]
     assert len(line) == 1 and f"{run / 'model.keras'}: damaged model file" in line[0]
     assert (run / "model.keras").read_bytes() == damaged          # left as it was
+
+
+def _tiny_paths():
+    from tfloc.sim import PathSet
+    n, p = 4, 6
+    rng = np.random.default_rng(0)
+    ang = lambda: rng.uniform(0, 1, p).astype(np.float32)   # noqa: E731
+    return PathSet(positions=rng.normal(size=(n, 3)).astype(np.float32), sector=np.zeros(n, np.int32),
+                   los=np.ones(n, bool), offsets=np.array([0, 2, 3, 5, 6], np.int64),
+                   a=(rng.normal(size=(p, 1, 2)) + 0j).astype(np.complex64), tau=ang() * 1e-6,
+                   theta_t=ang(), phi_t=ang(), theta_r=ang(), phi_r=ang(), meta={"traced": 4})
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("per-UE array one row short", "inconsistent path cache (4 UEs, 6 paths: los has 3 rows)"),
+    ("per-path array one row short", "inconsistent path cache (4 UEs, 6 paths: tau has 5 rows)"),
+    ("offsets going back", "the path offsets are not one increasing entry per UE"),
+    ("meta.json a list", "meta.json: expected a mapping, got a list"),
+])
+def test_a_cache_entry_whose_parts_disagree_is_refused_at_load(damage, needle, tmp_path):
+    from tfloc.sim import CacheError, PathSet
+    entry = tmp_path / "entry"
+    _tiny_paths().save(str(entry))
+    assert PathSet.load(str(entry)).meta == {"traced": 4}
+    with np.load(entry / "paths.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    if damage == "meta.json a list":
+        (entry / "meta.json").write_text("[1, 2]")
+    else:
+        if damage.startswith("per-UE"):
+            arrays["los"] = arrays["los"][:-1]
+        elif damage.startswith("per-path"):
+            arrays["tau"] = arrays["tau"][:-1]
+        else:
+            arrays["offsets"] = np.array([0, 3, 2, 5, 6])
+        np.savez(entry / "paths.npz", **arrays)
+    with pytest.raises(CacheError) as e:
+        PathSet.load(str(entry))
+    assert needle in str(e.value) and "\n" not in str(e.value)

@@ -171,9 +171,19 @@ class PathSet:
                 meta = json.load(fh)
         except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
             raise CacheError(f"{npz}: corrupt or truncated path cache ({e}); delete it to re-trace") from None
+        if not isinstance(meta, dict):
+            raise CacheError(f"{meta_file}: expected a mapping, got a {type(meta).__name__}; delete "
+                             f"{directory} to re-trace")
+        n, off = len(arrays["positions"]), arrays["offsets"]
+        wrong = [f"{k} has {len(arrays[k])} rows" for k in PathSet._PER_UE if len(arrays[k]) != n]
+        if off.ndim != 1 or off.size != n + 1 or off[0] != 0 or np.any(np.diff(off) < 0):
+            wrong.append("the path offsets are not one increasing entry per UE and one more")
+        else:
+            wrong += [f"{k} has {len(arrays[k])} rows" for k in PathSet._PER_PATH if len(arrays[k]) != off[-1]]
+        if wrong:
+            raise CacheError(f"{npz}: inconsistent path cache ({n} UEs, {off[-1] if off.size else 0} paths: "
+                             f"{'; '.join(wrong[:3])}); delete it to re-trace")
         ps = PathSet(meta=meta, **arrays)
-        if ps.offsets[-1] != ps.a.shape[0] or ps.offsets.shape[0] != ps.num_ue + 1:
-            raise CacheError(f"{npz}: inconsistent path offsets; delete it to re-trace")
         if ps.has_geometry and (ps.vertices.shape[0] != ps.a.shape[0]
                                 or ps.interactions.shape != ps.vertices.shape[:2]):
             raise CacheError(f"{npz}: interaction geometry does not match the paths; delete it to re-trace")
