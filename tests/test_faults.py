@@ -96,3 +96,33 @@ def test_a_cache_entry_whose_parts_disagree_is_refused_at_load(damage, needle, t
     with pytest.raises(CacheError) as e:
         PathSet.load(str(entry))
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("xml, needle", [
+    ("<scene version='2.1.0'><shape", "is not well-formed XML"),
+    ("<html><body/></html>", "is not a Mitsuba scene (its root element is <html>, expected <scene>)"),
+])
+def test_a_malformed_scene_file_is_one_line_before_tracing(xml, needle, tmp_path, monkeypatch, capsys):
+    from tfloc.run.cli import run_cli, train_main
+    scene = tmp_path / "bad.xml"
+    scene.write_text(xml)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        run_cli(train_main, ["--config", os.path.join(REPO, "configs", "etoile_supervised.yaml"),
+                             "--set", f"simulation.scene={scene}", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if x.startswith("error:")]
+    assert e.value.code == 2 and len(line) == 1 and needle in line[0] and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_scene_mitsuba_cannot_load_is_one_line(tmp_path):
+    from tfloc.config import ConfigError
+    from tfloc.sim.scenes import load_scene
+    scene = tmp_path / "scene.xml"
+    scene.write_text("<scene version='2.1.0'><shape type='ply' id='wall'>"
+                     "<string name='filename' value='missing.ply'/></shape></scene>")
+    with pytest.raises(ConfigError) as e:
+        load_scene(str(scene))
+    assert str(e.value).startswith(f"simulation.scene: '{scene}' cannot be loaded by Mitsuba (")
+    assert "\n" not in str(e.value)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+import xml.etree.ElementTree as ET
 
+from tfloc.config import ConfigError
 from tfloc.registry import Registry
 
 #: name -> callable(seed) returning the path of a Mitsuba XML scene (None: empty)
@@ -72,15 +74,22 @@ def scene_file(name: str, seed: int = 0) -> str | None:
 
 
 def check_scene_name(name: str):
-    """Raises KeyError with a helpful message if ``name`` cannot be loaded."""
+    """Raises KeyError with a helpful message if ``name`` cannot be loaded: an unknown name,
+    a missing file, or an XML file that is not well formed or not a Mitsuba ``<scene>``."""
     if name in SCENES:
         return
-    scene_file(name)
+    path = scene_file(name)
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise KeyError(f"scene file '{path}' is not well-formed XML ({e})") from None
+    if root.tag != "scene":
+        raise KeyError(f"scene file '{path}' is not a Mitsuba scene (its root element is "
+                       f"<{root.tag}>, expected <scene>)")
 
 
 def check_scene_config(sim_cfg):
     """ConfigError naming ``simulation.scene`` if the configured scene cannot be loaded."""
-    from tfloc.config import ConfigError
     try:
         check_scene_name(sim_cfg.scene)
     except KeyError as e:
@@ -93,7 +102,6 @@ def with_movable_copies(path: str, movable_regex: str, total: int, out_dir: str)
     ``<first id>_vNN``; mesh file names become absolute. Returns the new file's path.
     """
     import re
-    import xml.etree.ElementTree as ET
     tree = ET.parse(path)
     root = tree.getroot()
     base = os.path.dirname(os.path.abspath(path))
@@ -126,8 +134,14 @@ def load_scene(name: str, seed: int = 0, movable_regex: str | None = None, num_m
     path = scene_file(name, seed)
     if path is None:
         return sionna.rt.load_scene()
-    if num_movable and movable_regex:
-        with tempfile.TemporaryDirectory() as tmp:
-            return sionna.rt.load_scene(with_movable_copies(path, movable_regex, num_movable, tmp),
-                                        merge_shapes=True, merge_shapes_exclude_regex=movable_regex)
-    return sionna.rt.load_scene(path, merge_shapes=True, merge_shapes_exclude_regex=movable_regex)
+    try:
+        if num_movable and movable_regex:
+            with tempfile.TemporaryDirectory() as tmp:
+                return sionna.rt.load_scene(with_movable_copies(path, movable_regex, num_movable, tmp),
+                                            merge_shapes=True, merge_shapes_exclude_regex=movable_regex)
+        return sionna.rt.load_scene(path, merge_shapes=True, merge_shapes_exclude_regex=movable_regex)
+    except (RuntimeError, ValueError, ET.ParseError) as e:   # Mitsuba's parser: a mesh it cannot find, ...
+        if name in SCENES:
+            raise
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ConfigError(f"simulation.scene: '{path}' cannot be loaded by Mitsuba ({first})") from None
