@@ -51,6 +51,11 @@ def test_sigkill_then_rerun_resumes_at_the_last_finished_epoch(tmp_path):
     proc.wait()
     killed_at = _backup_epoch(run)
     assert 3 <= killed_at < EPOCHS and not (run / "report.json").exists()
+    # a copy whose best checkpoint was cut short (a kill or a full disk mid-write)
+    cut = tmp_path / "cut"
+    shutil.copytree(run, cut)
+    best = cut / "checkpoints" / "best.npz"
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
 
     r = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True,
                        text=True, timeout=900)
@@ -63,6 +68,15 @@ def test_sigkill_then_rerun_resumes_at_the_last_finished_epoch(tmp_path):
     record = json.loads((run / "checkpoints" / "done-train.json").read_text())
     assert record["resumed_at_epoch"] == killed_at and len(record["history"]["loss"]) == EPOCHS
     assert not (run / "backup" / "train").exists()      # removed once the fit finished
+
+    # the copy with the damaged best checkpoint: found before training, the stage starts again
+    r = subprocess.run(_cmd(tmp_path, cut), cwd=tmp_path, env=_env(), capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"stage train: the best checkpoint {best} cannot be read" in r.stderr
+    assert "training the stage again from its start" in r.stderr and "resuming after" not in r.stderr
+    record = json.loads((cut / "checkpoints" / "done-train.json").read_text())
+    assert record["resumed_at_epoch"] == 0 and len(record["history"]["loss"]) == EPOCHS
 
     # a third run finds every stage finished: restores them, trains nothing, same test error
     r = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True,

@@ -106,6 +106,17 @@ def save_state(model, path: str):
     replace_durably(tmp, path)
 
 
+def verify_state_file(path: str) -> int:
+    """Reads every array of a :func:`save_state` file (so a truncated or damaged one fails
+    here, by zip's checksums); returns how many variables it holds."""
+    with np.load(path, allow_pickle=False) as z:
+        if "paths" not in z.files:
+            raise ValueError("not a training state file (no 'paths' entry)")
+        for name in z.files:
+            z[name]
+        return len(z.files) - 1
+
+
 def load_state(model, path: str):
     """Assigns the state :func:`save_state` wrote to ``model``'s variables, in order; a file
     that does not hold one array of the right shape per variable is a ``ValueError``."""

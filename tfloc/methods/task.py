@@ -22,9 +22,11 @@ of :attr:`Task.evaluated_outputs`.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 
@@ -38,7 +40,8 @@ from tfloc.data.spec import DataSpec
 from tfloc.export.saved_model import ServingModule
 from tfloc.losses import LossConfig
 from tfloc.methods.callbacks import (EarlyStopping, FinishedStage, ModelCheckpoint, RecordedHistory,
-                                    ReduceLROnPlateau, ResumableBackup, best_epoch, damaged, load_state)
+                                    ReduceLROnPlateau, ResumableBackup, best_epoch, damaged, load_state,
+                                    verify_state_file)
 from tfloc.sim.tracer import site_panels
 from tfloc.utils import dtype_policy
 
@@ -248,12 +251,25 @@ class Task(abc.ABC):
             return RecordedHistory(record["history"], min_improvement)
         backup = ResumableBackup(os.path.join(run_dir, "backup", stage),
                                  root and os.path.join(root, "backup", stage))
+        ckpt = os.path.join(ckpt_dir, f"best{sub}.npz")
+        seen = [v[monitor] for v in backup.prior.values() if monitor in v]
+        if backup.start_epoch and not root and (os.path.exists(ckpt) or np.isfinite(seen).any()):
+            # the best epoch before the interruption lives only in the best checkpoint: read it
+            # now, not after the remaining epochs; without it the stage starts again
+            try:
+                verify_state_file(ckpt)
+            except Exception as e:
+                log.warning("stage %s: the best checkpoint %s cannot be read (%s); training the "
+                            "stage again from its start", stage, ckpt, type(e).__name__)
+                shutil.rmtree(backup.backup_dir, ignore_errors=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(ckpt)
+                backup = ResumableBackup(backup.backup_dir)
         prior = [v[monitor] for _, v in sorted(backup.prior.items()) if monitor in v]
         prior_best = prior[best_epoch(prior, min_improvement)] if prior else None   # under the rule
         if backup.start_epoch:
             log.info("stage %s: resuming after epoch %d (best %s so far %.4g)", stage,
                      backup.start_epoch, monitor, prior_best if prior_best is not None else np.nan)
-        ckpt = os.path.join(ckpt_dir, f"best{sub}.npz")
         callbacks = [
             backup, *callbacks,
             keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard", tag),
