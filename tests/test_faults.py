@@ -126,3 +126,118 @@ def test_a_scene_mitsuba_cannot_load_is_one_line(tmp_path):
         load_scene(str(scene))
     assert str(e.value).startswith(f"simulation.scene: '{scene}' cannot be loaded by Mitsuba (")
     assert "\n" not in str(e.value)
+
+
+def test_a_second_training_into_a_running_run_dir_is_refused_naming_the_holder(tmp_path):
+    import subprocess
+    import time
+    from test_resume import _backup_epoch, _cmd, _env
+    run = tmp_path / "run"
+    first = subprocess.Popen(_cmd(tmp_path, run), cwd=tmp_path, env=_env(TFLOC_TEST_EPOCH_SLEEP="1.0"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 600
+        while _backup_epoch(run) < 1:
+            assert first.poll() is None and time.time() < deadline, first.stderr.read()[-3000:]
+            time.sleep(0.05)
+        second = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True,
+                                text=True, timeout=600)
+        assert second.returncode == 2, second.stderr[-3000:]
+        lines = [x for x in second.stderr.splitlines() if x.startswith("error:")]
+        assert len(lines) == 1 and "Traceback" not in second.stderr
+        assert f"run directory {run} is being written by PID {first.pid} on " in lines[0]
+        assert first.wait(timeout=600) == 0, first.stderr.read()[-3000:]   # the first is unharmed
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert (run / "report.json").is_file()
+    assert (tmp_path / ".run.lock").is_file()     # the lock file stays beside the run, unlocked
+
+
+BUILD_SCRIPT = """
+import json, logging, os, sys, time
+logging.basicConfig(level=logging.INFO)
+sys.path.insert(0, {tests!r})
+from test_faults import _tiny_paths
+from tfloc.sim import build
+from tfloc.sim.config import SimulationConfig
+count = {count!r}
+def fake_build(self, shard=(0, 1), progress=True):
+    with open(count, "a") as fh:
+        fh.write(f"{{os.getpid()}}\\n")
+    time.sleep(3)
+    return 1
+build.DatasetBuild.build = fake_build
+build.DatasetBuild.merge = lambda self: (_tiny_paths().save(self.final_dir), _tiny_paths())[1]
+build.cache_key = lambda cfg: "k"
+ps, entry, hit = build.load_or_trace(SimulationConfig(), {cache!r}, progress=False)
+print(json.dumps({{"hit": hit, "n": ps.num_ue}}))
+"""
+
+
+def test_two_processes_building_one_cache_entry_trace_it_once(tmp_path):
+    import json
+    import subprocess
+    import sys
+    count = tmp_path / "builds.txt"
+    script = tmp_path / "build.py"
+    script.write_text(BUILD_SCRIPT.format(tests=os.path.join(REPO, "tests"), count=str(count),
+                                          cache=str(tmp_path / "cache")))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
+    procs = [subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    results = sorted((json.loads(o.strip().splitlines()[-1]) for o, _ in outs), key=lambda r: r["hit"])
+    assert results == [{"hit": False, "n": 4}, {"hit": True, "n": 4}]
+    assert len(count.read_text().split()) == 1                      # traced once
+    waited = [e for _, e in outs if "waiting for PID" in e]
+    assert len(waited) == 1 and "which is building" in waited[0]
+
+
+def test_replacing_a_cache_entry_never_shows_readers_a_missing_entry(tmp_path):
+    import threading
+    from tfloc.sim import PathSet
+    entry = str(tmp_path / "entry")
+    ps = _tiny_paths()
+    ps.save(entry)
+    stop, seen = threading.Event(), {"missing": 0, "reads": 0}
+
+    def read():
+        while not stop.is_set():
+            try:
+                PathSet.load(entry)
+                seen["reads"] += 1
+            except Exception:
+                seen["missing"] += 1
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for k in range(200):
+            ps.meta = {"version": k}
+            ps.save(entry)
+    finally:
+        stop.set()
+        reader.join()
+    assert seen["reads"] > 0 and seen["missing"] == 0
+    assert PathSet.load(entry).meta == {"version": 199}
+    assert sorted(os.listdir(tmp_path)) == ["entry"]
+
+
+def test_a_lock_whose_holder_was_killed_is_taken_over(tmp_path):
+    import subprocess
+    import sys
+    from tfloc.utils import FileLock
+    path = str(tmp_path / ".run.lock")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from tfloc.utils import FileLock; "
+                               f"lock = FileLock({path!r}); lock.acquire(); print('held', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": REPO})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock = FileLock(path)
+        assert not lock.acquire() and lock.holder().startswith(f"PID {holder.pid} on ")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock.acquire() and lock.holder().startswith(f"PID {os.getpid()} on ")
+    lock.release()

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
 import shutil
 import subprocess
 import tempfile
+import time
 
 import numpy as np
 
@@ -128,12 +130,84 @@ def atomic_dir(final_path: str):
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; caches and exports are shared
     try:
         yield tmp
-        if os.path.exists(final_path):
-            shutil.rmtree(final_path)
-        os.replace(tmp, final_path)
+        if os.path.isdir(final_path) and not os.path.islink(final_path) and exchange_paths(tmp, final_path):
+            shutil.rmtree(tmp)    # now the old version: readers never saw the entry missing
+        else:
+            if os.path.exists(final_path):
+                shutil.rmtree(final_path)
+            os.replace(tmp, final_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def exchange_paths(a: str, b: str) -> bool:
+    """Swaps the directory entries ``a`` and ``b`` in one atomic step (Linux renameat2 with
+    RENAME_EXCHANGE), so a reader of either path always finds one of the two versions.
+    False where the system or file system cannot (the caller then replaces in two steps)."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+class FileLock:
+    """An advisory lock (``fcntl.flock``) held on the file ``path`` by one process at a time,
+    with the holder's PID, host and start time written in it for others' messages. The kernel
+    drops a dead process's lock, so a stale file is simply taken over. The file stays."""
+
+    def __init__(self, path: str):
+        self.path, self._fh = path, None
+
+    def acquire(self, blocking: bool = False) -> bool:
+        import fcntl
+        import socket
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            fh.close()
+            return False
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"PID {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.flush()
+        self._fh = fh
+        return True
+
+    def holder(self) -> str:
+        """Who holds the lock, as its holder wrote it ("PID 123 on host since ...")."""
+        try:
+            with open(self.path) as fh:
+                return fh.read().strip() or "another process"
+        except OSError:
+            return "another process"
+
+    def release(self):
+        if self._fh is not None:
+            import fcntl
+            self._fh.seek(0)
+            self._fh.truncate()
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self):
+        self.acquire(blocking=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 #: stderr lines TensorFlow's CUDA plugins print while it is imported on a machine without

@@ -14,7 +14,7 @@ import os
 from tfloc.config import ConfigError
 from tfloc.run.bound import bound_cache_entry
 from tfloc.run.experiment import load_config
-from tfloc.sim.build import DatasetBuild, parse_shard
+from tfloc.sim.build import DatasetBuild, entry_lock, parse_shard
 from tfloc.sim.inspect import describe, write_maps
 from tfloc.sim.paths import PathSet
 from tfloc.sim.ray_build import build_on_ray, check_address, import_ray
@@ -89,17 +89,30 @@ def main(argv=None):
     if os.path.isdir(b.final_dir):
         print(f"already built: {b.final_dir}")
         return 0
+    if args.cmd == "build" and args.shard != "0/1":    # shards run at once by design: no entry lock
+        return _build_shard(b, parse_shard(args.shard), args.config)
+    with entry_lock(b.final_dir):                # a second build of this entry waits, then finds it
+        if os.path.isdir(b.final_dir):
+            print(f"already built: {b.final_dir}")
+            return 0
+        return _build_entry(b, args, ray)
+
+
+def _build_shard(b, shard, config) -> int:
+    n = b.build(shard=shard)
+    left = len(b.missing_chunks(b.plan()))
+    print(f"traced {n} chunk(s); {left} chunk(s) of other shards left")
+    print(f"when every shard is done: python -m tfloc.sim merge --config {config}")
+    return 0
+
+
+def _build_entry(b, args, ray: bool) -> int:
     if ray:
         n = build_on_ray(b, args.address, args.workers)
         print(f"traced {n} chunk(s) on Ray")
     elif args.cmd == "build":
-        shard = parse_shard(args.shard)
-        n = b.build(shard=shard)
-        left = len(b.missing_chunks(b.plan()))
-        print(f"traced {n} chunk(s); {left} chunk(s) of other shards left")
-        if shard[1] > 1 or left:
-            print(f"when every shard is done: python -m tfloc.sim merge --config {args.config}")
-            return 0
+        n = b.build()
+        print(f"traced {n} chunk(s)")
     b.merge()
     print(f"dataset: {b.final_dir}")
     return 0

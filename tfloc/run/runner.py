@@ -28,7 +28,7 @@ from tfloc.methods.task import TrainingRun
 from tfloc.run.distribute import make_strategy
 from tfloc.run.experiment import load_run_config as _load_config_file
 from tfloc.sim.scenes import check_scene_config
-from tfloc.utils import code_version, replace_durably, set_seed
+from tfloc.utils import FileLock, code_version, replace_durably, set_seed
 
 log = logging.getLogger("tfloc")
 
@@ -79,6 +79,24 @@ def _train_and_evaluate(cfg, run_dir: str, strategy, worker, restore_root: str |
     if cfg.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
     check_writable(run_dir)          # before minutes of tracing, not after
+    lock = FileLock(run_lock_path(run_dir))
+    if not lock.acquire():
+        raise ConfigError(f"run directory {run_dir} is being written by {lock.holder()}; wait for "
+                          "that run to end or give another --run-dir")
+    try:
+        return _train_and_evaluate_locked(cfg, run_dir, strategy, worker, restore_root)
+    finally:
+        lock.release()
+
+
+def run_lock_path(run_dir: str) -> str:
+    """The lock file a run holds while it writes ``run_dir``: beside it, so that it exists
+    before the run directory does (which appears only once the data is ready)."""
+    path = os.path.abspath(run_dir)
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")
+
+
+def _train_and_evaluate_locked(cfg, run_dir: str, strategy, worker, restore_root: str | None) -> dict:
     resuming = check_run_dir(cfg, run_dir)
     timings = {}
     t0 = time.time()
@@ -225,7 +243,14 @@ def evaluate_run(run_dir: str) -> dict:
     if os.path.isfile(path):
         with open(path) as fh:
             previous = json.load(fh)
-    return evaluate(cfg, run_dir, task, models, data, previous=previous)
+    lock = FileLock(run_lock_path(run_dir))
+    if not lock.acquire():
+        raise ConfigError(f"run directory {run_dir} is being written by {lock.holder()}; "
+                          "re-score it when that has ended")
+    try:
+        return evaluate(cfg, run_dir, task, models, data, previous=previous)
+    finally:
+        lock.release()
 
 
 def _log_config_text(cfg, run_dir):

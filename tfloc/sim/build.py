@@ -16,6 +16,7 @@ one process, resumed, or sharded.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,7 +29,7 @@ import numpy as np
 
 from tfloc.sim.config import SimulationConfig
 from tfloc.sim.paths import CacheError, PathSet
-from tfloc.utils import atomic_write_json
+from tfloc.utils import FileLock, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,24 @@ def load_or_trace(cfg: SimulationConfig, cache_dir: str, progress: bool = True) 
     A miss builds through :class:`DatasetBuild`, so an interrupted run resumes.
     """
     b = DatasetBuild(cfg, cache_dir)
-    if os.path.isdir(b.final_dir):
-        log.info("reusing traced paths from %s", b.final_dir)
-        return PathSet.load(b.final_dir), b.final_dir, True
-    b.build(progress=progress)
-    return b.merge(), b.final_dir, False
+    if not os.path.isdir(b.final_dir):
+        with entry_lock(b.final_dir):     # one process builds an entry; the others wait for it
+            if not os.path.isdir(b.final_dir):
+                b.build(progress=progress)
+                return b.merge(), b.final_dir, False
+    log.info("reusing traced paths from %s", b.final_dir)
+    return PathSet.load(b.final_dir), b.final_dir, True
+
+
+@contextlib.contextmanager
+def entry_lock(final_dir: str):
+    """Holds ``<entry>.lock`` while this process builds the cache entry ``final_dir``; when
+    another process holds it, says so and waits (then the caller finds the entry built)."""
+    lock = FileLock(final_dir + ".lock")
+    if not lock.acquire():
+        log.info("waiting for %s, which is building %s", lock.holder(), final_dir)
+        lock.acquire(blocking=True)
+    try:
+        yield lock
+    finally:
+        lock.release()
