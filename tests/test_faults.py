@@ -241,3 +241,39 @@ def test_a_lock_whose_holder_was_killed_is_taken_over(tmp_path):
         holder.wait()
     assert lock.acquire() and lock.holder().startswith(f"PID {os.getpid()} on ")
     lock.release()
+
+
+DIE_IN_EXPORT_HOOK = """
+if os.environ.get("TFLOC_TEST_DIE_IN_EXPORT"):
+    import tfloc.export.saved_model as sm
+    def dying(self, path, examples=None):      # a kill with the export half-written
+        with sm.atomic_dir(path) as tmp:
+            open(os.path.join(tmp, "saved_model.pb"), "w").write("half")
+            os._exit(9)
+    sm.ServingModule.write = dying
+"""
+
+
+def test_a_kill_during_export_leaves_an_unfinished_run_that_the_same_command_completes(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from test_resume import SETS, _env
+    from conftest import synthetic_driver
+    from tfloc.run.runner import run_finished
+    driver = synthetic_driver(tmp_path, DIE_IN_EXPORT_HOOK)
+    run = tmp_path / "run"
+    sets = [a for s in [*SETS, "export.enabled=true"] for a in ("--set", s)]
+    cmd = [sys.executable, driver, "--config", os.path.join(REPO, "configs", "etoile_supervised.yaml"),
+           *sets, "--run-dir", str(run)]
+    r = subprocess.run(cmd, cwd=tmp_path, env=_env(TFLOC_TEST_DIE_IN_EXPORT="1"), capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 9, r.stderr[-3000:]
+    export = run / "export" / "etoile_supervised"
+    assert json.loads((run / "report.json").read_text())["finished"] is False and not run_finished(str(run))
+    assert [p.name for p in export.iterdir()][0].startswith(".tmp-") and not (export / "1").exists()
+    r = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stage train: finished in an earlier run" in r.stderr       # nothing trained again
+    assert sorted(p.name for p in export.iterdir()) == ["1"] and (export / "1" / "saved_model.pb").stat().st_size > 4
+    assert json.loads((run / "report.json").read_text())["finished"] is True and run_finished(str(run))

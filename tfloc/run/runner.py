@@ -28,7 +28,7 @@ from tfloc.methods.task import TrainingRun
 from tfloc.run.distribute import make_strategy
 from tfloc.run.experiment import load_run_config as _load_config_file
 from tfloc.sim.scenes import check_scene_config
-from tfloc.utils import FileLock, code_version, replace_durably, set_seed
+from tfloc.utils import FileLock, atomic_write_json, code_version, replace_durably, set_seed
 
 log = logging.getLogger("tfloc")
 
@@ -131,7 +131,8 @@ def _train_in_scope(cfg, run, task, data, inputs, resuming, timings) -> dict:
                    training_rows_per_s=round(result.rows / seconds, 2) if seconds else None)
     save_models(run.directory, models)
     extra = {"timings_s": timings, "convergence": run.convergence, **result.report,
-             "code_version": code_version()}   # what trained it (a re-score keeps it)
+             "code_version": code_version(),   # what trained it (a re-score keeps it)
+             "finished": False}                # True once the export is written too
     if resuming or run.resumed:  # stage -> the epoch it went on after, or 'restored'
         extra["resumed"] = {"stages": run.resumed}
     report = evaluate(cfg, run.directory, task, models, data, extra=extra)
@@ -139,10 +140,33 @@ def _train_in_scope(cfg, run, task, data, inputs, resuming, timings) -> dict:
         t2 = time.time()
         examples = serving_examples(data)
         for module in task.export_modules(models, data.spec):
-            path = module.write(os.path.join(run.directory, "export", module.name, str(cfg.export.version)),
-                                examples)
+            folder = os.path.join(run.directory, "export", module.name)
+            remove_orphans(folder)      # what an export killed mid-write left
+            path = module.write(os.path.join(folder, str(cfg.export.version)), examples)
             log.info("exported SavedModel %s (%.1f s)", path, time.time() - t2)
+    report["finished"] = True
+    atomic_write_json(os.path.join(run.directory, "report.json"), report)
     return report
+
+
+def remove_orphans(folder: str) -> None:
+    """Removes the temporary folders (``.tmp-*``) a write killed mid-way left in ``folder``
+    (the run directory's lock keeps any other writer out)."""
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(".tmp-"):
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+
+def run_finished(run_dir: str) -> bool:
+    """Whether ``run_dir`` holds a run that ran to its end: report written and, where the
+    config exports, the export too (``finished`` in the report; runs from before it was
+    recorded count as finished)."""
+    try:
+        with open(os.path.join(run_dir, "report.json")) as fh:
+            return bool(json.load(fh).get("finished", True))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 #: the free space a run directory needs at least (checkpoints, TensorBoard, report, export)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from tfloc.config import to_dict
 from tfloc.run.experiment import load_config, load_run_config
+from tfloc.run.runner import run_finished
 from tfloc.studies.executors import StudyRun, run_logged, run_on_ray
 from tfloc.utils import atomic_write_text
 
@@ -63,7 +64,7 @@ def run_experiments(experiments, root: str, common_sets=(), repo: str = ".", on_
     for i, e in enumerate(experiments):
         run = os.path.join(root, e.key) if e.key else run_dir(root, i, e.label)
         out[e.label] = run
-        if os.path.isfile(os.path.join(run, "report.json")):
+        if run_finished(run):
             stale = config_difference(run, e.config, [*common_sets, *e.sets, "export.enabled=false"], repo)
             if stale:
                 raise RuntimeError(f"{run} holds a finished run of another config than '{e.label}' "
