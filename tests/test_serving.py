@@ -124,3 +124,92 @@ def test_rest_predict_rejects_bad_csi_with_a_clear_400(server, export_dir):
         assert "\n" not in answer["error"]
     code, answer = _post(f"{server}/v1/models/other:predict", json.dumps({"instances": [good]}).encode())
     assert code == 404 and "other" in answer["error"]
+
+
+def _start(export_dir, tmp_path, *flags):
+    err = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "tfloc.serve", str(export_dir), *flags], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=err, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    line = proc.stdout.readline()
+    assert line.startswith("serving etoile"), line + (tmp_path / "server.log").read_text()
+    return proc, line.split(" at ")[1].strip().rsplit("/v1/", 1)[0]
+
+
+@pytest.fixture
+def limited(export_dir, tmp_path):
+    """A server with small limits: 50 kB bodies, 4 rows, 1 s of silence, 2 connections."""
+    proc, url = _start(export_dir, tmp_path, "--port", "0", "--max-body-mb", "0.05", "--max-batch", "4",
+                       "--timeout", "1", "--workers", "2")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log, log[-3000:]                      # one line per failure
+
+
+def _raw(url, data: bytes, wait: float = 10.0) -> bytes:
+    """What the server answers to the raw bytes ``data`` (until it closes or ``wait`` s)."""
+    import socket
+    host, port = url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+    return out
+
+
+def test_the_server_answers_hostile_requests_with_json_and_stays_up(limited, export_dir):
+    x = _warmup(export_dir)[0]
+    url = f"{limited}/v1/models/etoile:predict"
+    good = {"csi": x["csi"][0].tolist(), "sector": int(x["sector"][0])}
+    cases = [(b"[" * 20000 + b"]" * 20000, 400, "nested too deeply"),
+             (b'{"instances": [' + b"1" * 400 + b"]}", 400, "JSON integer of 400 digits"),
+             (json.dumps({"inputs": {"csi": 5, "sector": [1]}}).encode(), 400, "input 'csi' must be a list"),
+             (json.dumps({"instances": [good] * 5}).encode(), 413, "a batch of 5 rows; this server takes at most 4"),
+             (b" " * 60000, 413, "this server takes at most 0.05 MB")]
+    for body, code, needle in cases:
+        got, answer = _post(url, body)
+        assert got == code and needle in answer["error"] and "\n" not in answer["error"], (needle, answer)
+    head = f"POST /v1/models/etoile:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {{}}\r\n\r\n"
+    for length, needle in (("-1", b"is not a byte count"), ("abc", b"is not a byte count")):
+        answer = _raw(limited, head.format(length).encode())
+        assert answer.startswith(b"HTTP/1.0 400") and needle in answer, answer[:300]
+    # a body that stops arriving: dropped after the 1 s timeout, not held
+    t = __import__("time").time()
+    assert _raw(limited, head.format(100).encode() + b"{" * 10, wait=30) == b""
+    assert __import__("time").time() - t < 10
+    # a client that hangs up before its answer: no traceback (checked by the fixture)
+    _raw(limited, head.format(10).encode(), wait=0.01)
+    got, answer = _post(url, json.dumps({"instances": [good]}).encode())
+    assert got == 200 and len(answer["predictions"]) == 1               # still serving
+
+
+def test_the_server_serves_its_workers_and_answers_the_next_connection_503(limited, export_dir):
+    import socket
+    import time
+    host, port = limited.split("//")[1].split(":")
+    idle = [socket.create_connection((host, int(port))) for _ in range(2)]     # hold both workers
+    time.sleep(0.2)
+    answer = _raw(limited, b"GET /v1/models/etoile HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 503") and b"the server is busy (2 requests at once)" in answer
+    time.sleep(1.5)                          # the idle ones are closed after the 1 s timeout
+    assert all(s.recv(10) == b"" for s in idle)
+    for s in idle:
+        s.close()
+    with urllib.request.urlopen(f"{limited}/v1/models/etoile", timeout=30) as r:
+        assert r.status == 200
+
+
+def test_a_port_in_use_is_one_line(limited, export_dir, tmp_path):
+    port = limited.rsplit(":", 1)[1]
+    r = subprocess.run([sys.executable, "-m", "tfloc.serve", str(export_dir), "--port", port], cwd=REPO,
+                       capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                       timeout=300)
+    lines = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr
+    assert f"cannot serve at 127.0.0.1:{port} (Address already in use)" in lines[0]

@@ -8,18 +8,29 @@ object of named outputs per UE, or the bare value for one output) or ``{"outputs
 ...}``, as TF Serving does. ``GET /v1/models/<name>`` reports the version's status.
 A request the model rejects (CSI of the wrong shape, NaN, a sector out of range,
 malformed JSON) gets HTTP 400 and ``{"error": "<one line>"}``; an unknown model 404.
+
+The server protects itself (:class:`ServerLimits`, flags of ``python -m tfloc.serve``): a body
+larger than ``max_body_mb`` or a batch of more than ``max_batch`` rows is refused with 413
+before it is read or run; every socket read waits at most ``timeout_s`` (a client that stops
+sending is dropped); at most ``workers`` connections are served at once and the next one
+gets 503 at once; JSON nested deeper than Python's parser allows or with integers of more
+than 30 digits is a 400. Every failure is a JSON answer and one log line (a client that hangs
+up is one debug line, not a traceback).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import re
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
+from tfloc.config import ConfigError
 from tfloc.export.saved_model import SIGNATURE
 
 log = logging.getLogger("tfloc")
@@ -29,7 +40,37 @@ _STATUS = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?$")
 
 
 class BadRequest(ValueError):
-    """A request the model cannot answer (HTTP 400)."""
+    """A request the model cannot answer (HTTP 400, or ``code``)."""
+
+    def __init__(self, message: str, code: int = 400):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclasses.dataclass
+class ServerLimits:
+    """What one request and the server as a whole may take (defaults sized for CSI batches:
+    a 64 x 64 angle-delay map is about 40 kB of JSON, so 1,024 of them fit in 64 MB)."""
+    max_body_mb: float = 64.0
+    max_batch: int = 1024
+    timeout_s: float = 10.0
+    workers: int = 16
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > 30:        # no input of a positioning model needs more
+        raise BadRequest(f"JSON integer of {len(text)} digits; at most 30")
+    return int(text)
+
+
+def parse_body(data: bytes):
+    """The JSON body of a request; BadRequest (400) for what cannot be decoded."""
+    try:
+        return json.loads(data or b"null", parse_int=_parse_int)
+    except RecursionError:
+        raise BadRequest("JSON parse error: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"JSON parse error: {e}") from None
 
 
 def find_export(path: str) -> str:
@@ -84,14 +125,14 @@ class Predictor:
     def _array(self, key, value, spec) -> np.ndarray:
         try:
             a = np.asarray(value, dtype=spec.dtype.as_numpy_dtype)
-        except (ValueError, TypeError) as e:
-            raise BadRequest(f"input '{key}': not a {spec.dtype.name} array ({e})") from None
+        except (ValueError, TypeError, OverflowError, RecursionError) as e:
+            raise BadRequest(f"input '{key}': not a {spec.dtype.name} array ({str(e).splitlines()[0]})") from None
         if a.ndim != len(spec.shape):
             raise BadRequest(f"input '{key}' must have shape [batch, "
                              f"{', '.join(map(str, spec.shape[1:]))}], got {list(a.shape)}")
         return a
 
-    def predict(self, body) -> dict:
+    def predict(self, body, max_batch: int | None = None) -> dict:
         if not isinstance(body, dict) or (("instances" in body) == ("inputs" in body)):
             raise BadRequest("the request body must be a JSON object with 'instances' (row "
                              "format) or 'inputs' (columnar format)")
@@ -119,6 +160,12 @@ class Predictor:
         x = {}
         for k in names:
             spec = self.inputs[k]
+            if not isinstance(cols[k], list):
+                raise BadRequest(f"input '{k}' must be a list with one entry per row, got "
+                                 f"{type(cols[k]).__name__}")
+            if max_batch is not None and len(cols[k]) > max_batch:
+                raise BadRequest(f"a batch of {len(cols[k])} rows; this server takes at most "
+                                 f"{max_batch} per request (--max-batch)", code=413)
             if len(cols[k]) == 0:
                 x[k] = np.zeros([0, *spec.shape[1:]], spec.dtype.as_numpy_dtype)
             else:
@@ -141,17 +188,30 @@ class Predictor:
                                           "status": {"error_code": "OK", "error_message": ""}}]}
 
 
-def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8501) -> ThreadingHTTPServer:
-    """An HTTP server (not started) answering TF Serving's REST API for ``predictor``."""
+def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8501,
+                limits: ServerLimits | None = None) -> "LimitedHTTPServer":
+    """An HTTP server (not started) answering TF Serving's REST API for ``predictor`` within
+    ``limits``; ConfigError (one line) when the address is taken."""
+    limits = limits or ServerLimits()
+    max_body = int(limits.max_body_mb * 2 ** 20)
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = limits.timeout_s          # every socket read and write of this connection
+
         def _send(self, code: int, payload: dict):
             data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                if code >= 400:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError as e:            # the client hung up: nothing to answer
+                log.debug("%s: answer %d not sent (%s)", self.address_string(), code, type(e).__name__)
+                self.close_connection = True
 
         def _model(self, m) -> bool:
             name, version = m.group(1), m.group(2)
@@ -168,6 +228,24 @@ def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8501)
             if self._model(m):
                 self._send(200, predictor.status())
 
+        def _body(self) -> bytes:
+            text = self.headers.get("Content-Length")
+            if text is None:
+                raise BadRequest("a POST needs a Content-Length header", code=411)
+            try:
+                length = int(text)
+            except ValueError:
+                length = -1
+            if length < 0:
+                raise BadRequest(f"Content-Length {text!r} is not a byte count")
+            if length > max_body:
+                raise BadRequest(f"a body of {length / 2 ** 20:.1f} MB; this server takes at most "
+                                 f"{limits.max_body_mb:g} MB (--max-body-mb)", code=413)
+            data = self.rfile.read(length)
+            if len(data) < length:
+                raise BadRequest(f"the body ended after {len(data)} of {length} bytes")
+            return data
+
         def do_POST(self):  # noqa: N802
             m = _PREDICT.match(self.path)
             if not m:
@@ -175,21 +253,63 @@ def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8501)
             if not self._model(m):
                 return
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"null")
-            except (ValueError, UnicodeDecodeError) as e:
-                return self._send(400, {"error": f"JSON parse error: {e}"})
-            try:
-                self._send(200, predictor.predict(body))
+                self._send(200, predictor.predict(parse_body(self._body()), limits.max_batch))
             except BadRequest as e:
-                self._send(400, {"error": str(e)})
+                self._send(e.code, {"error": str(e)})
+            except TimeoutError:
+                log.info("%s: no data for %g s, connection closed", self.address_string(), limits.timeout_s)
+                self.close_connection = True
+            except OSError as e:
+                log.debug("%s: connection lost (%s)", self.address_string(), type(e).__name__)
+                self.close_connection = True
+            except Exception as e:      # a bug of ours: still one JSON answer and one log line
+                log.error("%s: %s: %s", self.address_string(), type(e).__name__, str(e).splitlines()[:1])
+                self._send(500, {"error": f"internal error ({type(e).__name__})"})
 
         def log_message(self, fmt, *args):
             log.debug("%s %s", self.address_string(), fmt % args)
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    try:
+        server = LimitedHTTPServer((host, port), Handler, workers=limits.workers)
+    except OSError as e:
+        raise ConfigError(f"cannot serve at {host}:{port} ({e.strerror}); another server may hold "
+                          "the port: give another --port, or --port 0 for any free one") from None
     return server
+
+
+class LimitedHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that serves at most ``workers`` connections at once and
+    answers the next with 503 at once; errors of a connection are one log line."""
+    daemon_threads = True
+
+    def __init__(self, address, handler, workers: int = 16):
+        self._slots = threading.BoundedSemaphore(workers)
+        self.workers = workers
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            body = json.dumps({"error": f"the server is busy ({self.workers} requests at once); "
+                               "retry later"}).encode()
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Connection: close\r\nContent-Length: " + str(len(body)).encode()
+                                + b"\r\n\r\n" + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address):
+        kind = sys.exc_info()[0]
+        log.info("%s: connection ended by %s", client_address[0], getattr(kind, "__name__", kind))
 
 
 def serve_forever(server: ThreadingHTTPServer) -> threading.Thread:
