@@ -1,7 +1,7 @@
 """Serve an exported model with TF Serving's REST predict API on this machine:
 
     python -m tfloc.serve RUN_DIR_OR_EXPORT [--port 8501] [--host 127.0.0.1] [--name NAME]
-                      [--max-body-mb 64] [--max-batch 1024] [--timeout 10] [--workers 16]
+                      [--max-body-mb 128] [--max-batch 1024] [--timeout 10] [--workers 16]
 
 then ``POST http://127.0.0.1:8501/v1/models/NAME:predict`` with ``{"instances": [...]}``.
 See :mod:`tfloc.export.rest`. For production, TF Serving's model server loads the same
