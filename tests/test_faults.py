@@ -277,3 +277,44 @@ def test_a_kill_during_export_leaves_an_unfinished_run_that_the_same_command_com
     assert "stage train: finished in an earlier run" in r.stderr       # nothing trained again
     assert sorted(p.name for p in export.iterdir()) == ["1"] and (export / "1" / "saved_model.pb").stat().st_size > 4
     assert json.loads((run / "report.json").read_text())["finished"] is True and run_finished(str(run))
+
+
+def _fill(folder) -> str:
+    """Writes a file in ``folder`` until its file system is full; returns its path."""
+    path = os.path.join(folder, "filler")
+    with open(path, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 2 ** 20)
+                fh.flush()
+        except OSError:
+            pass
+    return path
+
+
+def test_a_disk_that_fills_during_training_is_one_line_and_the_run_resumes(tmp_path):
+    import subprocess
+    import time
+    from conftest import mounted_tmpfs
+    from test_resume import _backup_epoch, _cmd, _env
+    with mounted_tmpfs(tmp_path / "disk", "size=160m") as disk:
+        run = disk / "run"
+        proc = subprocess.Popen(_cmd(tmp_path, run), cwd=tmp_path, env=_env(TFLOC_TEST_EPOCH_SLEEP="1.0"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 600
+        while _backup_epoch(run) < 2:
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+            time.sleep(0.05)
+        filler = _fill(disk)
+        err = proc.communicate(timeout=600)[1]
+        lines = [x for x in err.splitlines() if x.startswith("error:")]
+        assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
+        assert "No space left on device" in lines[0] and "run the same command again" in lines[0]
+        done_before = _backup_epoch(run)
+        assert done_before >= 2                           # what had finished is still there
+        os.remove(filler)
+        r = subprocess.run(_cmd(tmp_path, run), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                           timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert f"stage train: resuming after epoch {done_before}" in r.stderr
+        assert (run / "report.json").is_file()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import logging
 import os
 import sys
@@ -32,6 +33,13 @@ def run_cli(fn, argv=None):
         return fn(argv)
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror}{where}; free space (or make it writable) and run the same "
+              "command again: it resumes at the last finished epoch", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -117,9 +117,9 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
         if not exps:
             continue
         lines += [f"## {group}", "",
-                  "| experiment | seeds | RMSE (ours) | mean | p50 | p90 | accuracy (ours) | RMSE (paper) "
-                  "| accuracy (paper) | epochs run of cap (best), per seed |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| experiment | seeds | RMSE (ours) | mean | p50 | p90 | median error / PEB | accuracy (ours) "
+                  "| RMSE (paper) | accuracy (paper) | epochs run of cap (best), per seed |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for e in exps:
             rs = runs[e.label]
             m = (lambda k: interval_cell([s["errors"]["model"].get(k) for s in rs])) if e.trains_position \
@@ -127,12 +127,16 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
             paper_rmse, paper_acc = e.paper.get("rmse_m"), e.paper.get("accuracy")
             lines.append(
                 f"| {e.label} | {len(rs)} | {m('rmse_m')} | {m('mean_m')} | {m('p50_m')} | {m('p90_m')} "
+                f"| {interval_cell([s.get('error_over_bound_median') for s in rs], '{:.0f}') if e.trains_position else '-'} "
                 f"| {interval_cell([s.get('condition_accuracy') for s in rs], '{:.1f} %', 100)} "
                 f"| {'-' if paper_rmse is None else f'{paper_rmse:.2f}'} "
                 f"| {'-' if paper_acc is None else f'{100 * paper_acc:.1f} %'} | {epochs_cell(rs)} |")
         lines.append("")
     knn = [s for e in EXPERIMENTS if e.label == "HDA" for s in runs.get(e.label, [])] or [first]
-    lines += [f"kNN fingerprinting on the same ADP features and labelled realizations (k and weighting "
+    lines += ["RMSE, mean, p50 and p90: test errors in metres. Median error / PEB: each run's median of its test "
+              "links' error over their position error bound (3D Cramér-Rao bound of the pipeline's own channel, "
+              "`tfloc.physics.bound`), where the run's evaluators compute it.", "",
+              f"kNN fingerprinting on the same ADP features and labelled realizations (k and weighting "
               f"chosen on validation), on the same test links: RMSE "
               f"{interval_cell([s['errors']['knn']['rmse_m'] for s in knn])} m, mean "
               f"{interval_cell([s['errors']['knn']['mean_m'] for s in knn])} m, p50 "
