@@ -13,7 +13,7 @@ import argparse
 import logging
 
 from tfloc.config import ConfigError
-from tfloc.export.rest import Predictor, ServerLimits, find_export, make_server
+from tfloc.rest_body import ServerLimits
 
 
 def main(argv=None):
@@ -36,6 +36,8 @@ def main(argv=None):
         if not getattr(args, flag) > 0:
             raise ConfigError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be > 0")
     limits = ServerLimits(args.max_body_mb, args.max_batch, args.timeout, args.workers)
+    # TensorFlow only now: the process that decodes large bodies imports this module again
+    from tfloc.export.rest import Predictor, find_export, make_server
     model_dir = find_export(args.path)
     predictor = Predictor(model_dir, args.name)
     server = make_server(predictor, args.host, args.port, limits)

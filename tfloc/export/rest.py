@@ -14,12 +14,12 @@ larger than ``max_body_mb`` or a batch of more than ``max_batch`` rows is refuse
 before it is read or run; every socket read waits at most ``timeout_s`` (a client that stops
 sending is dropped); at most ``workers`` connections are served at once and the next one
 gets 503 at once; JSON nested deeper than Python's parser allows or with integers of more
-than 30 digits is a 400. Every failure is a JSON answer and one log line (a client that hangs
+than 30 digits is a 400. Bodies of 1 MB and more are decoded in a separate process
+(:class:`tfloc.rest_body.BodyDecoder`), so decoding one holds no other client up. Every failure is a JSON answer and one log line (a client that hangs
 up is one debug line, not a traceback).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -32,47 +32,12 @@ import numpy as np
 
 from tfloc.config import ConfigError
 from tfloc.export.saved_model import SIGNATURE
+from tfloc.rest_body import BadRequest, BodyDecoder, ServerLimits, decode_request
 
 log = logging.getLogger("tfloc")
 
 _PREDICT = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?:predict$")
 _STATUS = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?$")
-
-
-class BadRequest(ValueError):
-    """A request the model cannot answer (HTTP 400, or ``code``)."""
-
-    def __init__(self, message: str, code: int = 400):
-        super().__init__(message)
-        self.code = code
-
-
-@dataclasses.dataclass
-class ServerLimits:
-    """What one request and the server as a whole may take. Defaults sized for CSI batches:
-    an etoile UE's CSI (2 x 32 x 136 complex values) is about 424 kB of JSON, so 128 MB holds
-    about 300 of them (the REST benchmark's batch of 256 is 106 MB); an HDA UE's 8 x 8 x 64
-    is about 90 kB."""
-    max_body_mb: float = 128.0
-    max_batch: int = 1024
-    timeout_s: float = 10.0
-    workers: int = 16
-
-
-def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > 30:        # no input of a positioning model needs more
-        raise BadRequest(f"JSON integer of {len(text)} digits; at most 30")
-    return int(text)
-
-
-def parse_body(data: bytes):
-    """The JSON body of a request; BadRequest (400) for what cannot be decoded."""
-    try:
-        return json.loads(data or b"null", parse_int=_parse_int)
-    except RecursionError:
-        raise BadRequest("JSON parse error: nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"JSON parse error: {e}") from None
 
 
 def find_export(path: str) -> str:
@@ -120,58 +85,18 @@ class Predictor:
         self.loaded = tf.saved_model.load(self.model_dir)
         self.fn = self.loaded.signatures[SIGNATURE]
         self.inputs = dict(self.fn.structured_input_signature[1])
+        #: what the decoding needs of each input, picklable: (NumPy dtype name, shape)
+        self.spec = {k: (np.dtype(v.dtype.as_numpy_dtype).name, tuple(v.shape)) for k, v in self.inputs.items()}
         self.version = os.path.basename(self.model_dir)
         self.name = name or os.path.basename(os.path.dirname(self.model_dir))
         self._tf = tf
 
-    def _array(self, key, value, spec) -> np.ndarray:
-        try:
-            a = np.asarray(value, dtype=spec.dtype.as_numpy_dtype)
-        except (ValueError, TypeError, OverflowError, RecursionError) as e:
-            raise BadRequest(f"input '{key}': not a {spec.dtype.name} array ({str(e).splitlines()[0]})") from None
-        if a.ndim != len(spec.shape):
-            raise BadRequest(f"input '{key}' must have shape [batch, "
-                             f"{', '.join(map(str, spec.shape[1:]))}], got {list(a.shape)}")
-        return a
-
     def predict(self, body, max_batch: int | None = None) -> dict:
-        if not isinstance(body, dict) or (("instances" in body) == ("inputs" in body)):
-            raise BadRequest("the request body must be a JSON object with 'instances' (row "
-                             "format) or 'inputs' (columnar format)")
-        sig = body.get("signature_name", SIGNATURE)
-        if sig != SIGNATURE:
-            raise BadRequest(f"signature '{sig}' not found; the model serves '{SIGNATURE}'")
-        names = list(self.inputs)
-        rows = "instances" in body
-        if rows:
-            inst = body["instances"]
-            if not isinstance(inst, list):
-                raise BadRequest("'instances' must be a list")
-            if len(names) == 1 and not (inst and isinstance(inst[0], dict)):
-                cols = {names[0]: inst}
-            else:
-                bad = [i for i, v in enumerate(inst) if not isinstance(v, dict) or set(v) != set(names)]
-                if bad:
-                    raise BadRequest(f"instance {bad[0]} must be an object with the inputs "
-                                     f"{names}")
-                cols = {k: [v[k] for v in inst] for k in names}
-        else:
-            cols = body["inputs"] if isinstance(body["inputs"], dict) else {names[0]: body["inputs"]}
-            if set(cols) != set(names):
-                raise BadRequest(f"'inputs' must hold the inputs {names}, got {sorted(cols)}")
-        x = {}
-        for k in names:
-            spec = self.inputs[k]
-            if not isinstance(cols[k], list):
-                raise BadRequest(f"input '{k}' must be a list with one entry per row, got "
-                                 f"{type(cols[k]).__name__}")
-            if max_batch is not None and len(cols[k]) > max_batch:
-                raise BadRequest(f"a batch of {len(cols[k])} rows; this server takes at most "
-                                 f"{max_batch} per request (--max-batch)", code=413)
-            if len(cols[k]) == 0:
-                x[k] = np.zeros([0, *spec.shape[1:]], spec.dtype.as_numpy_dtype)
-            else:
-                x[k] = self._array(k, cols[k], spec)
+        """The answer to a JSON-decoded request ``body``."""
+        return self.run(*decode_request(body, self.spec, max_batch))
+
+    def run(self, x: dict, rows: bool) -> dict:
+        """The answer to a decoded request (:func:`tfloc.rest_body.decode_request`)."""
         try:
             out = self.fn(**{k: self._tf.constant(v) for k, v in x.items()})
         except (self._tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
@@ -196,6 +121,7 @@ def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8501,
     ``limits``; ConfigError (one line) when the address is taken."""
     limits = limits or ServerLimits()
     max_body = int(limits.max_body_mb * 2 ** 20)
+    decoder = BodyDecoder()     # large bodies are decoded in their own process
 
     class Handler(BaseHTTPRequestHandler):
         timeout = limits.timeout_s          # every socket read and write of this connection
@@ -255,7 +181,7 @@ def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8501,
             if not self._model(m):
                 return
             try:
-                self._send(200, predictor.predict(parse_body(self._body()), limits.max_batch))
+                self._send(200, predictor.run(*decoder.decode(self._body(), predictor.spec, limits.max_batch)))
             except BadRequest as e:
                 self._send(e.code, {"error": str(e)})
             except TimeoutError:
@@ -273,7 +199,9 @@ def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8501,
 
     try:
         server = LimitedHTTPServer((host, port), Handler, workers=limits.workers)
+        server.decoder = decoder
     except OSError as e:
+        decoder.close()
         raise ConfigError(f"cannot serve at {host}:{port} ({e.strerror}); another server may hold "
                           "the port: give another --port, or --port 0 for any free one") from None
     return server
@@ -308,6 +236,11 @@ class LimitedHTTPServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def server_close(self):
+        super().server_close()
+        if getattr(self, "decoder", None) is not None:
+            self.decoder.close()
 
     def handle_error(self, request, client_address):
         kind = sys.exc_info()[0]
