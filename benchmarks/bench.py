@@ -8,6 +8,7 @@
     python benchmarks/bench.py --serving RUN_DIR [--out FILE]
     python benchmarks/bench.py --training [--out FILE]
     python benchmarks/bench.py --fit-overhead [--doc docs/performance.md]
+    python benchmarks/bench.py --rest-decode [--out FILE]
 
 Measures: receivers ray traced per second (after JIT warm-up), CSI samples per
 second synthesised by the tf.data pipeline against a plain NumPy
@@ -28,7 +29,9 @@ II), each before (the settings of before issue 23) and after (today's configs), 
 against a large matmul's FLOP/s (benchmarks/train_profile.py; docs/performance.md).
 ``--fit-overhead`` times what a fit of the same four configs pays besides its steps: one
 trace of the training step and one save of the training state (Keras' .weights.h5 against
-the .npz the per-epoch backup and the best checkpoint now write).
+the .npz the per-epoch backup and the best checkpoint now write). ``--rest-decode`` times how
+long decoding a large REST body (100 etoile UEs' CSI as JSON) stalls another thread of the
+server, decoded in the request thread against in the server's decoding process.
 """
 from __future__ import annotations
 
@@ -401,10 +404,14 @@ def main(argv=None):
                    "compiled by XLA (training.jit_compile=true)")
     p.add_argument("--fit-overhead", action="store_true", help="what a fit of the four profiled "
                    "configs pays besides its steps: one trace of the step, one save of the training state")
+    p.add_argument("--rest-decode", action="store_true", help="how long decoding a large REST "
+                   "body stalls the server's other threads, in-thread against its decoding process")
     p.add_argument("--doc", metavar="MD", help="with --training or --fit-overhead: also write the "
                    "tables into this page between its '<!-- bench:training -->' (or "
                    "'<!-- bench:fit -->') markers (docs/performance.md)")
     args = p.parse_args(argv)
+    if args.rest_decode:
+        return _main_rest_decode(args)
     if args.training:
         return _main_training(args)
     if args.fit_overhead:
@@ -450,6 +457,51 @@ def main(argv=None):
           f"| SavedModel throughput, batch 256 | {r['serving']['batch256']['positions_per_s']:.0f} positions/s |\n"
           f"| SavedModel size | {r['serving']['export_size_mb']:.1f} MB |\n\nwritten to {out}")
     return results
+
+
+def bench_rest_decode(ues: int = 100, repeats: int = 3) -> dict:
+    """The worst stall of a thread that wakes every millisecond while another thread decodes a
+    body of ``ues`` etoile UEs' CSI (2 x 32 x 136 complex values each) as JSON: in that thread,
+    and handed to the server's decoding process (tfloc.rest_body.BodyDecoder). Median of
+    ``repeats``."""
+    import threading
+    from tfloc.rest_body import BodyDecoder, decode_bytes
+    spec = {"csi": ("float32", (None, 2, 32, 136, 2))}
+    one = np.random.default_rng(0).normal(size=(2, 32, 136, 2)).round(6).tolist()
+    body = json.dumps({"instances": [one] * ues}).encode()
+
+    def worst_stall_ms(fn):
+        done, gaps = threading.Event(), []
+        worker = threading.Thread(target=lambda: (fn(), done.set()))
+        worker.start()
+        last = time.perf_counter()
+        while not done.is_set():
+            time.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+        worker.join()
+        return 1000 * max(gaps)
+    decoder = BodyDecoder()
+    try:
+        out = {"body_mb": len(body) / 2 ** 20, "ues": ues,
+               "in_thread_stall_ms": float(np.median([worst_stall_ms(lambda: decode_bytes(body, spec))
+                                                      for _ in range(repeats)])),
+               "in_process_stall_ms": float(np.median([worst_stall_ms(lambda: decoder.decode(body, spec))
+                                                       for _ in range(repeats)]))}
+    finally:
+        decoder.close()
+    return out
+
+
+def _main_rest_decode(args):
+    r = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
+         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, **bench_rest_decode()}
+    out = _write_json(r, args.out, "rest_decode")
+    print(f"| body | worst stall of another server thread, decoded in the request thread | "
+          f"decoded in the decoding process |\n|---|---|---|\n| {r['body_mb']:.0f} MB ({r['ues']} etoile UEs) "
+          f"| {r['in_thread_stall_ms']:.0f} ms | {r['in_process_stall_ms']:.0f} ms |\n\nwritten to {out}")
+    return r
 
 
 def _main_serving(args):
