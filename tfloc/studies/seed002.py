@@ -114,7 +114,10 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
              "Scale and split: " + _scale_text(first), ""]
     for group in ("Table II", "baselines", "ablations"):
         exps = [e for e in EXPERIMENTS if e.group == group and e.label in runs]
+        missing = [e.label for e in EXPERIMENTS if e.group == group and e.label not in runs]
         if not exps:
+            lines += [f"## {group}", "", f"Not run yet with seeds: {'; '.join(missing)} "
+                      f"(`{command} --only {group}` runs them).", ""]
             continue
         lines += [f"## {group}", "",
                   "| experiment | seeds | RMSE (ours) | mean | p50 | p90 | median error / PEB | accuracy (ours) "
@@ -131,7 +134,7 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
                 f"| {interval_cell([s.get('condition_accuracy') for s in rs], '{:.1f} %', 100)} "
                 f"| {'-' if paper_rmse is None else f'{paper_rmse:.2f}'} "
                 f"| {'-' if paper_acc is None else f'{100 * paper_acc:.1f} %'} | {epochs_cell(rs)} |")
-        lines.append("")
+        lines += ["", f"Not run yet: {'; '.join(missing)}.", ""] if missing else [""]
     knn = [s for e in EXPERIMENTS if e.label == "HDA" for s in runs.get(e.label, [])] or [first]
     lines += ["RMSE, mean, p50 and p90: test errors in metres. Median error / PEB: each run's median of its test "
               "links' error over their position error bound (3D Cramér-Rao bound of the pipeline's own channel, "

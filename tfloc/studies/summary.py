@@ -226,6 +226,10 @@ def by_experiment(summaries: dict) -> dict:
     return {k: sorted(v, key=lambda s: s["seed"]) for k, v in out.items()}
 
 
+#: how a page names a claim's metric
+_METRIC_NAMES = {"mean_m": "mean", "rmse_m": "RMSE"}
+
+
 @dataclass
 class Claim:
     """A paper's claim that experiment ``better`` has a lower ``metric`` (mean or RMSE
@@ -238,10 +242,10 @@ class Claim:
 
 def claims_section(claims, runs: dict, title: str = "The paper's claims on our site") -> list:
     """The Markdown section judging ``claims`` (:func:`claim_lines`) with what its verdicts mean."""
-    metrics = sorted({c.metric[:-2] for c in claims})
+    metrics = sorted({_METRIC_NAMES[c.metric] for c in claims})
     return [f"## {title}", "",
             f"Each claim is judged on the difference of the two experiments' {' or '.join(metrics)} "
-            "error on the same test links, paired by seed and link; its interval comes from a "
+            "test error on the same test links, paired by seed and link; its interval comes from a "
             "bootstrap that resamples the seeds and, within each, the links. **reproduced**: the "
             "interval lies below zero, as the paper claims; **reversed**: above zero; **not "
             "separable**: it contains zero. With one seed a claim is not judged (one run cannot "
@@ -272,7 +276,7 @@ def claim_lines(claims, runs: dict, n_boot: int = 10000) -> list:
     lines = ["| claim | source | metric | better - worse, mean over seeds [95 % interval] (m) "
              "| seeds | verdict |", "|---|---|---|---|---|---|"]
     for c in claims:
-        head = f"| {c.better} < {c.worse} | {c.source} | {c.metric[:-2]} |"
+        head = f"| {c.better} < {c.worse} | {c.source} | {_METRIC_NAMES[c.metric]} |"
         a, b = runs.get(c.better), runs.get(c.worse)
         if not a or not b:
             lines.append(f"{head} - | 0 | not run |")
