@@ -1,4 +1,5 @@
 import contextlib
+import math
 import glob
 import os
 import subprocess
@@ -215,3 +216,13 @@ def test_an_unwritable_run_dir_is_one_line_before_any_tracing(case, tmp_path, mo
         assert not run.exists()
     err = capsys.readouterr().err
     assert e.value.code == 2 and needle in err and "Traceback" not in err
+
+
+def test_a_float_whose_default_nan_means_unset_round_trips():
+    """A tuning space's min / max are NaN when not set; a resolved config.yaml holds them as
+    .nan and must load again (every other float must be finite)."""
+    cfg = load_config(None, ["tuning.space=[{key: training.learning_rate, values: [0.001, 0.01]}]"])
+    again = from_dict(to_dict(cfg))          # what a run's config.yaml holds, loaded back
+    assert math.isnan(cfg.tuning.space[0].min) and math.isnan(again.tuning.space[0].max)
+    with pytest.raises(ConfigError, match=r"tuning.space\[0\].step: expected a finite number"):
+        load_config(None, ["tuning.space=[{key: training.learning_rate, step: .nan}]"])

@@ -14,6 +14,7 @@ PACKAGE = os.path.join(REPO, "tfloc")
 #: at its height or above (methods, evaluation and export are siblings that never import
 #: each other, except methods -> export: a recipe names its serving modules)
 FLOORS = {"tfloc": 0, "tfloc.utils": 0, "tfloc.config": 0.5, "tfloc.registry": 0.5,
+          "tfloc.rest_body": 0.5,   # REST request decoding, NumPy only (its own process imports it alone)
           "tfloc.sim": 1, "tfloc.data": 2, "tfloc.layers": 3, "tfloc.models": 4,
           "tfloc.losses": 5, "tfloc.metrics": 5, "tfloc.physics": 5, "tfloc.export": 5,
           "tfloc.methods": 6, "tfloc.evaluation": 6,

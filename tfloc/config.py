@@ -79,8 +79,9 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp, where: str):
-    """Checks ``value`` against the annotation ``tp``; returns the typed value."""
+def _coerce(value: Any, tp, where: str, allow_nan: bool = False):
+    """Checks ``value`` against the annotation ``tp``; returns the typed value. A float must
+    be finite, except NaN where ``allow_nan`` (a field whose default NaN means "not set")."""
     origin = typing.get_origin(tp)
     if origin in (list, List):
         (item_tp,) = typing.get_args(tp)
@@ -115,7 +116,8 @@ def _coerce(value: Any, tp, where: str):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         else:
             number = float(value)
-        if not math.isfinite(number):     # a NaN learning rate trains every epoch on NaN
+        if not math.isfinite(number) and not (allow_nan and math.isnan(number)):
+            # e.g. a NaN learning rate trains every epoch on NaN
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return number
     if tp is str:
@@ -155,7 +157,8 @@ def merge(obj, overrides: dict, prefix: str = ""):
     if not isinstance(overrides, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'top level'}: expected a mapping, got {overrides!r}")
     hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    names = set(fields)
     for key, value in overrides.items():
         where = f"{prefix}{key}"
         if key not in names:
@@ -166,7 +169,9 @@ def merge(obj, overrides: dict, prefix: str = ""):
         elif _is_one_of(tp):
             setattr(obj, key, _merge_one_of(getattr(obj, key), value, where))
         else:
-            setattr(obj, key, _coerce(value, tp, where))
+            default = fields[key].default
+            unset = isinstance(default, float) and math.isnan(default)   # NaN: "not set"
+            setattr(obj, key, _coerce(value, tp, where, allow_nan=unset))
 
 
 def validate_tree(obj, prefix: str = ""):
