@@ -12,7 +12,7 @@ from tfloc.config import to_dict
 from tfloc.run.experiment import load_config, load_run_config
 from tfloc.run.runner import run_finished
 from tfloc.studies.executors import StudyRun, run_logged, run_on_ray
-from tfloc.utils import atomic_write_text
+from tfloc.utils import atomic_write_text, replace_durably
 
 
 @dataclass
@@ -133,7 +133,7 @@ def share_finished_stages(e: Experiment, run: str, others) -> dict:
             for f in files:
                 tmp = os.path.join(run, "checkpoints", ".tmp-" + os.path.basename(f))
                 shutil.copyfile(f, tmp)
-                os.replace(tmp, os.path.join(run, "checkpoints", os.path.basename(f)))
+                replace_durably(tmp, os.path.join(run, "checkpoints", os.path.basename(f)))
             shared[stage] = other_run
             break
     return shared
