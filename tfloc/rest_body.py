@@ -26,8 +26,7 @@ SIGNATURE = "serving_default"
 class ServerLimits:
     """What one request and the server as a whole may take. Defaults sized for CSI batches:
     an etoile UE's CSI (2 x 32 x 136 complex values) is about 424 kB of JSON, so 128 MB holds
-    about 300 of them (the REST benchmark's batch of 256 is 106 MB); an HDA UE's 8 x 8 x 64
-    is about 90 kB."""
+    about 300 of them (the REST benchmark's batch of 256 is 106 MB)."""
     max_body_mb: float = 128.0
     max_batch: int = 1024
     timeout_s: float = 10.0
