@@ -9,6 +9,7 @@
     python benchmarks/bench.py --training [--out FILE]
     python benchmarks/bench.py --fit-overhead [--doc docs/performance.md]
     python benchmarks/bench.py --rest-decode [--out FILE]
+    python benchmarks/bench.py --rest-load RUN_DIR [--out FILE]
 
 Measures: receivers ray traced per second (after JIT warm-up), CSI samples per
 second synthesised by the tf.data pipeline against a plain NumPy
@@ -32,6 +33,9 @@ trace of the training step and one save of the training state (Keras' .weights.h
 the .npz the per-epoch backup and the best checkpoint now write). ``--rest-decode`` times how
 long decoding a large REST body (100 etoile UEs' CSI as JSON) stalls another thread of the
 server, decoded in the request thread against in the server's decoding process.
+``--rest-load`` serves a finished run's export with ``python -m tfloc.serve`` and measures 8
+clients' p50 / p99 alone and beside a client sending the largest allowed body, and what
+becomes of 500 idle connections (benchmarks/rest_load.py).
 """
 from __future__ import annotations
 
@@ -406,12 +410,16 @@ def main(argv=None):
                    "configs pays besides its steps: one trace of the step, one save of the training state")
     p.add_argument("--rest-decode", action="store_true", help="how long decoding a large REST "
                    "body stalls the server's other threads, in-thread against its decoding process")
+    p.add_argument("--rest-load", metavar="RUN_DIR", help="8 REST clients' p50 / p99 alone and "
+                   "beside one sending the largest allowed body; 500 idle connections")
     p.add_argument("--doc", metavar="MD", help="with --training or --fit-overhead: also write the "
                    "tables into this page between its '<!-- bench:training -->' (or "
                    "'<!-- bench:fit -->') markers (docs/performance.md)")
     args = p.parse_args(argv)
     if args.rest_decode:
         return _main_rest_decode(args)
+    if args.rest_load:
+        return _main_rest_load(args)
     if args.training:
         return _main_training(args)
     if args.fit_overhead:
@@ -501,6 +509,16 @@ def _main_rest_decode(args):
     print(f"| body | worst stall of another server thread, decoded in the request thread | "
           f"decoded in the decoding process |\n|---|---|---|\n| {r['body_mb']:.0f} MB ({r['ues']} etoile UEs) "
           f"| {r['in_thread_stall_ms']:.0f} ms | {r['in_process_stall_ms']:.0f} ms |\n\nwritten to {out}")
+    return r
+
+
+def _main_rest_load(args):
+    from rest_load import bench_rest_load, table
+    r = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
+         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+         **bench_rest_load(args.rest_load)}
+    out = _write_json(r, args.out, "rest_load")
+    print(table(r) + f"\n\nwritten to {out}")
     return r
 
 

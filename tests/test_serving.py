@@ -205,6 +205,34 @@ def test_the_server_serves_its_workers_and_answers_the_next_connection_503(limit
         assert r.status == 200
 
 
+def test_a_burst_of_idle_connections_is_answered_503_or_closed_by_the_timeout_not_queued(limited):
+    """100 clients connect at once and send nothing: the 2 workers hold two until the 1 s
+    timeout, every other one is answered 503 at once (none waits in the kernel's queue for a
+    slot, which would hold it for another timeout)."""
+    import selectors
+    import socket
+    host, port = limited.split("//")[1].split(":")
+    socks = [socket.create_connection((host, int(port)), timeout=30) for _ in range(100)]
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, bytearray())
+    busy = held = 0
+    while sel.get_map():
+        events = sel.select(timeout=30)
+        assert events, f"{len(sel.get_map())} connections neither answered nor closed in 30 s"
+        for key, _ in events:
+            data = key.fileobj.recv(4096)
+            if data:
+                key.data.extend(data)
+                continue
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+            busy += key.data.startswith(b"HTTP/1.1 503")
+            held += not key.data
+    assert (busy, held) == (98, 2)
+
+
 def test_a_port_in_use_is_one_line(limited, export_dir, tmp_path):
     port = limited.rsplit(":", 1)[1]
     r = subprocess.run([sys.executable, "-m", "tfloc.serve", str(export_dir), "--port", port], cwd=REPO,

@@ -211,6 +211,9 @@ class LimitedHTTPServer(ThreadingHTTPServer):
     """A threading HTTP server that serves at most ``workers`` connections at once and
     answers the next with 503 at once; errors of a connection are one log line."""
     daemon_threads = True
+    #: connections the kernel queues before the server accepts them (socketserver's 5 made a
+    #: burst of clients wait for TCP's connect retries, seconds, before any answer)
+    request_queue_size = 128
 
     def __init__(self, address, handler, workers: int = 16):
         self._slots = threading.BoundedSemaphore(workers)
