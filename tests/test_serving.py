@@ -247,15 +247,15 @@ def test_large_bodies_are_decoded_in_their_own_process_like_small_ones():
     from tfloc.export.saved_model import SIGNATURE
     from tfloc.rest_body import SIGNATURE as BODY_SIGNATURE, BadRequest, BodyDecoder, decode_bytes
     assert BODY_SIGNATURE == SIGNATURE
-    spec = {"csi": ("float32", (None, 2, 3)), "sector": ("int32", (None,))}
+    spec = {SIGNATURE: {"csi": ("float32", (None, 2, 3)), "sector": ("int32", (None,))}}
     rows = [{"csi": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.5]], "sector": k} for k in range(3)]
     body = json.dumps({"instances": rows}).encode()
     decoder = BodyDecoder(min_bytes=10)                 # every body goes to the process
     try:
         assert decoder.pid != os.getpid() and decoder._proc.poll() is None
-        x, is_rows = decoder.decode(body, spec, max_batch=8)
-        want, _ = decode_bytes(body, spec, max_batch=8)
-        assert is_rows and x.keys() == want.keys()
+        sig, x, is_rows = decoder.decode(body, spec, max_batch=8)
+        _, want, _ = decode_bytes(body, spec, max_batch=8)
+        assert sig == SIGNATURE and is_rows and x.keys() == want.keys()
         for k in x:
             np.testing.assert_array_equal(x[k], want[k])
             assert x[k].dtype == want[k].dtype
@@ -269,7 +269,7 @@ def test_large_bodies_are_decoded_in_their_own_process_like_small_ones():
         with pytest.MonkeyPatch.context() as mp:
             import tfloc.rest_body
             mp.setattr(tfloc.rest_body, "decode_bytes", lambda *a: pytest.fail("decoded in the server"))
-            assert decoder.decode(body, spec)[1] is True
+            assert decoder.decode(body, spec)[2] is True
             decoder.min_bytes = len(body) + 1
             with pytest.raises(pytest.fail.Exception):
                 decoder.decode(body, spec)

@@ -71,16 +71,19 @@ def _array(key, value, dtype: str, shape) -> np.ndarray:
     return a
 
 
-def decode_request(body, inputs: dict, max_batch: int | None = None) -> tuple[dict, bool]:
-    """``({input: array}, rows)`` of a decoded JSON ``body`` for a signature whose ``inputs``
-    are ``{name: (NumPy dtype name, shape with None for the batch)}``; ``rows``: the request
-    used the row format (``instances``) rather than the columnar one (``inputs``)."""
+def decode_request(body, signatures: dict, max_batch: int | None = None) -> tuple[str, dict, bool]:
+    """``(signature, {input: array}, rows)`` of a decoded JSON ``body``. ``signatures`` maps
+    each servable signature's name to its inputs, ``{name: (NumPy dtype name, shape with None
+    for the batch)}``; the request's ``signature_name`` picks one (default
+    ``serving_default``, as in TF Serving); ``rows``: the request used the row format
+    (``instances``) rather than the columnar one (``inputs``)."""
     if not isinstance(body, dict) or (("instances" in body) == ("inputs" in body)):
         raise BadRequest("the request body must be a JSON object with 'instances' (row "
                          "format) or 'inputs' (columnar format)")
     sig = body.get("signature_name", SIGNATURE)
-    if sig != SIGNATURE:
-        raise BadRequest(f"signature '{sig}' not found; the model serves '{SIGNATURE}'")
+    if not isinstance(sig, str) or sig not in signatures:
+        raise BadRequest(f'Serving signature name: "{sig}" not found in signature def')
+    inputs = signatures[sig]
     names = list(inputs)
     rows = "instances" in body
     if rows:
@@ -107,12 +110,12 @@ def decode_request(body, inputs: dict, max_batch: int | None = None) -> tuple[di
             raise BadRequest(f"a batch of {len(cols[k])} rows; this server takes at most {max_batch} per "
                              "request (--max-batch)", code=413)
         x[k] = (np.zeros([0, *shape[1:]], dtype) if len(cols[k]) == 0 else _array(k, cols[k], dtype, shape))
-    return x, rows
+    return sig, x, rows
 
 
-def decode_bytes(data: bytes, inputs: dict, max_batch: int | None = None) -> tuple[dict, bool]:
+def decode_bytes(data: bytes, signatures: dict, max_batch: int | None = None) -> tuple[str, dict, bool]:
     """:func:`decode_request` of the raw body ``data`` (what the decoding process runs)."""
-    return decode_request(parse_body(data), inputs, max_batch)
+    return decode_request(parse_body(data), signatures, max_batch)
 
 
 class BodyDecoder:
@@ -138,14 +141,15 @@ class BodyDecoder:
     def pid(self) -> int:
         return self._proc.pid
 
-    def decode(self, data: bytes, inputs: dict, max_batch: int | None = None) -> tuple[dict, bool]:
+    def decode(self, data: bytes, signatures: dict, max_batch: int | None = None) -> tuple[str, dict, bool]:
+        """:func:`decode_bytes` of ``data``, in the decoding process when it is large."""
         if len(data) < self.min_bytes:
-            return decode_bytes(data, inputs, max_batch)
+            return decode_bytes(data, signatures, max_batch)
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._start()
             try:
-                _send(self._proc.stdin, (data, inputs, max_batch))
+                _send(self._proc.stdin, (data, signatures, max_batch))
                 ok, value = _receive(self._proc.stdout)
             except (OSError, EOFError):
                 self._proc.kill()
@@ -183,15 +187,15 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _serve(stdin, stdout):
-    """The decoding process: one (body, inputs, max_batch) after another, answering
+    """The decoding process: one (body, signatures, max_batch) after another, answering
     (True, decoded) or (False, BadRequest)."""
     while True:
         try:
-            data, inputs, max_batch = _receive(stdin)
+            data, signatures, max_batch = _receive(stdin)
         except EOFError:
             return
         try:
-            answer = (True, decode_bytes(data, inputs, max_batch))
+            answer = (True, decode_bytes(data, signatures, max_batch))
         except BadRequest as e:
             answer = (False, e)
         except Exception as e:          # still an answer: the server stays up

@@ -5,7 +5,9 @@ model server binary (``python -m tfloc.serve``).
 format: one object of named inputs per UE, or the bare value when the signature has one
 input) or ``{"inputs": {...}}`` (columnar) and answers ``{"predictions": [...]}`` (one
 object of named outputs per UE, or the bare value for one output) or ``{"outputs":
-...}``, as TF Serving does. ``GET /v1/models/<name>`` reports the version's status.
+...}``, as TF Serving does; ``signature_name`` picks the signature. ``GET
+/v1/models/<name>[/versions/<v>]`` reports the version's status and ``.../metadata`` its
+SignatureDefs, in TF Serving's JSON (tests/test_tf_serving_contract.py).
 A request the model rejects (CSI of the wrong shape, NaN, a sector out of range,
 malformed JSON) gets HTTP 400 and ``{"error": "<one line>"}``; an unknown model 404.
 
@@ -37,7 +39,7 @@ from tfloc.rest_body import BadRequest, BodyDecoder, ServerLimits, decode_reques
 log = logging.getLogger("tfloc")
 
 _PREDICT = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?:predict$")
-_STATUS = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?$")
+_STATUS = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?(/metadata)?$")
 
 
 def find_export(path: str) -> str:
@@ -77,28 +79,44 @@ def error_line(message: str) -> str:
 
 
 class Predictor:
-    """The ``serving_default`` signature of a SavedModel on JSON-decoded requests."""
+    """The signatures of a SavedModel on JSON-decoded requests, with TF Serving's status and
+    metadata answers. The version is the version directory's integer, as TF Serving reports it
+    (``00000123`` is version ``"123"``)."""
 
     def __init__(self, model_dir: str, name: str | None = None):
         import tensorflow as tf
         self.model_dir = os.path.abspath(model_dir)
         self.loaded = tf.saved_model.load(self.model_dir)
-        self.fn = self.loaded.signatures[SIGNATURE]
+        self.signatures = dict(self.loaded.signatures)
+        if SIGNATURE not in self.signatures:
+            raise ConfigError(f"{model_dir}: no '{SIGNATURE}' signature (it has "
+                              f"{sorted(self.signatures) or 'none'})")
+        self.fn = self.signatures[SIGNATURE]
         self.inputs = dict(self.fn.structured_input_signature[1])
-        #: what the decoding needs of each input, picklable: (NumPy dtype name, shape)
-        self.spec = {k: (np.dtype(v.dtype.as_numpy_dtype).name, tuple(v.shape)) for k, v in self.inputs.items()}
-        self.version = os.path.basename(self.model_dir)
+        #: what the decoding needs of each signature's inputs, picklable:
+        #: {signature: {input: (NumPy dtype name, shape)}}
+        self.specs = {s: {k: (np.dtype(v.dtype.as_numpy_dtype).name, tuple(v.shape))
+                          for k, v in f.structured_input_signature[1].items()}
+                      for s, f in self.signatures.items()}
+        base = os.path.basename(self.model_dir)
+        self.version = str(int(base)) if base.isdigit() else base
         self.name = name or os.path.basename(os.path.dirname(self.model_dir))
+        self._signature_defs = signature_defs(self.model_dir)
         self._tf = tf
+
+    def serves(self, version: str | None) -> bool:
+        """Whether a request for ``version`` (None: the latest) reaches this model."""
+        return version is None or (version.isdigit() and self.version.isdigit()
+                                   and int(version) == int(self.version))
 
     def predict(self, body, max_batch: int | None = None) -> dict:
         """The answer to a JSON-decoded request ``body``."""
-        return self.run(*decode_request(body, self.spec, max_batch))
+        return self.run(*decode_request(body, self.specs, max_batch))
 
-    def run(self, x: dict, rows: bool) -> dict:
+    def run(self, signature: str, x: dict, rows: bool) -> dict:
         """The answer to a decoded request (:func:`tfloc.rest_body.decode_request`)."""
         try:
-            out = self.fn(**{k: self._tf.constant(v) for k, v in x.items()})
+            out = self.signatures[signature](**{k: self._tf.constant(v) for k, v in x.items()})
         except (self._tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
             raise BadRequest(error_line(getattr(e, "message", str(e)))) from None
         out = {k: v.numpy().tolist() for k, v in out.items()}
@@ -111,8 +129,32 @@ class Predictor:
         return {"predictions": [{k: out[k][i] for k in keys} for i in range(n)]}
 
     def status(self) -> dict:
+        """``GET /v1/models/<name>[/versions/<v>]``, as TF Serving answers it."""
         return {"model_version_status": [{"version": self.version, "state": "AVAILABLE",
                                           "status": {"error_code": "OK", "error_message": ""}}]}
+
+    def metadata(self) -> dict:
+        """``GET /v1/models/<name>[/versions/<v>]/metadata``, as TF Serving answers it: the
+        model spec and the meta graph's SignatureDefs in protobuf's JSON form (proto field
+        names, every field printed, 64-bit integers as strings)."""
+        return {"model_spec": {"name": self.name, "signature_name": "", "version": self.version},
+                "metadata": {"signature_def": self._signature_defs}}
+
+
+def signature_defs(model_dir: str) -> dict:
+    """The ``SignatureDefMap`` of a SavedModel's (first) meta graph as TF Serving's REST
+    metadata renders it."""
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(model_dir, "saved_model.pb"), "rb") as f:
+        sm.ParseFromString(f.read())
+    m = get_model_metadata_pb2.SignatureDefMap()
+    for k, v in sm.meta_graphs[0].signature_def.items():
+        m.signature_def[k].CopyFrom(v)
+    return json_format.MessageToDict(m, always_print_fields_with_no_presence=True,
+                                     preserving_proto_field_name=True)
 
 
 def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8501,
@@ -143,9 +185,9 @@ def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8501,
 
         def _model(self, m) -> bool:
             name, version = m.group(1), m.group(2)
-            if name != predictor.name or (version and version != predictor.version):
-                self._send(404, {"error": f"Servable not found for request: Latest({name})"
-                                 if not version else f"Servable not found: {name} version {version}"})
+            if name != predictor.name or not predictor.serves(version):
+                self._send(404, {"error": "Servable not found for request: "
+                                 + (f"Latest({name})" if version is None else f"Specific({name}, {version})")})
                 return False
             return True
 
@@ -154,7 +196,7 @@ def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8501,
             if not m:
                 return self._send(404, {"error": f"Malformed request: GET {self.path}"})
             if self._model(m):
-                self._send(200, predictor.status())
+                self._send(200, predictor.metadata() if m.group(3) else predictor.status())
 
         def _body(self) -> bytes:
             text = self.headers.get("Content-Length")
@@ -181,7 +223,7 @@ def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8501,
             if not self._model(m):
                 return
             try:
-                self._send(200, predictor.run(*decoder.decode(self._body(), predictor.spec, limits.max_batch)))
+                self._send(200, predictor.run(*decoder.decode(self._body(), predictor.specs, limits.max_batch)))
             except BadRequest as e:
                 self._send(e.code, {"error": str(e)})
             except TimeoutError:
