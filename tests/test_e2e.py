@@ -145,3 +145,47 @@ def test_csi_only_export_when_sector_unused(tmp_path):
     out = f(csi=tf.random.normal((5, 2, 8, 10, 2)))
     assert out["position"].shape == (5, 2)
     assert path.endswith(os.path.join("m", "3"))
+
+
+def test_evaluate_on_other_data_writes_its_own_report_and_keeps_the_runs(run_dir):
+    """evaluate.py --run-dir R --set ...: the run's model and its kNN (fitted on the run's own
+    training split) scored on UEs off the training grid, in R/eval/<name>; R's report stays."""
+    before = (run_dir / "report.json").read_bytes()
+    trained = json.loads(before)
+    r = _run([os.path.join(REPO, "evaluate.py"), "--run-dir", str(run_dir), "--split", "all",
+              "--set", "simulation.ue_grid.sampling=uniform", "--set", "simulation.ue_grid.num_ues=150"],
+             cwd=run_dir.parent)
+    assert (run_dir / "report.json").read_bytes() == before
+    out = [p for p in (run_dir / "eval").iterdir() if p.is_dir()]
+    assert [p.name for p in out] == ["own_sampling-uniform_num_ues-150_all"]
+    rep = json.loads((out[0] / "report.json").read_text())
+    assert (out[0] / "cdf.png").exists() and "differs from the training data: simulation.ue_grid" in r.stdout
+    s = rep["scored_on"]
+    assert s["split"] == "all" and s["differs_from_training"] == {
+        "simulation.ue_grid.sampling": ["grid", "uniform"], "simulation.ue_grid.num_ues": [2000, 150]}
+    # every outdoor UE with a path scored; the baselines fitted on the run's own training split
+    n_scored = rep["n_test"]
+    errors = np.load(out[0] / "errors.npz")
+    assert 0 < n_scored <= 150 and len(errors[rep["model_name"]]) == n_scored
+    assert rep["n_train_labelled"] == trained["n_train_labelled"]
+    assert rep["model"]["mean_m"] > 0 and "knn" in rep["baselines"]
+    assert rep["bound"]["mirror"]["peb_m"]["n"] == n_scored          # traced data: the bound is there
+
+
+def test_evaluate_on_other_data_refuses_what_the_model_cannot_take(run_dir):
+    from tfloc.config import ConfigError
+    from tfloc.run.rescore import evaluate_on_data
+    r = _run([os.path.join(REPO, "evaluate.py"), "--run-dir", str(run_dir), "--set", "data.position_dims=3"],
+             cwd=run_dir.parent, check=False)
+    lines = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and lines == ["error: --set: 3D labels for a 2D model"], r.stderr[-2000:]
+    for sets, data, needle in (
+            (["data.num_subcarriers=64"], None, "another CSI shape"),
+            (["simulation.bs_array.num_cols=4"], None, "another BS array (2x4x2 against the model's 2x8x2)"),
+            (["training.epochs=5"], None, "only simulation.* and data.* describe the data"),
+            ([], os.path.join(REPO, "configs", "data", "street_canyon.yaml"), "3D labels for a 2D model"),
+            ([], None, "give the data to score on")):
+        with pytest.raises(ConfigError, match=__import__("re").escape(needle)):
+            evaluate_on_data(str(run_dir), data, sets)
+    assert not (run_dir / "eval").exists() or all(
+        (p / "report.json").exists() for p in (run_dir / "eval").iterdir() if p.is_dir())

@@ -1,5 +1,7 @@
 """The three scenes' data: campus generation, multi-BS sites, cars and conditions,
 slot variation, realization splits (issue 3)."""
+import dataclasses
+import json
 import os
 
 import numpy as np
@@ -260,6 +262,36 @@ def test_supervised_refuses_multi_bs_datasets_before_tracing(tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "method 'supervised' trains on one link per sample" in r.stderr
     assert not os.listdir(tmp_path)                                   # nothing traced
+
+
+@pytest.mark.slow
+def test_a_later_traffic_start_shifts_the_realizations_in_time_and_keeps_old_cache_keys():
+    from tfloc.sim.build import cache_key
+    from tfloc.sim.tracer import SiteTracer
+    cfg = load_config(os.path.join(REPO, "configs", "data", "street_canyon.yaml")).simulation
+    late = load_config(os.path.join(REPO, "configs", "data", "street_canyon.yaml"),
+                       ["simulation.cars.start_s=2.1"]).simulation      # 3 intervals of 0.7 s
+    a, b = SiteTracer(cfg), SiteTracer(late)
+    np.testing.assert_allclose(b.car_positions(0), a.car_positions(3), atol=1e-9)
+    np.testing.assert_allclose(b.car_positions(4), a.car_positions(7), atol=1e-9)
+    assert not np.allclose(b.car_positions(0), a.car_positions(0))
+    # the option at its default leaves the key of caches traced before it existed
+    before = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    before["cars"].pop("start_s")
+    assert cache_key(cfg) != cache_key(late)
+    assert "start_s" not in str(before) and cache_key(cfg) == _key_of(before)
+
+
+def _key_of(sim: dict) -> str:
+    """cache_key's hash of a simulation section given as a dict (as before an option existed)."""
+    import hashlib
+    import sionna.rt
+    from tfloc.sim.build import TRACER_VERSION
+    sim = dict(sim)
+    sim.pop("receivers_per_batch")
+    payload = {"sim": sim, "tracer_version": TRACER_VERSION,
+               "sionna_rt": getattr(sionna.rt, "__version__", "?")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @pytest.mark.slow

@@ -112,17 +112,21 @@ class EvalContext:
     model: Any = None
 
     @classmethod
-    def from_run(cls, cfg, task, models: dict, data: DataBundle) -> "EvalContext":
-        """The context of a run: its test split with the split's fixed draws, the task's
-        evaluation outputs of ``models``, and the run's config and data."""
+    def from_run(cls, cfg, task, models: dict, data: DataBundle,
+                 reference: DataBundle | None = None) -> "EvalContext":
+        """The context of a run: the test split of ``data`` with the split's fixed draws, the
+        task's evaluation outputs of ``models``, and the run's config and data.
+        ``reference``: the data the model was trained on when ``data`` is another dataset;
+        baselines fit on its training and validation splits, as the model did."""
         x, y = fixed_set(data, "test")
+        fitted_on = reference or data
 
         def predict(inputs):
             return task.evaluation_outputs(models, inputs)
         return cls(model_name=models["inference"].name, x=x, y=y, outputs=predict(x),
                    class_names=task.class_names,
                    to_class=(lambda c: task.condition_classes(c).numpy()) if task.class_names else None,
-                   fixed_set=lambda split: fixed_set(data, split),
+                   fixed_set=lambda split: fixed_set(fitted_on, split),
                    knn_neighbors=tuple(cfg.evaluation.knn_neighbors), site=task.site_info,
                    config=cfg, data=data, predict=predict, model=models["inference"])
 

@@ -19,23 +19,26 @@ log = logging.getLogger("tfloc")
 
 
 def evaluate(cfg, run_dir: str, task, models: dict, data: DataBundle, extra: dict | None = None,
-             previous: dict | None = None) -> dict:
+             previous: dict | None = None, reference: DataBundle | None = None,
+             names: list | None = None) -> dict:
     """Scores the inference model on the test split with the configured evaluators (default:
     the task's), builds the report, then writes it (report.json, cdf.png, figures,
     TensorBoard). ``extra``: entries the caller adds (training timings, the method's section);
     ``previous``: the run's earlier report, whose entries this scoring does not make are kept
-    (a re-score keeps what training wrote)."""
+    (a re-score keeps what training wrote); ``reference``: the data the model trained on when
+    ``data`` is another dataset (the baselines fit on it); ``names``: the evaluators to run
+    (default: the config's, else the task's)."""
     t0 = time.time()
     s = data.splits
-    ctx = EvalContext.from_run(cfg, task, models, data)
-    names = cfg.evaluation.evaluators or list(task.evaluators)
+    ctx = EvalContext.from_run(cfg, task, models, data, reference)
+    names = names or cfg.evaluation.evaluators or list(task.evaluators)
     result = run_evaluators(names, ctx)
     meta = data.paths.meta
     has_path = data.paths.num_paths > 0
     net = models["inference"]
     report = {
         **result.report,
-        "n_test": int(len(s.test)), "n_train_labelled": int(len(s.train)),
+        "n_test": int(len(s.test)), "n_train_labelled": int(len((reference or data).splits.train)),
         # which links were tested, in errors.npz's order: runs with the same value can be
         # compared link by link (a paired comparison of two methods)
         "test_links_sha256": hashlib.sha256(np.asarray(s.test, np.int64).tobytes()).hexdigest()[:16],

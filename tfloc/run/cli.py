@@ -117,15 +117,40 @@ def summary_lines(report: dict) -> str:
     return "\n".join(rows)
 
 
+def differences_line(report: dict) -> str:
+    """What the data scored on changes against the run's training data, in one line."""
+    d = report.get("scored_on", {}).get("differs_from_training", {})
+    if not d:
+        return "scored on the run's own data (no data setting differs)"
+    return "differs from the training data: " + "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in d.items())
+
+
 def evaluate_main(argv=None):
     p = argparse.ArgumentParser(description="Re-score a tfloc run (report.json, figures), or "
                                 "compare several runs in one table and CDF.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--run-dir", help="a directory written by train.py")
     g.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="finished runs to compare")
-    p.add_argument("--out", help="with --compare: the Markdown file to write (CDF beside it)")
+    p.add_argument("--data", metavar="CONFIG_OR_FILE", help="with --run-dir: score the run's model "
+                   "on another dataset: a data config (configs/data/*.yaml or an experiment file: its "
+                   "simulation and data sections) or a measured-CSI file (.npz, .h5); the run's "
+                   "own report is not touched")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --run-dir: change the data scored on (simulation.* / data.*), e.g. "
+                   "--set simulation.ue_grid.sampling=uniform (repeatable)")
+    p.add_argument("--split", default="test", choices=["test", "all"], help="with --data / --set: "
+                   "score the other data's test split (default) or every sample with a path")
+    p.add_argument("--out", help="with --compare: the Markdown file to write (CDF beside it); with "
+                   "--data / --set: the report directory (default RUN/eval/<name>)")
     p.add_argument("--labels", nargs="+", help="with --compare: a label per run")
     args = p.parse_args(argv)
+    if args.run_dir and (args.data or args.overrides):
+        if not os.path.isdir(args.run_dir):
+            raise FileNotFoundError(f"{args.run_dir}: run directory not found")
+        from tfloc.run.rescore import evaluate_on_data
+        report, out = evaluate_on_data(args.run_dir, args.data, args.overrides, args.out, args.split)
+        print(f"{summary_lines(report)}\n{differences_line(report)}\n-> {os.path.join(out, 'report.json')}")
+        return report
     if args.compare:
         from tfloc.evaluation.compare import comparison_table, write_comparison
         for d in args.compare:

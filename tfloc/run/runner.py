@@ -248,19 +248,25 @@ def load_run_config(run_dir: str):
     return _load_config_file(os.path.join(run_dir, CONFIG_FILE))
 
 
-def evaluate_run(run_dir: str) -> dict:
-    """Re-scores a finished run: same cached paths, same test UEs, same noise draws; what
-    training wrote in the report (timings, the method's sections) is kept."""
-    cfg = load_run_config(run_dir)
+def load_run_models(run_dir: str) -> dict:
+    """A finished run's saved models: ``inference`` (model.keras) and ``models/*.keras``."""
     model_path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"{run_dir}: no trained model ({MODEL_FILE} missing)")
-    models = {"inference": load_saved_model(model_path)}     # before tracing: a damaged file is found at once
+    models = {"inference": load_saved_model(model_path)}
     other = os.path.join(run_dir, "models")
     if os.path.isdir(other):
         for f in sorted(os.listdir(other)):
             if f.endswith(".keras"):
                 models[f[:-6]] = load_saved_model(os.path.join(other, f))
+    return models
+
+
+def evaluate_run(run_dir: str) -> dict:
+    """Re-scores a finished run: same cached paths, same test UEs, same noise draws; what
+    training wrote in the report (timings, the method's sections) is kept."""
+    cfg = load_run_config(run_dir)
+    models = load_run_models(run_dir)       # before tracing: a damaged file is found at once
     task, data = prepare(cfg)
     path = os.path.join(run_dir, "report.json")
     previous = None

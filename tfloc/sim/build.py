@@ -46,6 +46,8 @@ def cache_key(cfg: SimulationConfig) -> str:
         from tfloc.sim.campus import CAMPUS_VERSION
         payload["campus_version"] = CAMPUS_VERSION
     payload["sim"].pop("receivers_per_batch")  # batching does not change the paths
+    if not cfg.cars.start_s:    # keys of before the option existed stay valid at its default
+        payload["sim"]["cars"].pop("start_s")
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -97,6 +97,9 @@ class CarsConfig:
                                  doc="signed speed along x of each lane")
     x_range_m: List[float] = param(factory=lambda: [-75.0, 75.0], doc="cars wrap around in this range")
     interval_s: float = param(0.7, min=0.0, doc="time between realizations")
+    start_s: float = param(0.0, min=0.0, doc="the traffic's time at realization 0; a later start "
+                           "shows traffic the default realizations never do (e.g. scoring a run "
+                           "on unseen traffic)")
     fleet: List[VehicleConfig] = param(factory=list, doc="vehicle types, made from the scene's car "
                                        "meshes (duplicated, scaled) and mixed over the lanes; "
                                        "empty: the scene's cars as modelled")

@@ -118,7 +118,7 @@ class SiteTracer:
         lo, hi = c.x_range_m
         n_lanes = len(c.lanes_y_m)
         per_lane = -(-len(self.cars) // n_lanes)
-        t = realization * c.interval_s
+        t = c.start_s + realization * c.interval_s
         out = []
         for i, home in enumerate(self._car_home):
             lane, k = i % n_lanes, i // n_lanes
