@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tfloc.data.environments import Environment
+from tfloc.data.measured import measured_data
 from tfloc.data.pipeline import CSIPipeline, Splits, dataset_to_numpy, make_splits
 from tfloc.data.spec import DataSpec
 import tfloc.sim
@@ -56,7 +57,13 @@ def csi_pipeline(cfg, paths: PathSet) -> CSIPipeline:
 
 def load_data(cfg, progress: bool = True) -> DataBundle:
     """Traced paths (from the cache when possible), the CSI pipeline, the splits and the spec
-    of an experiment config's own site."""
+    of an experiment config's own site; or the measured CSI of ``data.measured_file``."""
+    if cfg.data.measured_file:
+        paths, pipe, splits, info = measured_data(cfg, cfg.runtime.seed)
+        log.info("measured CSI: %s (%d samples; splits from the %s)", cfg.data.measured_file,
+                 paths.num_ue, info["split_from"])
+        spec = DataSpec.from_config(cfg).with_targets(paths.positions[splits.train])
+        return DataBundle(paths, pipe, splits, spec, info)
     # looked up at call time: tfloc.sim.load_or_trace is the simulation floor's entry point
     paths, cache, hit = tfloc.sim.load_or_trace(cfg.simulation, cfg.runtime.cache_dir, progress=progress)
     log.info("%s paths: %s (%d links, %d with no path)", "cached" if hit else "traced",

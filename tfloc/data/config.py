@@ -61,6 +61,8 @@ class DataConfig:
                                        "validation as an unlabelled block (a target domain "
                                        "disjoint from test)")
     batch_size: int = param(16, min=1)
+    measured_file: str = param("", doc="a measured-CSI file (.npz / .h5, tfloc.data.measured) "
+                               "to use instead of the ray tracer's paths; empty: simulated")
     fresh_samples_per_epoch: int = param(0, min=0, doc="seed 004 protocol: >0 trains each epoch on "
                                       "this many UEs drawn anew from every UE outside val/test "
                                       "(labelled_fraction is then unused); 0 = off")

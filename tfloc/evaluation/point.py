@@ -66,5 +66,5 @@ def per_condition(ctx: EvalContext) -> EvalResult:
     if codes.ndim > 1:  # multi-BS samples: count a sample as LOS if any BS sees it
         codes = np.where((codes == 0).any(axis=1), 0, codes.min(axis=1))
     out = {CONDITIONS[c]: {**error_summary(err[codes == c]), "n": int((codes == c).sum())}
-           for c in np.unique(codes)}
+           for c in np.unique(codes) if c >= 0}          # -1: unknown (measured data without labels)
     return EvalResult(report={"model": {"per_condition": out}})

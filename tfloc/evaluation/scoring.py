@@ -10,12 +10,16 @@ import numpy as np
 from tensorflow.python.framework import config as tf_config
 
 from tfloc.data.bundle import DataBundle
-from tfloc.evaluation.base import EvalContext, run_evaluators
+from tfloc.evaluation.base import EvalContext, needs_of, run_evaluators
 from tfloc.evaluation.report import write_report
 from tfloc.sim.paths import CONDITIONS
 from tfloc.utils import machine_info
 
 log = logging.getLogger("tfloc")
+
+#: evaluator needs (tfloc.evaluation.base.NEEDS) that measured data cannot meet: the
+#: traced paths' geometry (the bound), a trajectory traced through the site, multi-BS CSI
+MEASURED_LACKS = ("geometry", "trajectory", "multi_bs_csi")
 
 
 def evaluate(cfg, run_dir: str, task, models: dict, data: DataBundle, extra: dict | None = None,
@@ -32,6 +36,14 @@ def evaluate(cfg, run_dir: str, task, models: dict, data: DataBundle, extra: dic
     s = data.splits
     ctx = EvalContext.from_run(cfg, task, models, data, reference)
     names = names or cfg.evaluation.evaluators or list(task.evaluators)
+    unavailable = {}
+    if data.info.get("measured"):       # no traced site behind the samples
+        unavailable = {n: f"needs {', '.join(sorted(set(needs_of(n).run) & set(MEASURED_LACKS)))}, "
+                          "which measured data does not have"
+                       for n in names if set(needs_of(n).run) & set(MEASURED_LACKS)}
+        names = [n for n in names if n not in unavailable]
+        for n, why in unavailable.items():
+            log.info("evaluator %s unavailable: %s", n, why)
     result = run_evaluators(names, ctx)
     meta = data.paths.meta
     has_path = data.paths.num_paths > 0
@@ -56,6 +68,8 @@ def evaluate(cfg, run_dir: str, task, models: dict, data: DataBundle, extra: dic
         "machine": machine_info(),
         "evaluation_s": round(time.time() - t0, 2),
     }
+    if unavailable:
+        report["unavailable"] = unavailable
     report.update(extra or {})
     for k, v in (previous or {}).items():
         report.setdefault(k, v)

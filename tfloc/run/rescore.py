@@ -46,7 +46,14 @@ def other_data_config(cfg, data: str | None, overrides=()) -> object:
             raise ConfigError(f"--set {text}: only {' and '.join(s + '.*' for s in DATA_SECTIONS)} "
                               "describe the data a run is scored on")
     other = copy.deepcopy(cfg)
-    if data is not None:
+    if data is not None and is_measured_file(data):
+        other.data.measured_file = os.path.abspath(data)
+        values = {".".join(keys): value for keys, value in map(parse_override, overrides)}
+        apply_overrides(other, values)
+        if DataSpec.from_config(cfg).num_sectors:
+            raise ConfigError(f"{data}: the model takes the serving sector, which measured data "
+                              "does not give; train with data.use_sector: false to score on it")
+    elif data is not None:
         fresh = load_config(data, overrides)
         for section in DATA_SECTIONS:
             setattr(other, section, getattr(fresh, section))
@@ -59,6 +66,11 @@ def other_data_config(cfg, data: str | None, overrides=()) -> object:
             raise ConfigError(f"--set: {e}") from None
     other.validate()
     return other
+
+
+def is_measured_file(path: str) -> bool:
+    """Whether ``--data`` names a measured-CSI file rather than a YAML config."""
+    return os.path.splitext(path)[1].lower() in (".npz", ".h5", ".hdf5")
 
 
 def data_differences(cfg, other) -> dict:
