@@ -160,3 +160,30 @@ def test_methods_train_and_evaluate_on_a_converter_made_file(simulated, tmp_path
     again, out = evaluate_on_data(str(tmp_path / "run"), path)
     assert again["model"]["mean_m"] == pytest.approx(report["model"]["mean_m"], rel=1e-5)
     assert again["scored_on"]["differs_from_training"] == {} and out.endswith(os.path.join("eval", "canyon"))
+
+
+def test_a_transfer_method_adapts_simulated_sources_to_a_measured_target(simulated, tmp_path, monkeypatch):
+    """Sim-to-real, seed 001's point: MEML's source stage on simulated sites, its target a
+    measured file (here the converter's, a 2 x 4 array, cut to the methods' sub-array)."""
+    import tfloc.methods.transfer
+    from tfloc.run.runner import train_and_evaluate
+    _, _, path = simulated
+
+    def synthetic_environment(ref, cache_dir, sub_array=None, progress=True):
+        import zlib
+        ps = synthetic_pathset(seed=zlib.crc32(ref.name.encode()) % 1000, bs=LEARNABLE_BS)
+        ps.meta = {**ps.meta, "environment": ref.name}
+        return ps
+    monkeypatch.setattr(tfloc.methods.transfer, "load_environment", synthetic_environment)
+    cfg = load_config(os.path.join(REPO, "configs", "meml.yaml"),
+                      [*SETS, f"method.meml.target={path}", "method.meml.source_epochs=2",
+                       "training.epochs=2", "data.subcarrier_spacing_hz=1.5625e6"])
+    report = train_and_evaluate(cfg, str(tmp_path / "run"))
+    m = read_measured(path)
+    assert report["n_test"] == max(1, round(cfg.method.meml.test_fraction * m.n))
+    assert report["simulation"]["scene"] == "measured" and report["model"]["mean_m"] > 0
+    with pytest.raises(ConfigError, match="no array_rows / array_cols"):
+        bare = str(tmp_path / "bare.npz")
+        write_measured(bare, m.csi, m.positions)
+        train_and_evaluate(load_config(os.path.join(REPO, "configs", "meml.yaml"),
+                                       [*SETS, f"method.meml.target={bare}"]), str(tmp_path / "run2"))

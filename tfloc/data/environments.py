@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tfloc.config import ConfigError, load_yaml_overrides, merge, validate_tree
 from tfloc.data.config import DataConfig
+from tfloc.data.measured import measured_pathset, read_measured
 from tfloc.data.pipeline import CSIPipeline, Splits, make_splits
 import tfloc.sim
 from tfloc.sim.config import SimulationConfig
@@ -110,10 +111,13 @@ class EnvironmentRef:
     site: str
     kind: str
     index: int
-    simulation: object       # the site's SimulationConfig
+    simulation: object       # the site's SimulationConfig (None for a measured file)
+    measured_array: tuple = ()   # a measured file's (rows, cols, polarisations)
 
     @property
     def array_shape(self):
+        if self.kind == "measured":
+            return self.measured_array
         a = self.simulation.bs_array
         return (a.num_rows, a.num_cols, a.shape[2])
 
@@ -124,6 +128,8 @@ def environment_ref(name: str, config_dir: str | None = None) -> EnvironmentRef:
     Raises ConfigError (one line) for a malformed name, an unknown site config or a
     view the site does not have.
     """
+    if is_measured_name(name):
+        return measured_ref(str(name))
     m = _NAME.match(str(name))
     config_dir = config_dir or CONFIG_DIR
     if not m:
@@ -143,6 +149,39 @@ def environment_ref(name: str, config_dir: str | None = None) -> EnvironmentRef:
     if kind != wanted or index >= len(panels):
         raise ConfigError(f"unknown environment {name!r}: site {m['site']!r} has views {views}")
     return EnvironmentRef(str(name), m["site"], kind, index, sim)
+
+
+def is_measured_name(name) -> bool:
+    """Whether an environment name is a measured-CSI file (.npz, .h5, .hdf5)."""
+    return os.path.splitext(str(name))[1].lower() in (".npz", ".h5", ".hdf5")
+
+
+def measured_ref(path: str) -> EnvironmentRef:
+    """The environment of a measured-CSI file (:mod:`tfloc.data.measured`): its array's rows
+    and columns must be in the file, so that a sub-array can be cut from it."""
+    m = read_measured(path)
+    if not {"array_rows", "array_cols"} <= set(m.attrs):
+        raise ConfigError(f"environment {path!r}: the file has no array_rows / array_cols attributes, "
+                          "which cutting the methods' common sub-array needs")
+    rows, cols = int(m.attrs["array_rows"]), int(m.attrs["array_cols"])
+    if m.csi.shape[2] % (rows * cols):
+        raise ConfigError(f"environment {path!r}: {m.csi.shape[2]} BS antennas are not a multiple "
+                          f"of its {rows} x {cols} array")
+    return EnvironmentRef(path, path, "measured", 0, None, (rows, cols, m.csi.shape[2] // (rows * cols)))
+
+
+def measured_environment(ref: EnvironmentRef, sub_array, num_subcarriers: int) -> tuple:
+    """(PathSet of its labels, CSI [n, 1, sub-array ports, K]) of a measured environment: the
+    first UE antenna / snapshot and the ``sub_array`` (rows, cols) of the first polarisation,
+    as :func:`load_environment` cuts a traced site."""
+    m = read_measured(ref.site)
+    if m.csi.shape[-1] != num_subcarriers:
+        raise ConfigError(f"environment {ref.name!r}: {m.csi.shape[-1]} subcarriers; data.num_subcarriers "
+                          f"is {num_subcarriers}")
+    ports = sub_array_ports(ref.array_shape, sub_array) if sub_array else np.arange(m.csi.shape[2])
+    ps = measured_pathset(m)
+    ps.meta = {**ps.meta, "environment": ref.name}
+    return ps, np.ascontiguousarray(m.csi[:, :1][:, :, ports])
 
 
 def site_simulation(path: str) -> SimulationConfig:

@@ -39,9 +39,10 @@ import tensorflow as tf
 
 from tfloc.config import ConfigError, param
 from tfloc.data.bundle import DataBundle, split_dataset
-from tfloc.data.environments import (Environment, environment_ref, load_environment,
+from tfloc.data.environments import (Environment, environment_ref, load_environment, measured_environment,
                                      multi_environment_dataset)
 from tfloc.data.features import feature_shape
+from tfloc.data.measured import MeasuredPipeline
 from tfloc.data.pipeline import CSIPipeline, Splits
 from tfloc.data.spec import DataSpec
 from tfloc.losses import UNCERTAINTY_LOSSES, LossConfig, build_loss, gaussian_crps
@@ -56,7 +57,8 @@ TRANSFER_LOSSES = ["mse", "gaussian_nll", "gaussian_crps"]
 @dataclass
 class TargetOptions:
     """The target environment and how its data is used (every transfer method)."""
-    target: str = param("campus_ground/bs5", doc="the unseen environment: <site config>[/bs<k>]")
+    target: str = param("campus_ground/bs5", doc="the unseen environment: <site config>[/bs<k>], or "
+                        "a measured-CSI file (.npz / .h5: sim-to-real)")
     sub_array: List[int] = param(factory=lambda: [2, 4], min=1,
                                  doc="[rows, cols]: every environment's BS array is cut to this "
                                  "top-left sub-array, first polarisation (seed 001: 4 x 2 of 8 x 4)")
@@ -197,9 +199,15 @@ class _TransferBase(Task):
             # seeded by the environment's name: its splits and noise draws are the same
             # whichever method, source list or role it has in a run (equal terms)
             i = zlib.crc32(name.encode()) % 100_000
-            ps = load_environment(ref, cfg.runtime.cache_dir, o.sub_array, progress)
+            csi = None
+            if ref.kind == "measured":      # a measurement campaign (sim-to-real)
+                ps, csi = measured_environment(ref, o.sub_array, data_cfg.num_subcarriers)
+            else:
+                ps = load_environment(ref, cfg.runtime.cache_dir, o.sub_array, progress)
             n_links = ps.num_ue
-            ps = ps.select(np.flatnonzero(ps.num_paths > 0))  # a link with no path is no sample
+            keep = np.flatnonzero(ps.num_paths > 0)      # a link with no path is no sample
+            ps = ps.select(keep)
+            csi = None if csi is None else csi[keep]
             if ps.num_ue < 2:
                 raise ConfigError(f"environment {name!r} has {ps.num_ue} samples with paths")
             if name == o.target:
@@ -210,7 +218,8 @@ class _TransferBase(Task):
                 empty = np.zeros(0, np.int64)
                 splits = Splits(train=np.sort(perm[n_val:]), val=np.sort(perm[:n_val]),
                                 test=empty, unlabelled=empty, no_path=empty)
-            pipe = CSIPipeline(ps, data_cfg, seed + i, shape, ref.simulation.frequency_hz)
+            pipe = (CSIPipeline(ps, data_cfg, seed + i, shape, ref.simulation.frequency_hz) if csi is None
+                    else MeasuredPipeline(ps, csi, data_cfg, seed + i, shape, cfg.simulation.frequency_hz))
             envs[name] = Environment(name, ps, splits, pipe)
             counts[name] = {"samples": int(ps.num_ue), "no_path": int(n_links - ps.num_ue),
                             "los_share": round(float(ps.los.mean()), 3),
