@@ -189,3 +189,18 @@ def test_evaluate_on_other_data_refuses_what_the_model_cannot_take(run_dir):
             evaluate_on_data(str(run_dir), data, sets)
     assert not (run_dir / "eval").exists() or all(
         (p / "report.json").exists() for p in (run_dir / "eval").iterdir() if p.is_dir())
+
+
+def test_twin_refinement_of_a_run(run_dir):
+    """evaluate.py --set evaluation.evaluators=[..., twin_refine]: the run's test estimates
+    refined against its traced twin, reported beside the network's."""
+    from tfloc.run.runner import evaluate_run
+    rep = evaluate_run(str(run_dir), ["evaluation.evaluators=[position, twin_refine]",
+                                      "evaluation.twin.max_samples=6", "evaluation.twin.starts=2"])
+    t = rep["twin_refine"]
+    assert t["n"] == 6 and t["starts"] == 2 and t["of_test"] == rep["n_test"]
+    assert {"mean_m", "p50_m", "p90_m"} <= set(t["before"]) and {"mean_m", "p50_m"} <= set(t["after"])
+    assert 0 <= t["improved"] + t["worsened"] <= 1 and t["seconds_per_sample"] > 0
+    assert t["median_error_over_peb"]["before"] > 1 and (run_dir / "twin_refine.png").exists()
+    with pytest.raises(__import__("tfloc").config.ConfigError, match="changes evaluation.\\* only"):
+        evaluate_run(str(run_dir), ["training.epochs=3"])

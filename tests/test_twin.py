@@ -30,11 +30,12 @@ def _twin(cfg, sectors):
     from tfloc.sim.tracer import SiteTracer
     tracer = SiteTracer(cfg)
 
-    def trace(xy, sectors=sectors):
+    def trace(xy, samples=None):
+        sec = sectors if samples is None else sectors[samples]
         pos = np.concatenate([xy, np.full((len(xy), 1), cfg.ue_grid.height_m)], 1)
         parts, order = [], []
-        for s in np.unique(sectors):
-            i = np.flatnonzero(sectors == s)
+        for s in np.unique(sec):
+            i = np.flatnonzero(sec == s)
             parts.append(tracer.trace_pathset(pos[i], sector=int(s)))
             order.append(i)
         joined = PathSet.concatenate(parts)
@@ -96,3 +97,22 @@ def test_bad_input_is_one_line_and_a_link_without_twin_paths_keeps_its_start(cas
     r = refine_links(y, empty, setup)
     assert r.kept_start.all()
     np.testing.assert_array_equal(r.position, twin.positions[:2, :2])
+
+
+def test_csi_no_nearby_position_explains_is_not_refined_with_the_fit_check(case, small_sim_cfg):
+    """The fit check: each sample's observed CSI is another UE's, metres away, so no candidate
+    near its start explains it down to the noise; with max_fit every start is kept, without it
+    the likelihood moves them. On the sample's own CSI the exact twin passes the check."""
+    ps, rows, setup = case
+    y = _observed(ps, rows)
+    truth = ps.positions[rows, :2].astype(np.float64)
+    starts = (truth + np.array([1.0, -1.0]))[:, None]
+    trace = _twin(small_sim_cfg, ps.sector[rows])
+    other = np.roll(y, 3, axis=0)
+    free = refine(other, starts, trace, setup, rounds=1)
+    gated = refine(other, starts, trace, setup, rounds=1, max_fit=2.0)
+    assert np.median(free.fit) > 10 and not free.kept_start.all()
+    assert gated.kept_start.all()
+    np.testing.assert_array_equal(gated.position, starts[:, 0])
+    right = refine(y, starts, trace, setup, rounds=1, max_fit=2.0)
+    assert np.mean(right.kept_start) <= 0.25 and np.median(right.fit) < 1.5

@@ -14,7 +14,12 @@ projection) and the clock offset delta (the timing-advance error) has the pipeli
 (uniform in +-ta_max: a Gaussian of variance ta_max^2 / 3). With complex noise of variance
 sigma^2 per entry the negative log-likelihood is, up to constants,
 
-    cost(p, delta) = |y - H(p, g*(p, delta), delta)|^2 / sigma^2 + delta^2 / (ta_max^2 / 3).
+    cost(p, delta) = |y - H(p, g*(p, delta), delta)|^2 / sigma^2 + delta^2 / (ta_max^2 / 3),
+
+plus, where costs of different traced path sets are compared (starts, re-traces, the
+start itself), ln(2N) per path (N observed complex values): the Bayesian information
+criterion's price of each path's free gain, without which a candidate where the twin
+traces more paths would win by fitting more.
 
 :func:`refine_links` minimises it over p (and delta) by Levenberg-Marquardt steps with the
 Jacobian by forward-mode autodiff, batched over links, for paths traced once per start;
@@ -25,7 +30,6 @@ position only where its cost is below the start's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -44,6 +48,8 @@ class Refined:
     position : [n, dims] refined (or kept) estimates
     start_cost, cost : [n] the negative log-likelihood at the start and at ``position``
     clock_ns : [n] the clock offset at ``position``
+    fit : [n] the residual's power over the noise's at ``position`` (|r|^2 / (sigma^2 N)): about
+        1 where the twin explains the CSI down to the noise, far above where it does not
     kept_start : [n] bool: the start was kept (no twin path, or no better likelihood)
     traces : twin traces run (re-traces included)
     """
@@ -52,6 +58,7 @@ class Refined:
     cost: np.ndarray
     clock_ns: np.ndarray
     kept_start: np.ndarray
+    fit: np.ndarray | None = None
     traces: int = 0
 
 
@@ -160,7 +167,7 @@ def refine_links(y: np.ndarray, twin, setup: BoundSetup, rows=None, iterations: 
     dims = setup.dims
     start = twin.positions[rows, :dims].astype(np.float64)
     out = Refined(position=start.copy(), start_cost=np.full(n, np.inf), cost=np.full(n, np.inf),
-                  clock_ns=np.zeros(n), kept_start=np.ones(n, bool))
+                  clock_ns=np.zeros(n), kept_start=np.ones(n, bool), fit=np.full(n, np.inf))
     counts = np.minimum(twin.num_paths[rows], setup.max_paths)
     specular_only = np.array([np.all(np.isin(twin.interactions[twin.offsets[r]:twin.offsets[r + 1]], (0, SPECULAR)))
                               for r in rows])
@@ -195,24 +202,38 @@ def refine_links(y: np.ndarray, twin, setup: BoundSetup, rows=None, iterations: 
             if np.all(np.abs(step[:, :dims]).max(1) < 1e-4) or np.all(lam > 1e8):
                 break
         k = len(sel)
-        out.start_cost[sel], out.cost[sel] = first[:k], cost[:k]
+        # costs of different traces compare across path sets: each path's complex gain is two
+        # free parameters, so more paths fit any CSI better; the Bayesian information
+        # criterion's price, ln(observations) per gain, makes them comparable
+        prior_term = (x[:k, dims] * NS) ** 2 / clock_var
+        out.fit[sel] = (cost[:k] - prior_term) / flat.shape[1]
+        penalty = counts[sel] * np.log(2.0 * flat.shape[1])
+        first, cost = first[:k] + penalty, cost[:k] + penalty
+        out.start_cost[sel], out.cost[sel] = first, cost
         out.position[sel], out.clock_ns[sel] = x[:k, :dims], x[:k, dims]
-        out.kept_start[sel] = ~(cost[:k] < first[:k])
+        out.kept_start[sel] = ~(cost < first)
     out.position[out.kept_start] = start[out.kept_start]
     return out
 
 
-def refine(y: np.ndarray, starts: np.ndarray, trace: Callable[[np.ndarray], object], setup: BoundSetup,
-           rounds: int = 3, retrace_m: float = 1.0, **kwargs) -> Refined:
+def refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup,
+           rounds: int = 3, retrace_m: float = 1.0, prior_sigma_m=None, max_fit: float | None = None,
+           **kwargs) -> Refined:
     """Refines each sample from each of its starts against the twin, re-tracing it where a
     step moved the estimate more than ``retrace_m`` from where it was traced (at most
     ``rounds`` traces), and keeps per sample the best likelihood of all starts when it beats
-    the first start's (the given estimate).
+    the first start's (the given estimate). With ``prior_sigma_m`` [n] the start is also a
+    Gaussian prior of that spread: the choice among starts and against the start is then the
+    maximum a posteriori one (a far candidate must explain the CSI that much better). With
+    ``max_fit`` a refined position is kept only where the twin explains the observed CSI to
+    within that multiple of the noise power (:attr:`Refined.fit`): where no traced path set
+    does (a start far from the truth, a wrong twin), the likelihood's optimum is as wrong as
+    the start, often more.
 
     ``y`` [n, U, Q*M, K] complex observed CSI; ``starts`` [n, S, dims] (start 0: the
-    network's estimate; others within its uncertainty); ``trace(positions [m, dims]) ->
-    PathSet`` traces the twin at UE positions (2D: at the site's UE height), one row per
-    position, from the sample's panel.
+    network's estimate; others within its uncertainty); ``trace(positions [m, dims], samples
+    [m]) -> PathSet`` traces the twin at UE positions (2D: at the site's UE height), one row
+    per position, from the panel (and in the traffic) of sample ``samples[i]``.
     """
     starts = np.asarray(starts, np.float64)
     n, S, dims = starts.shape
@@ -221,27 +242,33 @@ def refine(y: np.ndarray, starts: np.ndarray, trace: Callable[[np.ndarray], obje
     best, first_cost, traces = None, None, 0
     todo = np.arange(n * S)
     for _ in range(rounds):
-        twin = trace(current[todo])
+        twin = trace(current[todo], todo // S)
         traces += 1
         r = refine_links(ys[todo], twin, setup, **kwargs)
         if best is None:
             best, first_cost = r, r.start_cost.copy()
         else:
             better = r.cost < best.cost[todo]
-            for f in ("position", "cost", "clock_ns"):
+            for f in ("position", "cost", "clock_ns", "fit"):
                 getattr(best, f)[todo[better]] = getattr(r, f)[better]
         moved = np.linalg.norm(r.position - current[todo], axis=1) > retrace_m
         current[todo] = r.position
         todo = todo[moved & ~r.kept_start]
         if not len(todo):
             break
+    if prior_sigma_m is not None:   # the start as a Gaussian prior: a maximum a posteriori choice
+        moved = np.sum((best.position.reshape(n, S, dims) - starts[:, :1]) ** 2, -1)
+        best.cost = best.cost + (moved / (2.0 * np.asarray(prior_sigma_m, float)[:, None] ** 2)).reshape(-1)
     cost = best.cost.reshape(n, S)
     pick = np.argmin(np.where(np.isfinite(cost), cost, np.inf), axis=1)
     chosen = np.arange(n) * S + pick
     start0 = np.arange(n) * S
     keep = ~(best.cost[chosen] < first_cost[start0])
+    if max_fit is not None:         # the twin must explain the CSI down to about the noise
+        keep |= ~(best.fit[chosen] <= max_fit)
     position = np.where(keep[:, None], starts[:, 0], best.position[chosen])
     return Refined(position=position, start_cost=first_cost[start0],
                    cost=np.where(keep, first_cost[start0], best.cost[chosen]),
-                   clock_ns=np.where(keep, 0.0, best.clock_ns[chosen]), kept_start=keep, traces=traces)
+                   clock_ns=np.where(keep, 0.0, best.clock_ns[chosen]), kept_start=keep,
+                   fit=best.fit[chosen], traces=traces)
 

@@ -137,17 +137,18 @@ def evaluate_main(argv=None):
                    "own report is not touched")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="with --run-dir: change the data scored on (simulation.* / data.*), e.g. "
-                   "--set simulation.ue_grid.sampling=uniform (repeatable)")
+                   "--set simulation.ue_grid.sampling=uniform, or how it is scored (evaluation.*), "
+                   "e.g. --set 'evaluation.evaluators=[position, twin_refine]' (repeatable)")
     p.add_argument("--split", default="test", choices=["test", "all"], help="with --data / --set: "
                    "score the other data's test split (default) or every sample with a path")
     p.add_argument("--out", help="with --compare: the Markdown file to write (CDF beside it); with "
                    "--data / --set: the report directory (default RUN/eval/<name>)")
     p.add_argument("--labels", nargs="+", help="with --compare: a label per run")
     args = p.parse_args(argv)
-    if args.run_dir and (args.data or args.overrides):
+    from tfloc.run.rescore import evaluate_on_data, is_data_override
+    if args.run_dir and (args.data or any(map(is_data_override, args.overrides))):
         if not os.path.isdir(args.run_dir):
             raise FileNotFoundError(f"{args.run_dir}: run directory not found")
-        from tfloc.run.rescore import evaluate_on_data
         report, out = evaluate_on_data(args.run_dir, args.data, args.overrides, args.out, args.split)
         print(f"{summary_lines(report)}\n{differences_line(report)}\n-> {os.path.join(out, 'report.json')}")
         return report
@@ -166,6 +167,6 @@ def evaluate_main(argv=None):
     if not os.path.isdir(args.run_dir):
         raise FileNotFoundError(f"{args.run_dir}: run directory not found")
     from tfloc.run.runner import evaluate_run
-    report = evaluate_run(args.run_dir)
+    report = evaluate_run(args.run_dir, args.overrides)
     print(f"{summary_lines(report)}\n-> {os.path.join(args.run_dir, 'report.json')}")
     return report

@@ -42,10 +42,14 @@ def other_data_config(cfg, data: str | None, overrides=()) -> object:
     then the ``--set`` ``overrides``, which may only touch the data sections."""
     for text in overrides:
         key = text.split("=", 1)[0].strip()
-        if key.split(".")[0] not in DATA_SECTIONS:
-            raise ConfigError(f"--set {text}: only {' and '.join(s + '.*' for s in DATA_SECTIONS)} "
-                              "describe the data a run is scored on")
+        if key.split(".")[0] not in DATA_SECTIONS + ("evaluation",):
+            raise ConfigError(f"--set {text}: only {', '.join(s + '.*' for s in DATA_SECTIONS)} (the data "
+                              "a run is scored on) and evaluation.* (how) may change")
     other = copy.deepcopy(cfg)
+    evaluation = [t for t in overrides if t.split("=", 1)[0].strip().startswith("evaluation.")]
+    overrides = [t for t in overrides if t not in evaluation]
+    if evaluation:
+        apply_overrides(other, {".".join(k): v for k, v in map(parse_override, evaluation)})
     if data is not None and is_measured_file(data):
         other.data.measured_file = os.path.abspath(data)
         values = {".".join(keys): value for keys, value in map(parse_override, overrides)}
@@ -71,6 +75,11 @@ def other_data_config(cfg, data: str | None, overrides=()) -> object:
 def is_measured_file(path: str) -> bool:
     """Whether ``--data`` names a measured-CSI file rather than a YAML config."""
     return os.path.splitext(path)[1].lower() in (".npz", ".h5", ".hdf5")
+
+
+def is_data_override(text: str) -> bool:
+    """Whether a ``--set`` changes the data (not only how it is evaluated)."""
+    return text.split("=", 1)[0].strip().split(".")[0] in DATA_SECTIONS
 
 
 def data_differences(cfg, other) -> dict:
@@ -144,9 +153,9 @@ def evaluate_on_data(run_dir: str, data: str | None = None, overrides=(), out_di
     check_writable(out)
     models = load_run_models(run_dir)
     task = make_task(cfg)
-    names = [n for n in (cfg.evaluation.evaluators or list(task.evaluators))
-             if not set(needs_of(n).run) & set(RUN_ONLY_NEEDS)]
-    skipped = sorted(set(cfg.evaluation.evaluators or task.evaluators) - set(names))
+    wanted = other.evaluation.evaluators or list(task.evaluators)
+    names = [n for n in wanted if not set(needs_of(n).run) & set(RUN_ONLY_NEEDS)]
+    skipped = sorted(set(wanted) - set(names))
     log.info("the run's own data (the model's and the baselines' training data) ...")
     reference = task.load_data()
     other_task = make_task(other)

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 import yaml
 
-from tfloc.config import ConfigError, dump_yaml, to_dict
+from tfloc.config import ConfigError, dump_yaml, parse_override, to_dict
 from tfloc.data.bundle import serving_examples
 from tfloc.data.spec import DataSpec
 from tfloc.evaluation import check_evaluators, evaluate
@@ -26,7 +26,7 @@ from tfloc.methods.callbacks import CheckpointError
 from tfloc.methods.registry import METHODS
 from tfloc.methods.task import TrainingRun
 from tfloc.run.distribute import make_strategy
-from tfloc.run.experiment import load_run_config as _load_config_file
+from tfloc.run.experiment import apply_overrides, load_run_config as _load_config_file
 from tfloc.sim.scenes import check_scene_config
 from tfloc.utils import FileLock, atomic_write_json, code_version, replace_durably, set_seed
 
@@ -262,10 +262,21 @@ def load_run_models(run_dir: str) -> dict:
     return models
 
 
-def evaluate_run(run_dir: str) -> dict:
+def evaluate_run(run_dir: str, overrides=()) -> dict:
     """Re-scores a finished run: same cached paths, same test UEs, same noise draws; what
-    training wrote in the report (timings, the method's sections) is kept."""
+    training wrote in the report (timings, the method's sections) is kept. ``overrides``:
+    ``evaluation.*`` changes (``--set evaluation.evaluators=[position, twin_refine]``)."""
     cfg = load_run_config(run_dir)
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys[0] != "evaluation":
+            raise ConfigError(f"--set {text}: re-scoring a run's own data changes evaluation.* only "
+                              "(give --data, or data.* / simulation.* keys, to score other data)")
+        try:
+            apply_overrides(cfg, {".".join(keys): value})
+        except ConfigError as e:
+            raise ConfigError(f"--set {text}: {e}") from None
+    make_task(cfg)          # the evaluators' needs, before tracing
     models = load_run_models(run_dir)       # before tracing: a damaged file is found at once
     task, data = prepare(cfg)
     path = os.path.join(run_dir, "report.json")

@@ -226,7 +226,7 @@ class SiteTracer:
             out += self.trace(positions[s:s + self.cfg.receivers_per_batch], los_only=True)["los"]
         return np.array(out, bool).reshape(len(positions), self.num_links)
 
-    def trace_pathset(self, positions: np.ndarray, sector: int = 0, *, realization: int = 0,
+    def trace_pathset(self, positions: np.ndarray, sector: int = 0, *, realization: int | None = 0,
                       ue_id: np.ndarray | None = None, static_los: np.ndarray | None = None) -> PathSet:
         """Traces a chunk of UEs (of one sector, for sectored sites) into a PathSet.
 
@@ -262,7 +262,7 @@ class SiteTracer:
             vertices=cat("vertices", (0, self.cfg.max_depth, 3)).astype(np.float32),
             interactions=cat("interactions", (0, self.cfg.max_depth)).astype(np.uint8),
             ue_id=np.repeat(ue_id.astype(np.int32), L),
-            realization=np.full(n * L, realization, np.int16),
+            realization=np.full(n * L, -1 if realization is None else realization, np.int16),
             condition=condition,
             meta={"trace_s": time.time() - t0},
         )

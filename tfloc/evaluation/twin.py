@@ -1,0 +1,153 @@
+"""The ``twin_refine`` evaluator: the network's test estimates refined by maximum likelihood
+against the ray-traced twin of the site (:mod:`tfloc.physics.twin`), errors before and after.
+
+The twin is the run's own site as configured, or a wrong one (``evaluation.twin``: no
+vehicles, materials scaled, the BS moved), traced with the dataset's solver settings at the
+candidates; each sample is traced from its own panel and, with vehicles, in its own traffic.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+
+from tfloc.data.bundle import SPLIT_SEED_OFFSETS
+from tfloc.evaluation.base import EvalContext, EvalResult, pyplot, register_evaluator
+from tfloc.metrics import error_summary, position_errors_m
+from tfloc.physics.bound import BoundSetup, sample_pebs
+from tfloc.physics.twin import refine
+from tfloc.sim.config import BaseStationConfig
+from tfloc.sim.paths import CONDITIONS, PathSet
+from tfloc.sim.tracer import SiteTracer, site_panels
+
+
+def twin_simulation(sim, twin):
+    """The twin's SimulationConfig: the site's, with the BS moved by ``twin.bs_offset_m``."""
+    out = copy.deepcopy(sim)
+    off = np.asarray(twin.bs_offset_m, float)
+    if not off.any():
+        return out
+    sectored, panels = site_panels(sim)
+    if sectored:
+        out.bs_position_m = list(np.asarray(sim.bs_position_m, float) + off)
+    else:
+        out.base_stations = [BaseStationConfig(position_m=list(np.asarray(p["position"], float) + off),
+                                               azimuth_deg=p["azimuth_deg"], downtilt_deg=p["downtilt_deg"])
+                             for p in panels]
+    return out
+
+
+def twin_tracer(sim, twin, dims: int, height_m: float, sectors, realizations):
+    """trace(positions [m, dims], samples [m]) -> PathSet of the twin at the positions, each from
+    its sample's panel (``sectors``) and, with vehicles, in its traffic (``realizations``)."""
+    tracer = SiteTracer(sim)
+    if twin.material_scale != 1.0:
+        for m in tracer.scene.radio_materials.values():
+            m.relative_permittivity = m.relative_permittivity * twin.material_scale
+            m.conductivity = m.conductivity * twin.material_scale
+    has_cars = sim.cars.num_realizations > 0
+
+    def trace(xy, samples):
+        pos = np.zeros((len(xy), 3))
+        pos[:, :dims] = xy
+        if dims == 2:
+            pos[:, 2] = height_m
+        keys = np.stack([sectors[samples], realizations[samples] if (has_cars and twin.vehicles)
+                         else np.full(len(samples), -1)], 1)
+        parts, order = [], []
+        for key in np.unique(keys, axis=0):
+            i = np.flatnonzero((keys == key).all(1))
+            real = None if (has_cars and key[1] < 0) else int(max(key[1], 0))
+            parts.append(tracer.trace_pathset(pos[i], sector=int(key[0]), realization=real))
+            order.append(i)
+        return PathSet.concatenate(parts).select(np.argsort(np.concatenate(order)))
+    return trace
+
+
+def _figure(before, after, peb, title):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for v, label, ls in ((before, "network", "-"), (after, "network + twin refinement", "-"),
+                         (peb[np.isfinite(peb)], "position error bound", "--")):
+        v = np.sort(v)
+        if len(v):
+            ax.step(v, np.arange(1, len(v) + 1) / len(before), where="post", ls=ls,
+                    label=f"{label}: median {np.median(v):.3g} m")
+    ax.set_xscale("log")
+    ax.set_xlabel("error [m]")
+    ax.set_ylabel("CDF")
+    ax.set_ylim(0, 1)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@register_evaluator("twin_refine", run=("geometry",))
+def twin_refine(ctx: EvalContext) -> EvalResult:
+    """Refines up to ``evaluation.twin.max_samples`` test estimates against the twin: errors
+    before and after (per condition too), error over the bound before and after, the share
+    improved and worsened, seconds per sample, a CDF (twin_refine.png)."""
+    cfg, data, t = ctx.config, ctx.data, ctx.config.evaluation.twin
+    if data.spec.links > 1:
+        raise ValueError("evaluator 'twin_refine': samples of one link only (a multi-BS site's "
+                         "joint refinement is not built yet)")
+    if cfg.data.num_slots != 1:
+        raise ValueError("evaluator 'twin_refine': one snapshot per sample (data.num_slots: 1)")
+    rows = np.asarray(data.splits.test)
+    n, dims = len(rows), cfg.data.position_dims
+    pick = np.sort(np.random.default_rng(cfg.runtime.seed).permutation(n)[:t.max_samples])
+    # the observed CSI: the test split's own impairment draws (the batches the run evaluates)
+    ds = data.pipeline.csi_dataset(rows, training=False, split_seed_offset=SPLIT_SEED_OFFSETS["test"])
+    h = np.concatenate([x["csi"].numpy() for x, _ in ds])[pick]
+    y = (h[..., 0] + 1j * h[..., 1]).astype(np.complex64)
+    truth = np.asarray(ctx.y["position"], np.float64)[pick]
+    est = np.asarray(ctx.outputs["position"], np.float64)[pick]
+    if "position_std" in ctx.outputs:
+        radius = np.linalg.norm(np.asarray(ctx.outputs["position_std"], np.float64)[pick], axis=1)
+        source = "the served sigma"
+    else:
+        xv, yv = ctx.fixed_set("val")
+        radius = np.full(len(pick), float(np.median(position_errors_m(ctx.predict(xv)["position"], yv["position"]))))
+        source = "the validation median error"
+    angles = 2 * np.pi * np.arange(max(t.starts - 1, 0)) / max(t.starts - 1, 1)
+    ring = np.stack([np.cos(angles), np.sin(angles)], 1)
+    if dims == 3:
+        ring = np.concatenate([ring, np.zeros((len(ring), 1))], 1)
+    starts = np.concatenate([est[:, None], est[:, None] + radius[:, None, None] * ring[None]], 1)
+    sim = twin_simulation(cfg.simulation, t)
+    setup = BoundSetup.from_config(sim, cfg.data)
+    trace = twin_tracer(sim, t, dims, cfg.simulation.ue_grid.height_m, data.paths.sector[rows[pick]],
+                        data.paths.realization[rows[pick]])
+    t0 = time.time()
+    r = refine(y, starts, trace, setup, rounds=t.rounds, retrace_m=t.retrace_m,
+               prior_sigma_m=radius if t.prior else None, max_fit=t.max_fit or None)
+    seconds = time.time() - t0
+    before, after = position_errors_m(est, truth), position_errors_m(r.position, truth)
+    peb = sample_pebs(data.paths, BoundSetup.from_config(cfg.simulation, cfg.data),
+                      rows[pick].reshape(-1, 1), progress=False)
+    codes = data.paths.condition[rows[pick]]
+    per_condition = {CONDITIONS[c]: {"n": int((codes == c).sum()),
+                                     "before": error_summary(before[codes == c]),
+                                     "after": error_summary(after[codes == c])}
+                     for c in np.unique(codes) if c >= 0}
+    bounded = np.isfinite(peb) & (peb > 0)
+
+    def ratio(e):
+        return float(np.median(e[bounded] / peb[bounded])) if bounded.any() else None
+    tol = 1e-3
+    report = {"twin_refine": {
+        "n": int(len(pick)), "of_test": int(n), "starts": int(t.starts), "start_radius_from": source,
+        "start_radius_m_median": float(np.median(radius)),
+        "twin": {"vehicles": t.vehicles, "material_scale": t.material_scale, "bs_offset_m": list(t.bs_offset_m)},
+        "ta_max_ns": cfg.data.ta_max_ns,
+        "before": error_summary(before), "after": error_summary(after),
+        "improved": float(np.mean(after < before - tol)), "worsened": float(np.mean(after > before + tol)),
+        "kept_start": float(np.mean(r.kept_start)),
+        "fit_median": float(np.median(r.fit)) if np.isfinite(r.fit).any() else None,
+        "median_error_over_peb": {"before": ratio(before), "after": ratio(after)},
+        "per_condition": per_condition, "seconds_per_sample": seconds / len(pick), "twin_traces": r.traces}}
+    fig = _figure(before, after, peb, f"{cfg.name}: twin refinement of {len(pick)} test samples")
+    return EvalResult(report=report, figures={"twin_refine.png": fig})
