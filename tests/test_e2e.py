@@ -182,7 +182,7 @@ def test_evaluate_on_other_data_refuses_what_the_model_cannot_take(run_dir):
     for sets, data, needle in (
             (["data.num_subcarriers=64"], None, "another CSI shape"),
             (["simulation.bs_array.num_cols=4"], None, "another BS array (2x4x2 against the model's 2x8x2)"),
-            (["training.epochs=5"], None, "only simulation.* and data.* describe the data"),
+            (["training.epochs=5"], None, "only simulation.*, data.* (the data a run is scored on) and evaluation.*"),
             ([], os.path.join(REPO, "configs", "data", "street_canyon.yaml"), "3D labels for a 2D model"),
             ([], None, "give the data to score on")):
         with pytest.raises(ConfigError, match=__import__("re").escape(needle)):
