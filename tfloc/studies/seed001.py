@@ -35,7 +35,7 @@ import numpy as np
 
 from tfloc.studies.common import Experiment, write_keeping_discussion
 from tfloc.studies.summary import (Claim, by_experiment, claims_section, epochs_cell, interval_cell,
-                                   mean_interval, provenance, seeded_study_main)
+                                   mean_interval, provenance, regenerate_page, seeded_study_main)
 
 SUMMARIES = "docs/results/seed001/runs"
 COMMAND = "python -m tfloc.studies.seed001"
@@ -287,6 +287,10 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
           f"{sum(s['timings_s'].get('training_s', 0) for s in summaries.values()) / 60:.0f} min over "
           f"{len(summaries)} runs.", ""]
     return write_keeping_discussion(out, "\n".join(L))
+
+
+def regenerate(out: str, command: str = COMMAND) -> str:
+    return regenerate_page(SUMMARIES, write_page, out, command)
 
 
 def main(argv=None):
