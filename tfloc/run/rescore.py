@@ -38,8 +38,9 @@ RUN_ONLY_NEEDS = ("trajectory",)
 
 def other_data_config(cfg, data: str | None, overrides=()) -> object:
     """The run's config ``cfg`` with the dataset of ``data`` (a YAML file: its simulation and
-    data sections, as that file alone resolves them) or, without ``data``, its own dataset;
-    then the ``--set`` ``overrides``, which may only touch the data sections."""
+    data sections, as that file alone resolves them; a measured-CSI file: the run's data
+    reading it) or, without ``data``, its own dataset; then the ``--set`` ``overrides``, which
+    may touch the data sections and ``evaluation.*`` only."""
     for text in overrides:
         key = text.split("=", 1)[0].strip()
         if key.split(".")[0] not in DATA_SECTIONS + ("evaluation",):
@@ -48,26 +49,25 @@ def other_data_config(cfg, data: str | None, overrides=()) -> object:
     other = copy.deepcopy(cfg)
     evaluation = [t for t in overrides if t.split("=", 1)[0].strip().startswith("evaluation.")]
     overrides = [t for t in overrides if t not in evaluation]
-    if evaluation:
-        apply_overrides(other, {".".join(k): v for k, v in map(parse_override, evaluation)})
-    if data is not None and is_measured_file(data):
-        other.data.measured_file = os.path.abspath(data)
-        values = {".".join(keys): value for keys, value in map(parse_override, overrides)}
-        apply_overrides(other, values)
-        if DataSpec.from_config(cfg).num_sectors:
-            raise ConfigError(f"{data}: the model takes the serving sector, which measured data "
-                              "does not give; train with data.use_sector: false to score on it")
-    elif data is not None:
+
+    def apply(texts):
+        try:
+            apply_overrides(other, {".".join(keys): value for keys, value in map(parse_override, texts)})
+        except ConfigError as e:
+            raise ConfigError(f"--set: {e}") from None
+    apply(evaluation)
+    if data is not None and not is_measured_file(data):
         fresh = load_config(data, overrides)
         for section in DATA_SECTIONS:
             setattr(other, section, getattr(fresh, section))
         validate_tree(other)
     else:
-        values = {".".join(keys): value for keys, value in map(parse_override, overrides)}
-        try:
-            apply_overrides(other, values)
-        except ConfigError as e:
-            raise ConfigError(f"--set: {e}") from None
+        if data is not None:
+            other.data.measured_file = os.path.abspath(data)
+            if DataSpec.from_config(cfg).num_sectors:
+                raise ConfigError(f"{data}: the model takes the serving sector, which measured data "
+                                  "does not give; train with data.use_sector: false to score on it")
+        apply(overrides)
     other.validate()
     return other
 
