@@ -43,8 +43,9 @@ def twin_tracer(sim, twin, dims: int, height_m: float, sectors, realizations):
     its sample's panel (``sectors``) and, with vehicles, in its traffic (``realizations``)."""
     tracer = SiteTracer(sim)
     if twin.material_scale != 1.0:
-        for m in tracer.scene.radio_materials.values():
-            m.relative_permittivity = m.relative_permittivity * twin.material_scale
+        for m in tracer.scene.radio_materials.values():      # a permittivity stays >= 1 (vacuum)
+            eps = float(np.asarray(m.relative_permittivity).reshape(-1)[0])
+            m.relative_permittivity = max(eps * twin.material_scale, 1.0)
             m.conductivity = m.conductivity * twin.material_scale
     has_cars = sim.cars.num_realizations > 0
 
@@ -137,6 +138,9 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
 
     def ratio(e):
         return float(np.median(e[bounded] / peb[bounded])) if bounded.any() else None
+    change = after - before                 # per sample; its mean's 95 % bootstrap interval
+    boot = np.random.default_rng(0).integers(0, len(change), (10000, len(change)))
+    low, high = np.percentile(change[boot].mean(axis=1), [2.5, 97.5])
     tol = 1e-3
     report = {"twin_refine": {
         "n": int(len(pick)), "of_test": int(n), "starts": int(t.starts), "start_radius_from": source,
@@ -144,6 +148,7 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
         "twin": {"vehicles": t.vehicles, "material_scale": t.material_scale, "bs_offset_m": list(t.bs_offset_m)},
         "ta_max_ns": cfg.data.ta_max_ns,
         "before": error_summary(before), "after": error_summary(after),
+        "mean_change_m": {"mean": float(change.mean()), "low": float(low), "high": float(high)},
         "improved": float(np.mean(after < before - tol)), "worsened": float(np.mean(after > before + tol)),
         "kept_start": float(np.mean(r.kept_start)),
         "fit_median": float(np.median(r.fit)) if np.isfinite(r.fit).any() else None,
