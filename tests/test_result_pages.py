@@ -8,10 +8,10 @@ import pytest
 from scipy import stats
 
 from conftest import REPO
-from tfloc.studies import defaults, scaling, seed001, seed002
+from tfloc.studies import defaults, scaling, seed001, seed002, twin
 from tfloc.studies.summary import mean_interval
 
-STUDIES = {"scaling": scaling, "defaults": defaults, "seed001": seed001, "seed002": seed002}
+STUDIES = {"scaling": scaling, "defaults": defaults, "seed001": seed001, "seed002": seed002, "twin": twin}
 
 
 @pytest.mark.parametrize("name", list(STUDIES))

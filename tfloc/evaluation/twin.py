@@ -144,6 +144,7 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
     tol = 1e-3
     report = {"twin_refine": {
         "n": int(len(pick)), "of_test": int(n), "starts": int(t.starts), "start_radius_from": source,
+        "prior": t.prior, "max_fit": t.max_fit,
         "start_radius_m_median": float(np.median(radius)),
         "twin": {"vehicles": t.vehicles, "material_scale": t.material_scale, "bs_offset_m": list(t.bs_offset_m)},
         "ta_max_ns": cfg.data.ta_max_ns,
