@@ -512,24 +512,23 @@ def _main_rest_decode(args):
     return r
 
 
-def _main_rest_load(args):
-    from rest_load import bench_rest_load, table
+def _stamped_report(args, name: str, results: dict, table) -> dict:
+    """``results`` with the time and machine, written as JSON and printed as ``table(r)``."""
     r = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
-         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-         **bench_rest_load(args.rest_load)}
-    out = _write_json(r, args.out, "rest_load")
+         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, **results}
+    out = _write_json(r, args.out, name)
     print(table(r) + f"\n\nwritten to {out}")
     return r
 
 
+def _main_rest_load(args):
+    from rest_load import bench_rest_load, table
+    return _stamped_report(args, "rest_load", bench_rest_load(args.rest_load), table)
+
+
 def _main_serving(args):
     from tfloc.export.rest import find_export
-    r = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
-         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-         **bench_export(find_export(args.serving), rest=True)}
-    out = _write_json(r, args.out, "serving")
-    print(_export_table(r) + f"\n\nwritten to {out}")
-    return r
+    return _stamped_report(args, "serving", bench_export(find_export(args.serving), rest=True), _export_table)
 
 
 def _main_runs(args):
