@@ -29,6 +29,7 @@ position only where its cost is below the start's.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,7 @@ class Refined:
         1 where the twin explains the CSI down to the noise, far above where it does not
     kept_start : [n] bool: the start was kept (no twin path, or no better likelihood)
     traces : twin traces run (re-traces included)
+    seconds : where the time went: {"trace": s, "fit": s} (:func:`refine`)
     """
     position: np.ndarray
     start_cost: np.ndarray
@@ -60,80 +62,137 @@ class Refined:
     kept_start: np.ndarray
     fit: np.ndarray | None = None
     traces: int = 0
+    seconds: dict | None = None
 
 
-def _basis(pos, clock_s, fixed):
-    """Unit-gain CSI of every path [B, L, N] (complex128) at UE positions ``pos`` [B, 3] and
-    clock offsets ``clock_s`` [B], for the traced paths in ``fixed`` (see ``_batch_inputs``)."""
-    tau, k = mirror_paths(pos, fixed["bs"], fixed["points"], fixed["normals"], fixed["reflect"])
-    tau = tau + clock_s[:, None]
-    arr_phase = 2 * np.pi / fixed["wavelength"] * tf.einsum("bmx,blx->blm", fixed["elements"], k)
-    steer = tf.exp(tf.complex(tf.zeros_like(arr_phase), arr_phase))                     # [B, L, M]
-    spatial = fixed["shape"][..., None] * steer[:, :, None, None, :]                     # [B, L, U, q, M]
-    phase = -2 * np.pi * tau[..., None] * fixed["frequencies"]                           # [B, L, K]
-    freq = tf.exp(tf.complex(tf.zeros_like(phase), phase))
-    basis = spatial[..., None] * freq[:, :, None, None, None, :]                         # [B, L, U, q, M, K]
-    return tf.reshape(basis, tf.concat([tf.shape(basis)[:2], [-1]], 0))
+def _factors(x, fixed, dims):
+    """Each path's unit-gain CSI is a Kronecker product s_l (x) f_l of a spatial factor (UE
+    antennas, polarisations, BS elements) and a frequency factor (subcarriers). Returns, at
+    variables ``x`` [B, V] (position, clock offset in ns; V = dims + 1), s [B, L, A], f [B, L, K],
+    their derivatives ds [B, V, L, A], df [B, V, L, K], the delays' dtau [B, V, L] [s] and the
+    frequencies as used (offsets from the band centre) [K]: the delays' and directions'
+    derivatives by forward-mode autodiff through the mirror images (small tensors), the rest in
+    closed form (d s = s * j 2 pi / lambda d_m . dk, d f = f * (-j 2 pi f_k d tau))."""
+    b = tf.shape(x)[0]
+    pos = tf.concat([x[:, :dims], fixed["pos0"][:, dims:]], 1)
+    geometry = [fixed[k] for k in ("bs", "points", "normals", "reflect")]
+    tiled = [tf.tile(t, tf.concat([[dims], tf.ones([tf.rank(t) - 1], tf.int32)], 0)) for t in geometry]
+    rep = tf.tile(pos, [dims, 1])
+    tangent = tf.repeat(tf.eye(3, dtype=tf.float64)[:dims], b, axis=0)
+    with tf.autodiff.ForwardAccumulator(rep, tangent) as acc:
+        tau_rep, k_rep = mirror_paths(rep, *tiled)
+    num_paths = tf.shape(tau_rep)[1]
+    tau = tau_rep[:b] + x[:, dims, None] * NS
+    k = k_rep[:b]
+    dtau = tf.transpose(tf.reshape(acc.jvp(tau_rep), [dims, b, num_paths]), [1, 0, 2])         # [B, dims, L]
+    dtau = tf.concat([dtau, tf.fill([b, 1, num_paths], tf.constant(NS, tf.float64))], 1)     # the clock
+    dk = tf.transpose(tf.reshape(acc.jvp(k_rep), [dims, b, num_paths, 3]), [1, 0, 2, 3])
+    dk = tf.concat([dk, tf.zeros([b, 1, num_paths, 3], tf.float64)], 1)                      # [B, V, L, 3]
+    # a phase common to a path's entries is its gain's: the cost (gains re-solved) does not see
+    # it, so delays act at the frequencies' offsets from the band centre and directions at the
+    # elements' offsets from the panel centre (the carrier's 2 pi f_c tau would otherwise
+    # dominate the derivatives and the projection would cancel it in floating point)
+    freqs = fixed["frequencies"] - tf.reduce_mean(fixed["frequencies"])
+    elements = fixed["elements"] - tf.reduce_mean(fixed["elements"], 1, keepdims=True)
+    wave = 2 * np.pi / fixed["wavelength"]
+    arr_phase = wave * tf.einsum("bmx,blx->blm", elements, k)
+    steer = tf.exp(tf.complex(tf.zeros_like(arr_phase), arr_phase))                        # [B, L, M]
+    s = fixed["shape"][..., None] * steer[:, :, None, None, :]                              # [B, L, U, q, M]
+    d_arr = wave * tf.einsum("bmx,bvlx->bvlm", elements, dk)                       # [B, V, L, M]
+    ds = s[:, None] * tf.complex(tf.zeros_like(d_arr), d_arr)[:, :, :, None, None, :]
+    s = tf.reshape(s, [b, num_paths, -1])
+    ds = tf.reshape(ds, [b, dims + 1, num_paths, -1])
+    phase = -2 * np.pi * tau[..., None] * freqs                                            # [B, L, K]
+    f = tf.exp(tf.complex(tf.zeros_like(phase), phase))
+    d_phase = -2 * np.pi * dtau[..., None] * freqs                                         # [B, V, L, K]
+    df = f[:, None] * tf.complex(tf.zeros_like(d_phase), d_phase)
+    return s, f, ds, df, dtau, freqs
 
 
-def _gains(basis, y, ridge):
-    """Least-squares complex gains [B, L] of ``y`` [B, N] on the paths' ``basis`` [B, L, N]."""
-    gram = tf.einsum("bln,bmn->blm", tf.math.conj(basis), basis)
+def _inner(u, v, pattern):
+    """Inner products <u, v> (u conjugated) by an einsum ``pattern``."""
+    return tf.einsum(pattern, tf.math.conj(u), v)
+
+
+def _projection(s, f, y, ridge):
+    """The gains' least squares on the Kronecker basis, never formed: the Gram matrix is
+    <s_l, s_m> <f_l, f_m> and <b_l, y> = s_l^H Y conj(f_l) (``y`` [B, A, K]). Returns
+    (gains [B, L], residual power [B], Gram terms for the Jacobian)."""
+    gs, gf = _inner(s, s, "bla,bma->blm"), _inner(f, f, "blk,bmk->blm")
+    gram = gs * gf
     scale = tf.math.real(tf.linalg.trace(gram)) / tf.cast(tf.shape(gram)[-1], tf.float64) + 1e-300
     eye = tf.eye(tf.shape(gram)[-1], dtype=tf.complex128)
-    load = tf.cast(ridge * scale, tf.complex128)[:, None, None] * eye     # keeps unused paths solvable
-    rhs = tf.einsum("bln,bn->bl", tf.math.conj(basis), y)
-    return tf.linalg.solve(gram + load, rhs[..., None])[..., 0]
+    loaded = gram + tf.cast(ridge * scale, tf.complex128)[:, None, None] * eye   # keeps unused paths solvable
+    yf = tf.einsum("bak,blk->bla", y, tf.math.conj(f))                                      # Y conj(f_l)
+    rhs = tf.reduce_sum(tf.math.conj(s) * yf, -1)                                            # <b_l, y>
+    chol = tf.linalg.cholesky(loaded)                                                       # Hermitian, > 0
+    g = tf.linalg.cholesky_solve(chol, rhs[..., None])[..., 0]
+    fitted = tf.einsum("bl,blm,bm->b", tf.math.conj(g), gram, g)
+    power = tf.reduce_sum(tf.abs(y) ** 2, [1, 2]) - 2.0 * tf.math.real(tf.reduce_sum(tf.math.conj(g) * rhs, 1)) \
+        + tf.math.real(fitted)
+    return g, tf.maximum(power, 0.0), (gs, gf, chol, yf)
 
 
 def _cost(x, y, fixed, dims, noise_var, clock_var, ridge):
-    """(cost [B], gains [B, L]) at variables ``x`` [B, dims + 1] (position, clock in ns)."""
-    pos = tf.concat([x[:, :dims], fixed["pos0"][:, dims:]], 1)
-    basis = _basis(pos, x[:, dims] * NS, fixed)
-    g = _gains(basis, y, ridge)
-    r = y - tf.einsum("bl,bln->bn", g, basis)
-    cost = tf.reduce_sum(tf.abs(r) ** 2, 1) / noise_var + (x[:, dims] * NS) ** 2 / clock_var
-    return cost, g
+    """cost [B] at variables ``x`` [B, dims + 1] (position, clock in ns), the gains at their
+    least squares (variable projection); ``y`` [B, A, K]."""
+    s, f = _factors(x, fixed, dims)[:2]
+    _, power, _ = _projection(s, f, y, ridge)
+    return power / noise_var + (x[:, dims] * NS) ** 2 / clock_var
 
 
 def _normal_equations(x, y, fixed, dims, noise_var, clock_var, ridge):
     """(cost [B], gradient [B, V], Gauss-Newton Hessian [B, V, V]) of :func:`_cost`, the gains
-    held at their optimum (variable projection); the Jacobian by forward-mode autodiff (the
-    batch repeated once per variable with that variable's tangent)."""
+    at their optimum (variable projection; the Hessian from the Jacobian projected off the
+    paths' span, Kaufman's form). With h = sum_l g_l s_l (x) f_l, the derivative in variable i
+    is d_i h = sum_l g_l (ds_il (x) f_l + s_l (x) df_il), and every inner product of Kronecker
+    products factors: <u (x) v, w (x) z> = <u, w> <v, z>, so no vector of the CSI's length
+    is formed beyond y."""
     v = dims + 1
-    b = tf.shape(x)[0]
-    cost, g = _cost(x, y, fixed, dims, noise_var, clock_var, ridge)
-    rep = tf.tile(x, [v, 1])
-    tangent = tf.repeat(tf.eye(v, dtype=tf.float64), b, axis=0)
-    fixed_rep = {k: (tf.tile(t, tf.concat([[v], tf.ones([tf.rank(t) - 1], tf.int32)], 0))
-                     if t.shape.rank else t) for k, t in fixed.items() if k != "frequencies"}
-    fixed_rep["frequencies"] = fixed["frequencies"]
-    g_rep = tf.tile(g, [v, 1])
-    with tf.autodiff.ForwardAccumulator(rep, tangent) as acc:
-        pos = tf.concat([rep[:, :dims], fixed_rep["pos0"][:, dims:]], 1)
-        h = tf.einsum("bl,bln->bn", g_rep, _basis(pos, rep[:, dims] * NS, fixed_rep))
-        h = tf.concat([tf.math.real(h), tf.math.imag(h)], 1)
-    jac = tf.transpose(tf.reshape(acc.jvp(h), [v, b, -1]), [1, 2, 0])                      # [B, 2N, V]
-    h0 = h[:b]
-    r = tf.concat([tf.math.real(y), tf.math.imag(y)], 1) - h0                               # [B, 2N]
+    s, f, ds, df, dtau, freqs = _factors(x, fixed, dims)
+    dtau = tf.complex(dtau, tf.zeros_like(dtau))
+    g, power, (gs, gf, chol, yf) = _projection(s, f, y, ridge)
+    gc = tf.math.conj(g)
+    g_ds_s = _inner(ds, s, "bila,bma->bilm")            # <ds_il, s_m>
+    g_df_f = _inner(df, f, "bilk,bmk->bilm")            # <df_il, f_m>
+    # <d_i h, b_m> and <d_i h, y>
+    p = tf.einsum("bl,bilm->bim", gc, g_ds_s * gf[:, None] + gs[:, None] * g_df_f)
+    # Y conj(df_il) = dtau_il Y conj(f_l (-j 2 pi f)): one product with Y for every variable
+    slope = tf.complex(tf.zeros_like(freqs), 2 * np.pi * freqs)
+    y_df = dtau[..., None] * tf.einsum("bak,blk->bla", y, tf.math.conj(f) * slope)[:, None]
+    dy = tf.einsum("bl,bil->bi", gc, tf.reduce_sum(tf.math.conj(ds) * yf[:, None], -1)
+                   + tf.reduce_sum(tf.math.conj(s)[:, None] * y_df, -1))
+    dr = dy - tf.einsum("bim,bm->bi", p, g)                                                 # <d_i h, r>
+    # <d_i h, d_j h>
+    g_ds_ds = _inner(ds, ds, "bila,bjma->biljm")
+    g_df_df = _inner(df, df, "bilk,bjmk->biljm")
+    cross = (g_ds_ds * gf[:, None, :, None, :] + gs[:, None, :, None, :] * g_df_df
+             + g_ds_s[:, :, :, None, :] * tf.math.conj(tf.transpose(g_df_f, [0, 3, 1, 2]))[:, None]
+             + tf.math.conj(tf.transpose(g_ds_s, [0, 3, 1, 2]))[:, None] * g_df_f[:, :, :, None, :])
+    dd = tf.einsum("bl,biljm,bm->bij", gc, cross, g)
+    proj = tf.einsum("bim,bmj->bij", p, tf.linalg.cholesky_solve(chol, tf.math.conj(tf.transpose(p, [0, 2, 1]))))
     c = tf.one_hot(dims, v, dtype=tf.float64)                                                # the clock
-    grad = -2.0 * tf.einsum("bnv,bn->bv", jac, r) / noise_var[:, None] \
-        + 2.0 * (x[:, dims] * NS ** 2 / clock_var)[:, None] * c
-    hess = 2.0 * tf.einsum("bnv,bnw->bvw", jac, jac) / noise_var[:, None, None] \
+    cost = power / noise_var + (x[:, dims] * NS) ** 2 / clock_var
+    grad = -2.0 * tf.math.real(dr) / noise_var[:, None] + 2.0 * (x[:, dims] * NS ** 2 / clock_var)[:, None] * c
+    hess = 2.0 * tf.math.real(dd - proj) / noise_var[:, None, None] \
         + (2.0 * NS ** 2 / clock_var) * c[:, None] * c[None, :]
     return cost, grad, hess
 
 
 _GRAPHS: dict = {}
+#: fixed tensors common to the batch (not one row per link)
+_SHARED = ("frequencies", "wavelength")
 
 
-def _graphs(dims: int):
-    if dims not in _GRAPHS:
-        _GRAPHS[dims] = (
-            tf.function(lambda x, y, f, nv, cv, rd: _cost(x, y, f, dims, nv, cv, rd)[0], reduce_retracing=True),
+def _graphs(dims: int, depth: int):
+    """The cost and normal-equation graphs of ``dims``-D positions and paths of up to ``depth``
+    interactions (a static size: the mirror images unroll over it)."""
+    if (dims, depth) not in _GRAPHS:
+        _GRAPHS[dims, depth] = (
+            tf.function(lambda x, y, f, nv, cv, rd: _cost(x, y, f, dims, nv, cv, rd), reduce_retracing=True),
             tf.function(lambda x, y, f, nv, cv, rd: _normal_equations(x, y, f, dims, nv, cv, rd),
                         reduce_retracing=True))
-    return _GRAPHS[dims]
+    return _GRAPHS[dims, depth]
 
 
 def noise_variance(y: np.ndarray, snr_db: float) -> np.ndarray:
@@ -143,17 +202,95 @@ def noise_variance(y: np.ndarray, snr_db: float) -> np.ndarray:
     return power / (10 ** (snr_db / 10) + 1.0)
 
 
-def refine_links(y: np.ndarray, twin, setup: BoundSetup, rows=None, iterations: int = 20,
-                 batch_size: int = 16, ridge: float = 1e-9) -> Refined:
-    """Levenberg-Marquardt refinement of each link's position against the twin's paths.
+class _Links:
+    """The fixed inputs of links ``rows`` of a traced twin, in batches of similar path counts
+    (one graph per padded path count), and their evaluation at variables x [n, dims + 1]."""
 
-    ``y`` [n, U, Q*M, K] complex: the observed CSI (the pipeline's layout, one snapshot);
-    ``twin`` a PathSet with interaction geometry whose rows ``rows`` (default 0..n-1) are the
-    twin traced at each link's start position (``twin.positions[rows]``) from the BS panel
-    ``twin.sector[rows]``. Links without a twin path keep their start."""
+    def __init__(self, y, twin, rows, setup, live, batch_size, ridge):
+        self.dims, self.n = setup.dims, len(rows)
+        clock_var = (setup.ta_max_s ** 2 / 3.0) if setup.ta_max_s > 0 else 1e-18   # "known": pinned at 0
+        self.clock_var = clock_var
+        self.consts = (tf.constant(clock_var, tf.float64), tf.constant(ridge, tf.float64))
+        flat = y.reshape(len(y), -1, y.shape[-1]).astype(np.complex128)          # [n, A, K]
+        self.size = flat.shape[1] * flat.shape[2]                                  # N complex values
+        self.sigma2 = noise_variance(y, setup.snr_db).astype(np.float64)
+        # a link the twin has no (specular) path for is explained by nothing: |y|^2 / sigma^2
+        self.empty_cost = np.sum(np.abs(flat) ** 2, (1, 2)) / self.sigma2
+        counts = np.minimum(twin.num_paths[rows], setup.max_paths)
+        order = live[np.argsort(counts[live], kind="stable")]
+        self.batches = []
+        for i in range(0, len(order), batch_size):
+            sel = order[i:i + batch_size]
+            _, fixed, _, _ = _batch_inputs(twin, rows[sel], setup, _bucket(int(counts[sel].max()), setup.max_paths),
+                                           with_free=False)
+            self.batches.append((sel, {k: tf.constant(v) for k, v in fixed.items()},
+                                 tf.constant(flat[sel]), tf.constant(self.sigma2[sel])))
+        depth = self.batches[0][1]["points"].shape[2] if self.batches else 0
+        self.cost_fn, self.normal_fn = _graphs(self.dims, depth)
+
+    def _each(self, x, links, fn):
+        """Runs ``fn(batch_x, y, fixed, sigma2)`` on the batches' rows among ``links`` (bool [n])."""
+        for sel, fixed, yb, nv in self.batches:
+            pick = np.flatnonzero(links[sel])
+            if not len(pick):
+                continue
+            if len(pick) < len(sel):
+                idx = tf.constant(pick)
+                fixed = {k: (v if k in _SHARED else tf.gather(v, idx)) for k, v in fixed.items()}
+                yb, nv = tf.gather(yb, idx), tf.gather(nv, idx)
+            yield sel[pick], fn(tf.constant(x[sel[pick]]), yb, fixed, nv)
+
+    def cost(self, x, links):
+        out = np.array(self.empty_cost)
+        for rows, c in self._each(x, links, lambda *a: self.cost_fn(*a, *self.consts)):
+            out[rows] = c.numpy()
+        return out
+
+    def normal(self, x, links):
+        v = self.dims + 1
+        grad, hess = np.zeros((self.n, v)), np.zeros((self.n, v, v))
+        hess[:, self.dims, self.dims] = 2.0 * NS ** 2 / self.clock_var   # a link without paths: its clock's prior
+        for rows, (_, g, h) in self._each(x, links, lambda *a: self.normal_fn(*a, *self.consts)):
+            grad[rows], hess[rows] = g.numpy(), h.numpy()
+        return grad, hess
+
+
+def _joint_step(grad, hess, lam, groups, num_groups, dims):
+    """Levenberg-Marquardt steps of a shared position per group and a clock per link: the
+    links' normal equations add in the position; each link's clock is eliminated by its Schur
+    complement. ``grad`` [n, V], ``hess`` [n, V, V], ``lam`` [num_groups]; returns the position
+    step [num_groups, dims] and the clock steps [n]."""
+    eye = np.eye(dims)
+    hpp = np.zeros((num_groups, dims, dims))
+    gp = np.zeros((num_groups, dims))
+    np.add.at(hpp, groups, hess[:, :dims, :dims])
+    np.add.at(gp, groups, grad[:, :dims])
+    hpp = hpp + lam[:, None, None] * (np.diagonal(hpp, axis1=1, axis2=2)[:, :, None] * eye + 1e-12 * eye)
+    hcc = hess[:, dims, dims] * (1.0 + lam[groups]) + 1e-30
+    hpc, gc = hess[:, :dims, dims], grad[:, dims]
+    schur, rhs = hpp.copy(), gp.copy()
+    np.add.at(schur, groups, -hpc[:, :, None] * hpc[:, None, :] / hcc[:, None, None])
+    np.add.at(rhs, groups, -hpc * (gc / hcc)[:, None])
+    step_p = -np.linalg.solve(schur, rhs[..., None])[..., 0]
+    step_c = -(gc + np.einsum("nd,nd->n", hpc, step_p[groups])) / hcc
+    return step_p, step_c
+
+
+def refine_links(y: np.ndarray, twin, setup: BoundSetup, rows=None, groups=None, iterations: int = 20,
+                 batch_size: int = 16, ridge: float = 1e-9) -> Refined:
+    """Levenberg-Marquardt refinement of positions against the twin's paths, one position per
+    sample from its links' observed CSI jointly (each link with its own gains and clock).
+
+    ``y`` [n, U, Q*M, K] complex: the observed CSI of n links (the pipeline's layout, one
+    snapshot); ``twin`` a PathSet with interaction geometry whose rows ``rows`` (default
+    0..n-1) are the twin traced at each link's start position (``twin.positions[rows]``) from
+    the BS panel ``twin.sector[rows]``; ``groups`` [n] the sample of each link (default: each
+    link its own sample; a sample's links share one start). Returns one row per sample. A
+    sample none of whose links has a twin path keeps its start."""
     y = np.asarray(y)
     n = len(y)
     rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
+    groups = np.arange(n) if groups is None else np.asarray(groups, np.int64)
     if not twin.has_geometry:
         raise BoundError("the twin's paths have no interaction geometry (a cache traced before it "
                          "was stored): re-trace it")
@@ -164,56 +301,69 @@ def refine_links(y: np.ndarray, twin, setup: BoundSetup, rows=None, iterations: 
         raise BoundError(f"observed CSI has {y.shape[-1]} subcarriers, the setup {len(setup.frequencies)}")
     if not np.isfinite(y).all():
         raise BoundError("observed CSI holds NaN or Inf")
+    if len(groups) != n or len(rows) != n:
+        raise BoundError(f"{n} observed links but {len(rows)} twin rows and {len(groups)} group labels")
     dims = setup.dims
-    start = twin.positions[rows, :dims].astype(np.float64)
-    out = Refined(position=start.copy(), start_cost=np.full(n, np.inf), cost=np.full(n, np.inf),
-                  clock_ns=np.zeros(n), kept_start=np.ones(n, bool), fit=np.full(n, np.inf))
+    num_groups = int(groups.max()) + 1 if n else 0
+    start = np.zeros((num_groups, dims))
+    start[groups] = twin.positions[rows, :dims]
+    out = Refined(position=start.copy(), start_cost=np.full(num_groups, np.inf), cost=np.full(num_groups, np.inf),
+                  clock_ns=np.zeros(num_groups), kept_start=np.ones(num_groups, bool), fit=np.full(num_groups, np.inf))
     counts = np.minimum(twin.num_paths[rows], setup.max_paths)
     specular_only = np.array([np.all(np.isin(twin.interactions[twin.offsets[r]:twin.offsets[r + 1]], (0, SPECULAR)))
-                              for r in rows])
-    live = np.flatnonzero((counts > 0) & specular_only)
-    clock_var = (setup.ta_max_s ** 2 / 3.0) if setup.ta_max_s > 0 else (1e-18)   # "known": pinned at 0
-    cost_fn, normal_fn = _graphs(dims)
-    flat = y.reshape(n, -1).astype(np.complex128)
-    sigma2 = noise_variance(y, setup.snr_db).astype(np.float64)
-    order = live[np.argsort(counts[live], kind="stable")]
-    for s in range(0, len(order), batch_size):
-        sel = order[s:s + batch_size]
-        L = _bucket(int(counts[sel].max()), setup.max_paths)
-        pad = np.concatenate([sel, np.repeat(sel[:1], batch_size - len(sel))])    # one graph per L
-        _, fixed, _, _ = _batch_inputs(twin, rows[pad], setup, L, with_free=False)
-        fixed = {k: tf.constant(v) for k, v in fixed.items()}
-        yb, nv = tf.constant(flat[pad]), tf.constant(sigma2[pad])
-        cv, rd = tf.constant(clock_var, tf.float64), tf.constant(ridge, tf.float64)
-        x = np.concatenate([start[pad], np.zeros((len(pad), 1))], 1)
-        cost = cost_fn(tf.constant(x), yb, fixed, nv, cv, rd).numpy()
-        first = cost.copy()
-        lam = np.full(len(pad), 1e-3)
-        for _ in range(iterations):
-            _, grad, hess = (t.numpy() for t in normal_fn(tf.constant(x), yb, fixed, nv, cv, rd))
-            damp = hess + lam[:, None, None] * (np.diagonal(hess, axis1=1, axis2=2)[:, :, None]
-                                                * np.eye(dims + 1) + 1e-12 * np.eye(dims + 1))
-            step = -np.linalg.solve(damp, grad[..., None])[..., 0]
-            trial = x + step
-            new = cost_fn(tf.constant(trial), yb, fixed, nv, cv, rd).numpy()
-            better = np.isfinite(new) & (new < cost)
-            x[better], cost[better] = trial[better], new[better]
-            lam = np.where(better, lam / 3.0, lam * 4.0)
-            if np.all(np.abs(step[:, :dims]).max(1) < 1e-4) or np.all(lam > 1e8):
-                break
-        k = len(sel)
-        # costs of different traces compare across path sets: each path's complex gain is two
-        # free parameters, so more paths fit any CSI better; the Bayesian information
-        # criterion's price, ln(observations) per gain, makes them comparable
-        prior_term = (x[:k, dims] * NS) ** 2 / clock_var
-        out.fit[sel] = (cost[:k] - prior_term) / flat.shape[1]
-        penalty = counts[sel] * np.log(2.0 * flat.shape[1])
-        first, cost = first[:k] + penalty, cost[:k] + penalty
-        out.start_cost[sel], out.cost[sel] = first, cost
-        out.position[sel], out.clock_ns[sel] = x[:k, :dims], x[:k, dims]
-        out.kept_start[sel] = ~(cost < first)
+                              for r in rows], bool)
+    modelled = (counts > 0) & specular_only
+    live_group = np.zeros(num_groups, bool)
+    live_group[groups[modelled]] = True
+    links = _Links(y, twin, rows, setup, np.flatnonzero(modelled & live_group[groups]), batch_size, ridge)
+    per_group = np.bincount(groups, minlength=num_groups)
+
+    def total(c):
+        return np.bincount(groups, weights=c, minlength=num_groups)
+    x = np.concatenate([start[groups], np.zeros((n, 1))], 1)
+    cost = total(links.cost(x, modelled))
+    first = cost.copy()
+    lam = np.full(num_groups, 1e-3)
+    act = live_group.copy()                  # samples still moving: the iterations run on them only
+    for _ in range(iterations):
+        on = act[groups] & modelled
+        grad, hess = links.normal(x, on)
+        step_p, step_c = _joint_step(grad, hess, lam, groups, num_groups, dims)
+        trial = x.copy()
+        trial[:, :dims] += step_p[groups]
+        trial[:, dims] += step_c
+        trial_link = links.cost(trial, on)
+        new = np.where(act, total(np.where(on, trial_link, links.empty_cost)), np.inf)
+        better = act & np.isfinite(new) & (new < cost)
+        x[better[groups]], cost[better] = trial[better[groups]], new[better]
+        lam = np.where(better, lam / 3.0, np.where(act, lam * 4.0, lam))
+        act &= (np.abs(step_p).max(1) >= 1e-4) & (lam <= 1e8)
+        if not act.any():
+            break
+    link_cost = links.cost(x, modelled)
+    prior = (x[:, dims] * NS) ** 2 / links.clock_var
+    # costs of different traces compare across path sets: each path's complex gain is two
+    # free parameters, so more paths fit any CSI better; the Bayesian information
+    # criterion's price, ln(observations) per gain, makes them comparable
+    penalty = total(np.where(modelled, counts, 0) * np.log(2.0 * links.size))
+    live = live_group
+    out.fit[live] = (total(link_cost - np.where(modelled, prior, 0.0)) / (per_group * links.size))[live]
+    out.start_cost[live], out.cost[live] = (first + penalty)[live], (total(link_cost) + penalty)[live]
+    out.position[live] = x[_first_rows(groups, num_groups)[live], :dims]
+    clock = np.zeros(num_groups)
+    np.add.at(clock, groups, x[:, dims])
+    out.clock_ns[live] = (clock / np.maximum(per_group, 1))[live]         # a sample's mean clock offset
+    out.kept_start[live] = ~(out.cost[live] < out.start_cost[live])
     out.position[out.kept_start] = start[out.kept_start]
     return out
+
+
+def _first_rows(groups, num_groups):
+    """The first link row of each group [num_groups]."""
+    first = np.full(num_groups, -1)
+    rev = np.arange(len(groups))[::-1]
+    first[groups[rev]] = rev
+    return first
 
 
 def refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup,
@@ -230,21 +380,36 @@ def refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup,
     does (a start far from the truth, a wrong twin), the likelihood's optimum is as wrong as
     the start, often more.
 
-    ``y`` [n, U, Q*M, K] complex observed CSI; ``starts`` [n, S, dims] (start 0: the
-    network's estimate; others within its uncertainty); ``trace(positions [m, dims], samples
-    [m]) -> PathSet`` traces the twin at UE positions (2D: at the site's UE height), one row
-    per position, from the panel (and in the traffic) of sample ``samples[i]``.
+    ``y`` [n, U, Q*M, K] complex observed CSI, or [n, L, U, Q*M, K] for samples of L links
+    (several BSs: refined jointly, each link with its own gains and clock); ``starts`` [n, S,
+    dims] (start 0: the network's estimate; others within its uncertainty); ``trace(positions
+    [m, dims], samples [m]) -> PathSet`` traces the twin at UE positions (2D: at the site's UE
+    height), L consecutive rows per position (its links), from the panel (and in the traffic)
+    of sample ``samples[i]``.
     """
     starts = np.asarray(starts, np.float64)
     n, S, dims = starts.shape
-    ys = np.repeat(y, S, axis=0)
+    y = np.asarray(y)
+    if y.ndim == 4:
+        y = y[:, None]
+    num_links = y.shape[1]
+    ys = np.repeat(y, S, axis=0)                              # [n S, L, U, Q*M, K]
     current = starts.reshape(n * S, dims).copy()
     best, first_cost, traces = None, None, 0
     todo = np.arange(n * S)
+    seconds = {"trace": 0.0, "fit": 0.0}
     for _ in range(rounds):
+        t0 = time.perf_counter()
         twin = trace(current[todo], todo // S)
+        t1 = time.perf_counter()
         traces += 1
-        r = refine_links(ys[todo], twin, setup, **kwargs)
+        if twin.num_ue != len(todo) * num_links:
+            raise BoundError(f"the twin traced {twin.num_ue} links at {len(todo)} positions; the observed "
+                             f"samples have {num_links} links each")
+        r = refine_links(ys[todo].reshape(-1, *y.shape[2:]), twin, setup,
+                         groups=np.repeat(np.arange(len(todo)), num_links), **kwargs)
+        seconds["trace"] += t1 - t0
+        seconds["fit"] += time.perf_counter() - t1
         if best is None:
             best, first_cost = r, r.start_cost.copy()
         else:
@@ -270,5 +435,5 @@ def refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup,
     return Refined(position=position, start_cost=first_cost[start0],
                    cost=np.where(keep, first_cost[start0], best.cost[chosen]),
                    clock_ns=np.where(keep, 0.0, best.clock_ns[chosen]), kept_start=keep,
-                   fit=best.fit[chosen], traces=traces)
+                   fit=best.fit[chosen], traces=traces, seconds=seconds)
 
