@@ -234,3 +234,20 @@ def test_the_links_of_a_multi_bs_sample_are_refined_jointly():
     one = BoundSetup(**{**setup.__dict__, "elements": setup.elements[:1], "bs_positions": setup.bs_positions[:1]})
     alone = refine(y[:, 0], starts, lambda xy, s=None: trace(xy).select(np.arange(0, 2 * len(xy), 2)), one, rounds=3)
     assert np.median(err) < np.median(np.linalg.norm(alone.position - truth, axis=1))
+
+
+def test_a_start_outside_the_scene_is_flagged_and_kept_and_bad_starts_are_one_line():
+    rng = np.random.default_rng(4)
+    setup, trace, observe, peb = _free_space()
+    truth = np.array([[20.0, 5.0], [30.0, -10.0], [25.0, 0.0]])
+    y = observe(truth, np.zeros(3), rng)
+    starts = np.stack([truth + [1.0, 1.0], truth + [-1.0, 1.0]], 1)
+    starts[1, 0] = [500.0, 0.0]                             # the estimate lies outside the scene
+    bounds = np.array([[-100.0, -100.0, 0.0], [100.0, 100.0, 30.0]])
+    r = refine(y, starts, trace, setup, bounds=bounds, rounds=2)
+    np.testing.assert_array_equal(r.outside, [False, True, False])
+    assert r.kept_start[1] and np.array_equal(r.position[1], starts[1, 0])
+    assert np.all(np.linalg.norm(r.position[[0, 2]] - truth[[0, 2]], axis=1) < 5 * peb(truth[[0, 2]]))
+    starts[0, 1, 0] = np.nan
+    with pytest.raises(BoundError, match="NaN or Inf"):
+        refine(y, starts, trace, setup, bounds=bounds)

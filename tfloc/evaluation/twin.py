@@ -40,7 +40,8 @@ def twin_simulation(sim, twin):
 
 def twin_tracer(sim, twin, dims: int, height_m: float, sectors, realizations):
     """trace(positions [m, dims], samples [m]) -> PathSet of the twin at the positions, each from
-    its sample's panel (``sectors``) and, with vehicles, in its traffic (``realizations``)."""
+    its sample's panel (``sectors``) and, with vehicles, in its traffic (``realizations``);
+    ``trace.bounds`` [2, 3] is the scene's bounding box."""
     tracer = SiteTracer(sim)
     if twin.material_scale != 1.0:
         for m in tracer.scene.radio_materials.values():      # a permittivity stays >= 1 (vacuum)
@@ -48,6 +49,8 @@ def twin_tracer(sim, twin, dims: int, height_m: float, sectors, realizations):
             m.relative_permittivity = max(eps * twin.material_scale, 1.0)
             m.conductivity = m.conductivity * twin.material_scale
     has_cars = sim.cars.num_realizations > 0
+    box = tracer.scene.mi_scene.bbox()
+    bounds = np.array([[float(box.min[i]) for i in range(3)], [float(box.max[i]) for i in range(3)]])
 
     def trace(xy, samples):
         pos = np.zeros((len(xy), 3))
@@ -63,6 +66,7 @@ def twin_tracer(sim, twin, dims: int, height_m: float, sectors, realizations):
             parts.append(tracer.trace_pathset(pos[i], sector=int(key[0]), realization=real))
             order.append(i)
         return PathSet.concatenate(parts).select(np.argsort(np.concatenate(order)))
+    trace.bounds = bounds           # the scene's lowest and highest corner [2, 3]
     return trace
 
 
@@ -122,7 +126,7 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
     trace = twin_tracer(sim, t, dims, cfg.simulation.ue_grid.height_m, data.paths.sector[first_link[pick]],
                         data.paths.realization[first_link[pick]])
     t0 = time.time()
-    r = refine(y, starts, trace, setup, rounds=t.rounds, retrace_m=t.retrace_m,
+    r = refine(y, starts, trace, setup, bounds=trace.bounds, rounds=t.rounds, retrace_m=t.retrace_m,
                prior_sigma_m=radius if t.prior else None, max_fit=t.max_fit or None)
     seconds = time.time() - t0
     before, after = position_errors_m(est, truth), position_errors_m(r.position, truth)
@@ -156,7 +160,7 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
         "before": error_summary(before), "after": error_summary(after),
         "mean_change_m": {"mean": float(change.mean()), "low": float(low), "high": float(high)},
         "improved": float(np.mean(after < before - tol)), "worsened": float(np.mean(after > before + tol)),
-        "kept_start": float(np.mean(r.kept_start)),
+        "kept_start": float(np.mean(r.kept_start)), "outside_scene": int(np.sum(r.outside)),
         "fit_median": float(np.median(r.fit)) if np.isfinite(r.fit).any() else None,
         "median_error_over_peb": {"before": ratio(before), "after": ratio(after)},
         "per_condition": per_condition, "seconds_per_sample": seconds / len(pick),

@@ -54,6 +54,7 @@ class Refined:
     kept_start : [n] bool: the start was kept (no twin path, or no better likelihood)
     traces : twin traces run (re-traces included)
     seconds : where the time went: {"trace": s, "fit": s} (:func:`refine`)
+    outside : [n] bool: the start lay outside the scene (kept; :func:`refine` with bounds)
     """
     position: np.ndarray
     start_cost: np.ndarray
@@ -63,6 +64,7 @@ class Refined:
     fit: np.ndarray | None = None
     traces: int = 0
     seconds: dict | None = None
+    outside: np.ndarray | None = None
 
 
 def _factors(x, fixed, dims):
@@ -366,9 +368,39 @@ def _first_rows(groups, num_groups):
     return first
 
 
-def refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup,
-           rounds: int = 3, retrace_m: float = 1.0, prior_sigma_m=None, max_fit: float | None = None,
-           **kwargs) -> Refined:
+def refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup, bounds=None, **kwargs) -> Refined:
+    """:func:`_refine` of the samples whose start (the given estimate) lies within ``bounds``
+    ([2, dims]: the scene's lowest and highest corner); a sample whose start lies outside
+    keeps it (:attr:`Refined.outside`), and its other starts are clipped into the bounds."""
+    starts = np.asarray(starts, np.float64)
+    if starts.ndim != 3 or not np.isfinite(starts).all():
+        raise BoundError(f"starts: expected finite [n, starts, dims], got {list(starts.shape)}"
+                         + ("" if starts.ndim != 3 else " holding NaN or Inf"))
+    n, _, dims = starts.shape
+    if bounds is None:
+        return _refine(y, starts, trace, setup, **kwargs)
+    low, high = np.asarray(bounds, np.float64)[:, :dims]
+    outside = np.any((starts[:, 0] < low) | (starts[:, 0] > high), axis=1)
+    inside = np.flatnonzero(~outside)
+    clipped = np.clip(starts[inside], low, high)
+    clipped[:, 0] = starts[inside, 0]
+    out = Refined(position=starts[:, 0].copy(), start_cost=np.full(n, np.inf), cost=np.full(n, np.inf),
+                  clock_ns=np.zeros(n), kept_start=np.ones(n, bool), fit=np.full(n, np.inf),
+                  seconds={"trace": 0.0, "fit": 0.0}, outside=outside)
+    if not len(inside):
+        return out
+    if kwargs.get("prior_sigma_m") is not None:
+        kwargs["prior_sigma_m"] = np.asarray(kwargs["prior_sigma_m"], float)[inside]
+    r = _refine(np.asarray(y)[inside], clipped, lambda pos, samples: trace(pos, inside[samples]), setup, **kwargs)
+    for f in ("position", "start_cost", "cost", "clock_ns", "kept_start", "fit"):
+        getattr(out, f)[inside] = getattr(r, f)
+    out.traces, out.seconds = r.traces, r.seconds
+    return out
+
+
+def _refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup,
+            rounds: int = 3, retrace_m: float = 1.0, prior_sigma_m=None, max_fit: float | None = None,
+            **kwargs) -> Refined:
     """Refines each sample from each of its starts against the twin, re-tracing it where a
     step moved the estimate more than ``retrace_m`` from where it was traced (at most
     ``rounds`` traces), and keeps per sample the best likelihood of all starts when it beats

@@ -175,6 +175,7 @@ def main(argv=None):
             t0 = time.time()
             report, where = evaluate_on_data(run, None, sets, os.path.join(run, "eval", f"twin-{VARIANT_IDS[variant]}"))
             if variant == "exact":
+                os.makedirs(os.path.dirname(SUMMARIES), exist_ok=True)
                 shutil.copyfile(os.path.join(where, "twin_refine.png"),
                                 os.path.join(os.path.dirname(SUMMARIES), f"{slug(site)}.png"))
             write_summary(path, summarize(site, variant, run, report))
