@@ -22,7 +22,11 @@ class TwinConfig:
                         "false: the likelihood alone")
     max_fit: float = param(2.0, min=0.0, doc="keep a refined position only where the twin "
                            "explains the CSI to within this multiple of the noise power "
-                           "(residual / noise; about 1 at the right place); 0: no such check")
+                           "(residual / noise; about 1 at the right place); 0: no such check; "
+                           "used as given only with choose_max_fit: false")
+    choose_max_fit: bool = param(True, doc="choose the fit threshold on validation samples "
+                                 "(refined alike; the lowest validation mean error among 1.05, "
+                                 "1.1, 1.25, 1.5, 2, 3 and no check)")
     vehicles: bool = param(True, doc="false: the twin has no vehicles (the network never "
                            "knows the traffic)")
     material_scale: float = param(1.0, min=0.01, doc="every material's relative permittivity "

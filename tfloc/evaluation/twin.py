@@ -38,16 +38,24 @@ def twin_simulation(sim, twin):
     return out
 
 
-def twin_tracer(sim, twin, dims: int, height_m: float, sectors, realizations):
-    """trace(positions [m, dims], samples [m]) -> PathSet of the twin at the positions, each from
-    its sample's panel (``sectors``) and, with vehicles, in its traffic (``realizations``);
-    ``trace.bounds`` [2, 3] is the scene's bounding box."""
+def twin_site_tracer(sim, twin) -> SiteTracer:
+    """The twin's ray tracer: the site of ``sim`` (see :func:`twin_simulation`) with every
+    material's permittivity and conductivity times ``twin.material_scale``."""
     tracer = SiteTracer(sim)
     if twin.material_scale != 1.0:
         for m in tracer.scene.radio_materials.values():      # a permittivity stays >= 1 (vacuum)
             eps = float(np.asarray(m.relative_permittivity).reshape(-1)[0])
             m.relative_permittivity = max(eps * twin.material_scale, 1.0)
             m.conductivity = m.conductivity * twin.material_scale
+    return tracer
+
+
+def twin_tracer(sim, twin, dims: int, height_m: float, sectors, realizations, tracer=None):
+    """trace(positions [m, dims], samples [m]) -> PathSet of the twin at the positions, each from
+    its sample's panel (``sectors``) and, with vehicles, in its traffic (``realizations``);
+    ``trace.bounds`` [2, 3] is the scene's bounding box. ``tracer``: a
+    :func:`twin_site_tracer` to reuse."""
+    tracer = tracer or twin_site_tracer(sim, twin)
     has_cars = sim.cars.num_realizations > 0
     box = tracer.scene.mi_scene.bbox()
     bounds = np.array([[float(box.min[i]) for i in range(3)], [float(box.max[i]) for i in range(3)]])
@@ -90,48 +98,92 @@ def _figure(before, after, peb, title):
     return fig
 
 
-@register_evaluator("twin_refine", run=("geometry",))
-def twin_refine(ctx: EvalContext) -> EvalResult:
-    """Refines up to ``evaluation.twin.max_samples`` test estimates against the twin (a
-    multi-BS sample from all its links jointly): errors
-    before and after (per condition too), error over the bound before and after, the share
-    improved and worsened, seconds per sample, a CDF (twin_refine.png)."""
-    cfg, data, t = ctx.config, ctx.data, ctx.config.evaluation.twin
-    if cfg.data.num_slots != 1:
-        raise ValueError("evaluator 'twin_refine': one snapshot per sample (data.num_slots: 1)")
-    rows = np.asarray(data.splits.test)          # [n] or, a multi-BS site, [n, L] (each sample's links)
-    n, dims = len(rows), cfg.data.position_dims
-    first_link = rows.reshape(n, -1)[:, 0]
-    pick = np.sort(np.random.default_rng(cfg.runtime.seed).permutation(n)[:t.max_samples])
-    # the observed CSI: the test split's own impairment draws (the batches the run evaluates)
-    ds = data.pipeline.csi_dataset(rows, training=False, split_seed_offset=SPLIT_SEED_OFFSETS["test"])
-    h = np.concatenate([x["csi"].numpy() for x, _ in ds])[pick]
-    y = (h[..., 0] + 1j * h[..., 1]).astype(np.complex64)
-    truth = np.asarray(ctx.y["position"], np.float64)[pick]
-    est = np.asarray(ctx.outputs["position"], np.float64)[pick]
-    if "position_std" in ctx.outputs:
-        radius = np.linalg.norm(np.asarray(ctx.outputs["position_std"], np.float64)[pick], axis=1)
-        source = "the served sigma"
-    else:
-        xv, yv = ctx.fixed_set("val")
-        radius = np.full(len(pick), float(np.median(position_errors_m(ctx.predict(xv)["position"], yv["position"]))))
-        source = "the validation median error"
-    angles = 2 * np.pi * np.arange(max(t.starts - 1, 0)) / max(t.starts - 1, 1)
+def _split_csi(data, split: str) -> np.ndarray:
+    """The observed CSI [n, (L,) U, antennas, K, 2] of a split: its own impairment draws (those
+    the run's features of the split come from)."""
+    ds = data.pipeline.csi_dataset(getattr(data.splits, split), training=False,
+                                   split_seed_offset=SPLIT_SEED_OFFSETS[split])
+    return np.concatenate([x["csi"].numpy() for x, _ in ds])
+
+
+#: the fit thresholds a run chooses among on validation samples (``evaluation.twin.choose_max_fit``)
+FIT_GRID = (1.05, 1.1, 1.25, 1.5, 2.0, 3.0, float("inf"))
+
+
+def _starts(est, radius, count: int, dims: int):
+    """[n, count, dims]: the estimate, then ``count - 1`` points on a horizontal circle of
+    ``radius`` [n] around it."""
+    angles = 2 * np.pi * np.arange(max(count - 1, 0)) / max(count - 1, 1)
     ring = np.stack([np.cos(angles), np.sin(angles)], 1)
     if dims == 3:
         ring = np.concatenate([ring, np.zeros((len(ring), 1))], 1)
-    starts = np.concatenate([est[:, None], est[:, None] + radius[:, None, None] * ring[None]], 1)
+    return np.concatenate([est[:, None], est[:, None] + radius[:, None, None] * ring[None]], 1)
+
+
+def choose_max_fit(fit, refined, start, truth) -> tuple[float, dict]:
+    """The threshold of :data:`FIT_GRID` whose gate (keep a refined position where its fit is
+    at most the threshold, else the start) gives the lowest mean error on these (validation)
+    samples, the stricter on a tie; and each threshold's mean error."""
+    scores = {}
+    for thr in FIT_GRID:
+        pos = np.where((fit <= thr)[:, None], refined, start)
+        scores[thr] = float(np.mean(position_errors_m(pos, truth)))
+    best = min(FIT_GRID, key=lambda thr: (round(scores[thr], 9), thr))
+    return best, {("none" if not np.isfinite(k) else f"{k:g}"): v for k, v in scores.items()}
+
+
+@register_evaluator("twin_refine", run=("geometry",))
+def twin_refine(ctx: EvalContext) -> EvalResult:
+    """Refines up to ``evaluation.twin.max_samples`` test estimates against the twin (a
+    multi-BS sample from all its links jointly): errors before and after (per condition too),
+    error over the bound before and after, the share improved and worsened, seconds per sample
+    and where they went, a CDF (twin_refine.png). The fit threshold is chosen on as many
+    validation samples, refined alike (``evaluation.twin.choose_max_fit``)."""
+    cfg, data, t = ctx.config, ctx.data, ctx.config.evaluation.twin
+    if cfg.data.num_slots != 1:
+        raise ValueError("evaluator 'twin_refine': one snapshot per sample (data.num_slots: 1)")
+    dims = cfg.data.position_dims
     sim = twin_simulation(cfg.simulation, t)
     setup = BoundSetup.from_config(sim, cfg.data)
-    trace = twin_tracer(sim, t, dims, cfg.simulation.ue_grid.height_m, data.paths.sector[first_link[pick]],
-                        data.paths.realization[first_link[pick]])
+    tracer = twin_site_tracer(sim, t)
+    xv, yv = ctx.fixed_set("val")
+    val_est = np.asarray(ctx.predict(xv)["position"], np.float64)
+    val_truth = np.asarray(yv["position"], np.float64)
+
+    def radius_of(outputs, pick, count):
+        if "position_std" in outputs:
+            return np.linalg.norm(np.asarray(outputs["position_std"], np.float64)[pick], axis=1), "the served sigma"
+        return np.full(count, float(np.median(position_errors_m(val_est, val_truth)))), "the validation median error"
+
+    def run(split, csi, est, radius, pick, max_fit):
+        rows = np.asarray(getattr(data.splits, split))       # [n] or, multi-BS, [n, L] (a sample's links)
+        first_link = rows.reshape(len(rows), -1)[:, 0][pick]
+        y = (csi[pick][..., 0] + 1j * csi[pick][..., 1]).astype(np.complex64)
+        trace = twin_tracer(sim, t, dims, cfg.simulation.ue_grid.height_m, data.paths.sector[first_link],
+                            data.paths.realization[first_link], tracer=tracer)
+        return refine(y, _starts(est, radius, t.starts, dims), trace, setup, bounds=trace.bounds, rounds=t.rounds,
+                      retrace_m=t.retrace_m, prior_sigma_m=radius if t.prior else None, max_fit=max_fit)
+
+    max_fit, fit_scores = (t.max_fit or None), None
+    if t.choose_max_fit:         # on validation samples, refined like the test ones without the check
+        vpick = np.sort(np.random.default_rng(cfg.runtime.seed + 1).permutation(len(val_est))[:t.max_samples])
+        vradius, _ = radius_of(ctx.predict(xv), vpick, len(vpick))
+        rv = run("val", _split_csi(data, "val"), val_est[vpick], vradius, vpick, None)
+        chosen, fit_scores = choose_max_fit(rv.fit, rv.position, val_est[vpick], val_truth[vpick])
+        max_fit = chosen if np.isfinite(chosen) else None
+    rows = np.asarray(data.splits.test)
+    n = len(rows)
+    pick = np.sort(np.random.default_rng(cfg.runtime.seed).permutation(n)[:t.max_samples])
+    csi = _split_csi(data, "test")
+    truth = np.asarray(ctx.y["position"], np.float64)[pick]
+    est = np.asarray(ctx.outputs["position"], np.float64)[pick]
+    radius, source = radius_of(ctx.outputs, pick, len(pick))
     t0 = time.time()
-    r = refine(y, starts, trace, setup, bounds=trace.bounds, rounds=t.rounds, retrace_m=t.retrace_m,
-               prior_sigma_m=radius if t.prior else None, max_fit=t.max_fit or None)
+    r = run("test", csi, est, radius, pick, max_fit)
     seconds = time.time() - t0
     before, after = position_errors_m(est, truth), position_errors_m(r.position, truth)
     peb = sample_pebs(data.paths, BoundSetup.from_config(cfg.simulation, cfg.data),
-                      rows[pick].reshape(-1, 1), progress=False)
+                      rows[pick].reshape(len(pick), -1), progress=False)
     codes = data.paths.condition[rows[pick]]
     if codes.ndim == 2:         # several links: LOS where any link is, else the first link's condition
         los = CONDITIONS.index("LOS")
@@ -153,7 +205,9 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
     tol = 1e-3
     report = {"twin_refine": {
         "n": int(len(pick)), "of_test": int(n), "starts": int(t.starts), "start_radius_from": source,
-        "prior": t.prior, "max_fit": t.max_fit,
+        "prior": t.prior, "max_fit": max_fit if max_fit is not None else 0.0,
+        "max_fit_chosen_on": "validation" if t.choose_max_fit else "config",
+        "validation_mean_error_by_max_fit": fit_scores,
         "start_radius_m_median": float(np.median(radius)),
         "twin": {"vehicles": t.vehicles, "material_scale": t.material_scale, "bs_offset_m": list(t.bs_offset_m)},
         "ta_max_ns": cfg.data.ta_max_ns,

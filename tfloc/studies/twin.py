@@ -119,18 +119,20 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
         part = [s for s in rows if s["site"] == site]
         first = part[0]["twin_refine"]
         lines += [f"## {site} ({part[0]['method']}, `{part[0]['model_name']}`)", "",
-                  f"{first['starts']} starts per sample (radius from {first['start_radius_from']})"
-                  + (f", fit check {first['max_fit']:g}." if "max_fit" in first else "."), "",
-                  "| twin | samples | median error [m] | mean error [m] | mean change [m] [95 % interval] | "
-                  "improved / worsened | median error / PEB (LOS) | seconds per sample (trace + fit) |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  f"{first['starts']} starts per sample (radius from {first['start_radius_from']}); the fit "
+                  "threshold of each row chosen on as many validation samples, refined alike.", "",
+                  "| twin | samples | fit threshold | median error [m] | mean error [m] | mean change [m] [95 % "
+                  "interval] | improved / worsened | median error / PEB (LOS) | seconds per sample (trace + fit) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for s in part:
             t = s["twin_refine"]
             c = t["mean_change_m"]
             los = t["per_condition"].get("LOS", {}).get("median_error_over_peb")
             sec = t.get("seconds")
             split = (f" ({sec['trace'] / t['n']:.2f} + {sec['fit'] / t['n']:.2f})" if sec and "trace" in sec else "")
-            lines.append(f"| {s['variant']} | {t['n']} of {t['of_test']} | {_cell(t, 'p50_m')} | {_cell(t, 'mean_m')} | "
+            thr = ("none" if not t.get("max_fit") else f"{t['max_fit']:g}") + (
+                "" if t.get("max_fit_chosen_on") == "validation" else " (set)")
+            lines.append(f"| {s['variant']} | {t['n']} of {t['of_test']} | {thr} | {_cell(t, 'p50_m')} | {_cell(t, 'mean_m')} | "
                          f"{c['mean']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] | {100 * t['improved']:.0f} % / "
                          f"{100 * t['worsened']:.0f} % | {_ratio(t['median_error_over_peb'])}"
                          + (f" ({_ratio(los)})" if los else "") + f" | {t['seconds_per_sample']:.2f}{split} |")
