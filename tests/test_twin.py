@@ -267,3 +267,14 @@ def test_the_fit_threshold_chosen_on_validation_gates_out_wrong_places():
     assert chosen == min(FIT_GRID)
     chosen, _ = choose_max_fit(np.array([1.0, 1.02, 2.5, 2.6]), np.zeros((4, 2)), start, truth)
     assert chosen == 3.0                         # every refined position right: the loosest that keeps them
+
+
+def test_several_looks_of_one_link_are_refined_jointly():
+    """Two time slots of a link (their path gains differ) in a row: one position from both,
+    each look with its own gains, within a few times the PEB of one look."""
+    rng = np.random.default_rng(5)
+    setup, trace, observe, peb = _free_space()
+    truth = np.stack([rng.uniform(15, 50, 6), rng.uniform(-20, 20, 6)], 1)
+    looks = np.stack([observe(truth, np.zeros(6), rng), observe(truth, np.zeros(6), rng) * 1j], 1)
+    r = refine(looks, (truth + [2.0, 0.0])[:, None], trace, setup, rounds=3)
+    assert np.median(np.linalg.norm(r.position - truth, axis=1) / peb(truth)) < 2.0

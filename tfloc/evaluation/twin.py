@@ -135,13 +135,12 @@ def choose_max_fit(fit, refined, start, truth) -> tuple[float, dict]:
 @register_evaluator("twin_refine", run=("geometry",))
 def twin_refine(ctx: EvalContext) -> EvalResult:
     """Refines up to ``evaluation.twin.max_samples`` test estimates against the twin (a
-    multi-BS sample from all its links jointly): errors before and after (per condition too),
+    multi-BS sample from all its links jointly, a sample of several time slots from all of
+    them, each slot with its own gains): errors before and after (per condition too),
     error over the bound before and after, the share improved and worsened, seconds per sample
     and where they went, a CDF (twin_refine.png). The fit threshold is chosen on as many
     validation samples, refined alike (``evaluation.twin.choose_max_fit``)."""
     cfg, data, t = ctx.config, ctx.data, ctx.config.evaluation.twin
-    if cfg.data.num_slots != 1:
-        raise ValueError("evaluator 'twin_refine': one snapshot per sample (data.num_slots: 1)")
     dims = cfg.data.position_dims
     sim = twin_simulation(cfg.simulation, t)
     setup = BoundSetup.from_config(sim, cfg.data)
@@ -159,6 +158,10 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
         rows = np.asarray(getattr(data.splits, split))       # [n] or, multi-BS, [n, L] (a sample's links)
         first_link = rows.reshape(len(rows), -1)[:, 0][pick]
         y = (csi[pick][..., 0] + 1j * csi[pick][..., 1]).astype(np.complex64)
+        slots = cfg.data.num_slots
+        if slots > 1:            # [n, (L,) T*U, M, K] slot-major -> [n, L*T, U, M, K]: a link's slots in a row
+            y = y.reshape(len(y), -1, slots, y.shape[-3] // slots, *y.shape[-2:])
+            y = y.reshape(len(y), -1, *y.shape[-3:])
         trace = twin_tracer(sim, t, dims, cfg.simulation.ue_grid.height_m, data.paths.sector[first_link],
                             data.paths.realization[first_link], tracer=tracer)
         return refine(y, _starts(est, radius, t.starts, dims), trace, setup, bounds=trace.bounds, rounds=t.rounds,

@@ -413,7 +413,8 @@ def _refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup,
     the start, often more.
 
     ``y`` [n, U, Q*M, K] complex observed CSI, or [n, L, U, Q*M, K] for samples of L links
-    (several BSs: refined jointly, each link with its own gains and clock); ``starts`` [n, S,
+    (several BSs, or several looks of a link in a row: refined jointly, each with its own
+    gains and clock); ``starts`` [n, S,
     dims] (start 0: the network's estimate; others within its uncertainty); ``trace(positions
     [m, dims], samples [m]) -> PathSet`` traces the twin at UE positions (2D: at the site's UE
     height), L consecutive rows per position (its links), from the panel (and in the traffic)
@@ -435,10 +436,13 @@ def _refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup,
         twin = trace(current[todo], todo // S)
         t1 = time.perf_counter()
         traces += 1
-        if twin.num_ue != len(todo) * num_links:
+        per_position = twin.num_ue // max(len(todo), 1)
+        if twin.num_ue != len(todo) * per_position or num_links % max(per_position, 1):
             raise BoundError(f"the twin traced {twin.num_ue} links at {len(todo)} positions; the observed "
-                             f"samples have {num_links} links each")
+                             f"samples have {num_links} links (or looks) each")
+        # a link's looks (time slots) are consecutive observations of one traced link
         r = refine_links(ys[todo].reshape(-1, *y.shape[2:]), twin, setup,
+                         rows=np.repeat(np.arange(twin.num_ue), num_links // per_position),
                          groups=np.repeat(np.arange(len(todo)), num_links), **kwargs)
         seconds["trace"] += t1 - t0
         seconds["fit"] += time.perf_counter() - t1
