@@ -85,7 +85,8 @@ def goals(rows: list) -> list:
         out.append(("street canyon, twin without vehicles: median error below 1 m",
                     f"{canyon['before']['p50_m']:.2f} -> {p50:.2f} m",
                     "met" if p50 < 1 else f"missed by {p50 - 1:.2f} m"))
-    worse = [f"{s['site']} / {s['variant']}" for s in rows
+    worse = [f"{s['site']} / {s['variant']} ({s['twin_refine']['before']['p90_m']:.1f} -> "
+             f"{s['twin_refine']['after']['p90_m']:.1f} m)" for s in rows
              if s["twin_refine"]["after"]["p90_m"] > s["twin_refine"]["before"]["p90_m"] + 1e-9]
     out.append(("the 90th percentile never worse than the network's (every row)",
                 f"worse in {len(worse)} of {len(rows)} rows" + (f": {', '.join(worse)}" if worse else ""),
