@@ -140,7 +140,7 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
         figure = os.path.join(os.path.dirname(SUMMARIES), f"{slug(site)}.png")
         if os.path.isfile(figure):
             lines += ["", f"![{site}: the network's errors and the refined ones, exact twin]"
-                      f"({os.path.relpath(figure, os.path.dirname(out) or '.')})"]
+                      f"({os.path.relpath(figure, 'docs/results')})"]        # the page's own folder
         lines.append("")
     missing = sorted({"etoile", "street_canyon", "campus"} - {s["site"] for s in rows})
     if missing:
