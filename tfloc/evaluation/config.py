@@ -27,6 +27,8 @@ class TwinConfig:
     choose_max_fit: bool = param(True, doc="choose the fit threshold on validation samples "
                                  "(refined alike; the lowest validation mean error among 1.05, "
                                  "1.1, 1.25, 1.5, 2, 3 and no check)")
+    slots: int = param(0, min=0, doc="time slots of a multi-slot sample refined jointly (the first "
+                       "ones; 0: all); the bound is then that of as many slots")
     vehicles: bool = param(True, doc="false: the twin has no vehicles (the network never "
                            "knows the traffic)")
     material_scale: float = param(1.0, min=0.01, doc="every material's relative permittivity "

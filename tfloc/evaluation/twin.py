@@ -142,6 +142,7 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
     validation samples, refined alike (``evaluation.twin.choose_max_fit``)."""
     cfg, data, t = ctx.config, ctx.data, ctx.config.evaluation.twin
     dims = cfg.data.position_dims
+    used_slots = min(t.slots or cfg.data.num_slots, cfg.data.num_slots)
     sim = twin_simulation(cfg.simulation, t)
     setup = BoundSetup.from_config(sim, cfg.data)
     tracer = twin_site_tracer(sim, t)
@@ -159,8 +160,8 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
         first_link = rows.reshape(len(rows), -1)[:, 0][pick]
         y = (csi[pick][..., 0] + 1j * csi[pick][..., 1]).astype(np.complex64)
         slots = cfg.data.num_slots
-        if slots > 1:            # [n, (L,) T*U, M, K] slot-major -> [n, L*T, U, M, K]: a link's slots in a row
-            y = y.reshape(len(y), -1, slots, y.shape[-3] // slots, *y.shape[-2:])
+        if slots > 1:            # [n, (L,) T*U, M, K] slot-major -> [n, L*T', U, M, K]: a link's slots in a row
+            y = y.reshape(len(y), -1, slots, y.shape[-3] // slots, *y.shape[-2:])[:, :, :used_slots]
             y = y.reshape(len(y), -1, *y.shape[-3:])
         trace = twin_tracer(sim, t, dims, cfg.simulation.ue_grid.height_m, data.paths.sector[first_link],
                             data.paths.realization[first_link], tracer=tracer)
@@ -185,7 +186,7 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
     r = run("test", csi, est, radius, pick, max_fit)
     seconds = time.time() - t0
     before, after = position_errors_m(est, truth), position_errors_m(r.position, truth)
-    peb = sample_pebs(data.paths, BoundSetup.from_config(cfg.simulation, cfg.data),
+    peb = sample_pebs(data.paths, BoundSetup.from_config(cfg.simulation, cfg.data, num_slots=used_slots),
                       rows[pick].reshape(len(pick), -1), progress=False)
     codes = data.paths.condition[rows[pick]]
     if codes.ndim == 2:         # several links: LOS where any link is, else the first link's condition
@@ -208,6 +209,7 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
     tol = 1e-3
     report = {"twin_refine": {
         "n": int(len(pick)), "of_test": int(n), "starts": int(t.starts), "start_radius_from": source,
+        "slots": int(used_slots), "of_slots": int(cfg.data.num_slots),
         "prior": t.prior, "max_fit": max_fit if max_fit is not None else 0.0,
         "max_fit_chosen_on": "validation" if t.choose_max_fit else "config",
         "validation_mean_error_by_max_fit": fit_scores,

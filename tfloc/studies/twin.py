@@ -3,7 +3,7 @@
 
     python -m tfloc.studies.twin --run street_canyon=RUN [--run etoile=RUN ...]
                                  [--max-samples 200] [--variants exact "no vehicles" ...]
-                                 [--pages-only]
+                                 [--set evaluation.twin.slots=1] [--pages-only]
 
 For each site's finished run and each twin variant, the run's test estimates are refined by
 the ``twin_refine`` evaluator (``evaluate.py --run-dir RUN --set ...`` into
@@ -121,7 +121,9 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
         first = part[0]["twin_refine"]
         lines += [f"## {site} ({part[0]['method']}, `{part[0]['model_name']}`)", "",
                   f"{first['starts']} starts per sample (radius from {first['start_radius_from']}); the fit "
-                  "threshold of each row chosen on as many validation samples, refined alike.", "",
+                  "threshold of each row chosen on as many validation samples, refined alike"
+                  + (f"; {first['slots']} of each link's {first['of_slots']} time slots refined (and in "
+                     "the bound)." if first.get("of_slots", 1) > 1 else "."), "",
                   "| twin | samples | fit threshold | median error [m] | mean error [m] | mean change [m] [95 % "
                   "interval] | improved / worsened | median error / PEB (LOS) | seconds per sample (trace + fit) |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -161,6 +163,8 @@ def main(argv=None):
                     help="a site's finished run (repeatable)")
     ap.add_argument("--max-samples", type=int, default=200)
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_VARIANTS)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                    help="an override for every variant of these runs, e.g. evaluation.twin.slots=1")
     ap.add_argument("--out", default="docs/results/twin.md")
     ap.add_argument("--pages-only", action="store_true")
     args = ap.parse_args(argv)
@@ -174,7 +178,7 @@ def main(argv=None):
             if os.path.isfile(path) or (variant in NEEDS_CARS and not has_cars):
                 continue
             sets = ["evaluation.evaluators=[position, twin_refine]",
-                    f"evaluation.twin.max_samples={args.max_samples}", *VARIANTS[variant]]
+                    f"evaluation.twin.max_samples={args.max_samples}", *args.sets, *VARIANTS[variant]]
             t0 = time.time()
             report, where = evaluate_on_data(run, None, sets, os.path.join(run, "eval", f"twin-{VARIANT_IDS[variant]}"))
             if variant == "exact":
