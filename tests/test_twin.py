@@ -278,3 +278,16 @@ def test_several_looks_of_one_link_are_refined_jointly():
     looks = np.stack([observe(truth, np.zeros(6), rng), observe(truth, np.zeros(6), rng) * 1j], 1)
     r = refine(looks, (truth + [2.0, 0.0])[:, None], trace, setup, rounds=3)
     assert np.median(np.linalg.norm(r.position - truth, axis=1) / peb(truth)) < 2.0
+
+
+def test_a_link_whose_bs_observed_nothing_is_left_out_of_the_joint_refinement():
+    """A multi-BS sample where one BS did not hear the UE (its CSI all zero, as the pipeline
+    gives a link without paths): the other link refines the position; nothing is NaN."""
+    rng = np.random.default_rng(6)
+    setup, trace, observe, peb = _free_space(num_bs=2)
+    truth = np.stack([rng.uniform(15, 45, 4), rng.uniform(-15, 30, 4)], 1)
+    y = observe(truth, np.zeros((4, 2)), rng)
+    y[:, 1] = 0.0
+    r = refine(y, (truth + [1.0, -1.0])[:, None], trace, setup, rounds=2)
+    assert np.all(np.isfinite(r.fit)) and not r.kept_start.any()
+    assert np.all(np.linalg.norm(r.position - truth, axis=1) < 0.5)

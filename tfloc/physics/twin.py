@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 from tfloc.physics.bound import BoundSetup, SPECULAR, _batch_inputs, _bucket, mirror_paths
 from tfloc.physics.fisher import BoundError
@@ -216,8 +217,11 @@ class _Links:
         flat = y.reshape(len(y), -1, y.shape[-1]).astype(np.complex128)          # [n, A, K]
         self.size = flat.shape[1] * flat.shape[2]                                  # N complex values
         self.sigma2 = noise_variance(y, setup.snr_db).astype(np.float64)
-        # a link the twin has no (specular) path for is explained by nothing: |y|^2 / sigma^2
-        self.empty_cost = np.sum(np.abs(flat) ** 2, (1, 2)) / self.sigma2
+        # a link the twin has no (specular) path for is explained by nothing: |y|^2 / sigma^2; a
+        # link that observed nothing (its BS did not hear the UE) carries no information here
+        self.heard = self.sigma2 > 0
+        self.sigma2 = np.where(self.heard, self.sigma2, 1.0)
+        self.empty_cost = np.where(self.heard, np.sum(np.abs(flat) ** 2, (1, 2)) / self.sigma2, 0.0)
         counts = np.minimum(twin.num_paths[rows], setup.max_paths)
         order = live[np.argsort(counts[live], kind="stable")]
         self.batches = []
@@ -279,7 +283,7 @@ def _joint_step(grad, hess, lam, groups, num_groups, dims):
 
 
 def refine_links(y: np.ndarray, twin, setup: BoundSetup, rows=None, groups=None, iterations: int = 20,
-                 batch_size: int = 16, ridge: float = 1e-9) -> Refined:
+                 batch_size: int = 16, ridge: float = 1e-9, on_step=None) -> Refined:
     """Levenberg-Marquardt refinement of positions against the twin's paths, one position per
     sample from its links' observed CSI jointly (each link with its own gains and clock).
 
@@ -288,7 +292,8 @@ def refine_links(y: np.ndarray, twin, setup: BoundSetup, rows=None, groups=None,
     0..n-1) are the twin traced at each link's start position (``twin.positions[rows]``) from
     the BS panel ``twin.sector[rows]``; ``groups`` [n] the sample of each link (default: each
     link its own sample; a sample's links share one start). Returns one row per sample. A
-    sample none of whose links has a twin path keeps its start."""
+    sample none of whose links has a twin path keeps its start. ``on_step()`` is called after
+    each Levenberg-Marquardt iteration (progress)."""
     y = np.asarray(y)
     n = len(y)
     rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
@@ -314,7 +319,8 @@ def refine_links(y: np.ndarray, twin, setup: BoundSetup, rows=None, groups=None,
     counts = np.minimum(twin.num_paths[rows], setup.max_paths)
     specular_only = np.array([np.all(np.isin(twin.interactions[twin.offsets[r]:twin.offsets[r + 1]], (0, SPECULAR)))
                               for r in rows], bool)
-    modelled = (counts > 0) & specular_only
+    heard = np.any(y.reshape(n, -1) != 0, axis=1)           # a link whose BS observed nothing: left out
+    modelled = (counts > 0) & specular_only & heard
     live_group = np.zeros(num_groups, bool)
     live_group[groups[modelled]] = True
     links = _Links(y, twin, rows, setup, np.flatnonzero(modelled & live_group[groups]), batch_size, ridge)
@@ -340,6 +346,8 @@ def refine_links(y: np.ndarray, twin, setup: BoundSetup, rows=None, groups=None,
         x[better[groups]], cost[better] = trial[better[groups]], new[better]
         lam = np.where(better, lam / 3.0, np.where(act, lam * 4.0, lam))
         act &= (np.abs(step_p).max(1) >= 1e-4) & (lam <= 1e8)
+        if on_step is not None:
+            on_step()
         if not act.any():
             break
     link_cost = links.cost(x, modelled)
@@ -349,7 +357,7 @@ def refine_links(y: np.ndarray, twin, setup: BoundSetup, rows=None, groups=None,
     # criterion's price, ln(observations) per gain, makes them comparable
     penalty = total(np.where(modelled, counts, 0) * np.log(2.0 * links.size))
     live = live_group
-    out.fit[live] = (total(link_cost - np.where(modelled, prior, 0.0)) / (per_group * links.size))[live]
+    out.fit[live] = (total(link_cost - np.where(modelled, prior, 0.0)) / (np.maximum(total(heard), 1) * links.size))[live]
     out.start_cost[live], out.cost[live] = (first + penalty)[live], (total(link_cost) + penalty)[live]
     out.position[live] = x[_first_rows(groups, num_groups)[live], :dims]
     clock = np.zeros(num_groups)
@@ -400,7 +408,7 @@ def refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup, bounds=N
 
 def _refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup,
             rounds: int = 3, retrace_m: float = 1.0, prior_sigma_m=None, max_fit: float | None = None,
-            **kwargs) -> Refined:
+            progress: bool = True, **kwargs) -> Refined:
     """Refines each sample from each of its starts against the twin, re-tracing it where a
     step moved the estimate more than ``retrace_m`` from where it was traced (at most
     ``rounds`` traces), and keeps per sample the best likelihood of all starts when it beats
@@ -431,10 +439,15 @@ def _refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup,
     best, first_cost, traces = None, None, 0
     todo = np.arange(n * S)
     seconds = {"trace": 0.0, "fit": 0.0}
-    for _ in range(rounds):
+    iterations = kwargs.get("iterations", 20)
+    bar = tqdm(total=rounds * iterations, unit="step", desc=f"twin refinement of {n} samples",
+               disable=not progress, leave=False)
+    for k in range(rounds):
+        bar.set_postfix_str(f"round {k + 1}: tracing {len(todo)} candidates")
         t0 = time.perf_counter()
         twin = trace(current[todo], todo // S)
         t1 = time.perf_counter()
+        bar.set_postfix_str(f"round {k + 1}: fitting {len(todo)} candidates")
         traces += 1
         per_position = twin.num_ue // max(len(todo), 1)
         if twin.num_ue != len(todo) * per_position or num_links % max(per_position, 1):
@@ -443,7 +456,8 @@ def _refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup,
         # a link's looks (time slots) are consecutive observations of one traced link
         r = refine_links(ys[todo].reshape(-1, *y.shape[2:]), twin, setup,
                          rows=np.repeat(np.arange(twin.num_ue), num_links // per_position),
-                         groups=np.repeat(np.arange(len(todo)), num_links), **kwargs)
+                         groups=np.repeat(np.arange(len(todo)), num_links), on_step=lambda: bar.update(), **kwargs)
+        bar.update((k + 1) * iterations - bar.n)
         seconds["trace"] += t1 - t0
         seconds["fit"] += time.perf_counter() - t1
         if best is None:
@@ -457,6 +471,7 @@ def _refine(y: np.ndarray, starts: np.ndarray, trace, setup: BoundSetup,
         todo = todo[moved & ~r.kept_start]
         if not len(todo):
             break
+    bar.close()
     if prior_sigma_m is not None:   # the start as a Gaussian prior: a maximum a posteriori choice
         moved = np.sum((best.position.reshape(n, S, dims) - starts[:, :1]) ** 2, -1)
         best.cost = best.cost + (moved / (2.0 * np.asarray(prior_sigma_m, float)[:, None] ** 2)).reshape(-1)
