@@ -256,15 +256,19 @@ def test_a_start_outside_the_scene_is_flagged_and_kept_and_bad_starts_are_one_li
 def test_the_fit_threshold_chosen_on_validation_gates_out_wrong_places():
     """Two samples refined to the truth where the twin explains their CSI (fit about 1), two
     moved to wrong places that the twin explains badly: the chosen threshold keeps the first
-    and rejects the second; with no check the mean error is larger."""
+    and rejects the second; with no check the mean error is larger. Where refining only
+    harms, every start is kept."""
     from tfloc.evaluation.twin import FIT_GRID, choose_max_fit
     truth = np.zeros((4, 2))
     start = np.full((4, 2), 3.0)
     refined = np.array([[0.01, 0.0], [0.0, 0.02], [20.0, 0.0], [0.0, -25.0]])
     chosen, scores = choose_max_fit(np.array([1.0, 1.02, 4.0, 9.0]), refined, start, truth)
-    assert chosen == min(FIT_GRID) and scores["none"] > scores["1.05"]
+    assert chosen == 1.05 and scores["none"] > scores["1.05"] and scores["0"] > scores["1.05"]
     chosen, _ = choose_max_fit(np.array([1.0, 1.02, 1.03, 1.04]), np.zeros((4, 2)), start, truth)
-    assert chosen == min(FIT_GRID)
+    assert chosen == 1.05
+    wrong = np.array([[20.0, 0.0], [0.0, -25.0], [9.0, 9.0], [-8.0, 7.0]])   # refining never helps
+    chosen, _ = choose_max_fit(np.array([1.0, 1.02, 1.03, 1.04]), wrong, start, truth)
+    assert chosen == 0.0                          # every start kept
     chosen, _ = choose_max_fit(np.array([1.0, 1.02, 2.5, 2.6]), np.zeros((4, 2)), start, truth)
     assert chosen == 3.0                         # every refined position right: the loosest that keeps them
 

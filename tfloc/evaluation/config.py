@@ -26,7 +26,8 @@ class TwinConfig:
                            "used as given only with choose_max_fit: false")
     choose_max_fit: bool = param(True, doc="choose the fit threshold on validation samples "
                                  "(refined alike; the lowest validation mean error among 1.05, "
-                                 "1.1, 1.25, 1.5, 2, 3 and no check)")
+                                 "1.1, 1.25, 1.5, 2, 3, no check, and 0: every start kept, not "
+                                 "refined)")
     slots: int = param(0, min=0, doc="time slots of a multi-slot sample refined jointly (the first "
                        "ones; 0: all); the bound is then that of as many slots")
     vehicles: bool = param(True, doc="false: the twin has no vehicles (the network never "

@@ -106,8 +106,9 @@ def _split_csi(data, split: str) -> np.ndarray:
     return np.concatenate([x["csi"].numpy() for x, _ in ds])
 
 
-#: the fit thresholds a run chooses among on validation samples (``evaluation.twin.choose_max_fit``)
-FIT_GRID = (1.05, 1.1, 1.25, 1.5, 2.0, 3.0, float("inf"))
+#: the fit thresholds a run chooses among on validation samples (``evaluation.twin.choose_max_fit``):
+#: 0 keeps every start (where refining does not help on validation, it is not done), inf: no check
+FIT_GRID = (0.0, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, float("inf"))
 
 
 def _starts(est, radius, count: int, dims: int):
@@ -123,7 +124,7 @@ def _starts(est, radius, count: int, dims: int):
 def choose_max_fit(fit, refined, start, truth) -> tuple[float, dict]:
     """The threshold of :data:`FIT_GRID` whose gate (keep a refined position where its fit is
     at most the threshold, else the start) gives the lowest mean error on these (validation)
-    samples, the stricter on a tie; and each threshold's mean error."""
+    samples, the stricter on a tie (0: keep every start); and each threshold's mean error."""
     scores = {}
     for thr in FIT_GRID:
         pos = np.where((fit <= thr)[:, None], refined, start)
@@ -210,7 +211,7 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
     report = {"twin_refine": {
         "n": int(len(pick)), "of_test": int(n), "starts": int(t.starts), "start_radius_from": source,
         "slots": int(used_slots), "of_slots": int(cfg.data.num_slots),
-        "prior": t.prior, "max_fit": max_fit if max_fit is not None else 0.0,
+        "prior": t.prior, "max_fit": max_fit,                  # None: no check; 0: every start kept
         "max_fit_chosen_on": "validation" if t.choose_max_fit else "config",
         "validation_mean_error_by_max_fit": fit_scores,
         "start_radius_m_median": float(np.median(radius)),

@@ -133,7 +133,8 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
             los = t["per_condition"].get("LOS", {}).get("median_error_over_peb")
             sec = t.get("seconds")
             split = (f" ({sec['trace'] / t['n']:.2f} + {sec['fit'] / t['n']:.2f})" if sec and "trace" in sec else "")
-            thr = ("none" if not t.get("max_fit") else f"{t['max_fit']:g}") + (
+            thr = ("none" if t.get("max_fit") is None else "0 (starts kept)" if t["max_fit"] == 0
+                   else f"{t['max_fit']:g}") + (
                 "" if t.get("max_fit_chosen_on") == "validation" else " (set)")
             lines.append(f"| {s['variant']} | {t['n']} of {t['of_test']} | {thr} | {_cell(t, 'p50_m')} | {_cell(t, 'mean_m')} | "
                          f"{c['mean']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] | {100 * t['improved']:.0f} % / "
