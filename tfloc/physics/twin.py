@@ -21,8 +21,13 @@ start itself), ln(2N) per path (N observed complex values): the Bayesian informa
 criterion's price of each path's free gain, without which a candidate where the twin
 traces more paths would win by fitting more.
 
-:func:`refine_links` minimises it over p (and delta) by Levenberg-Marquardt steps with the
-Jacobian by forward-mode autodiff, batched over links, for paths traced once per start;
+:func:`refine_links` minimises it over p (and each link's delta) by Levenberg-Marquardt
+steps, batched over links, for paths traced once per start: a path's CSI is a Kronecker
+product of an antenna and a subcarrier vector, so the gains' least squares, the gradient and
+the Gauss-Newton Hessian (projected off the paths' span: variable projection) are computed
+from products of short vectors, never the N-long basis; the delays' and directions'
+derivatives in p come from forward-mode autodiff through the mirror images. The L links (or
+looks) of a sample share p and are solved jointly (a Schur complement per link's clock).
 :func:`refine` re-traces the twin where a step has moved the estimate beyond the region
 where the traced path set holds, runs several starts per sample and keeps a refined
 position only where its cost is below the start's.
