@@ -148,7 +148,8 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
     setup = BoundSetup.from_config(sim, cfg.data)
     tracer = twin_site_tracer(sim, t)
     xv, yv = ctx.fixed_set("val")
-    val_est = np.asarray(ctx.predict(xv)["position"], np.float64)
+    val_out = ctx.predict(xv)
+    val_est = np.asarray(val_out["position"], np.float64)
     val_truth = np.asarray(yv["position"], np.float64)
 
     def radius_of(outputs, pick, count):
@@ -172,7 +173,7 @@ def twin_refine(ctx: EvalContext) -> EvalResult:
     max_fit, fit_scores = (t.max_fit or None), None
     if t.choose_max_fit:         # on validation samples, refined like the test ones without the check
         vpick = np.sort(np.random.default_rng(cfg.runtime.seed + 1).permutation(len(val_est))[:t.max_samples])
-        vradius, _ = radius_of(ctx.predict(xv), vpick, len(vpick))
+        vradius, _ = radius_of(val_out, vpick, len(vpick))
         rv = run("val", _split_csi(data, "val"), val_est[vpick], vradius, vpick, None)
         chosen, fit_scores = choose_max_fit(rv.fit, rv.position, val_est[vpick], val_truth[vpick])
         max_fit = chosen if np.isfinite(chosen) else None

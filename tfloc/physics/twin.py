@@ -214,19 +214,18 @@ class _Links:
     """The fixed inputs of links ``rows`` of a traced twin, in batches of similar path counts
     (one graph per padded path count), and their evaluation at variables x [n, dims + 1]."""
 
-    def __init__(self, y, twin, rows, setup, live, batch_size, ridge):
+    def __init__(self, y, twin, rows, setup, live, heard, batch_size, ridge):
         self.dims, self.n = setup.dims, len(rows)
         clock_var = (setup.ta_max_s ** 2 / 3.0) if setup.ta_max_s > 0 else 1e-18   # "known": pinned at 0
         self.clock_var = clock_var
         self.consts = (tf.constant(clock_var, tf.float64), tf.constant(ridge, tf.float64))
         flat = y.reshape(len(y), -1, y.shape[-1]).astype(np.complex128)          # [n, A, K]
         self.size = flat.shape[1] * flat.shape[2]                                  # N complex values
-        self.sigma2 = noise_variance(y, setup.snr_db).astype(np.float64)
         # a link the twin has no (specular) path for is explained by nothing: |y|^2 / sigma^2; a
-        # link that observed nothing (its BS did not hear the UE) carries no information here
-        self.heard = self.sigma2 > 0
-        self.sigma2 = np.where(self.heard, self.sigma2, 1.0)
-        self.empty_cost = np.where(self.heard, np.sum(np.abs(flat) ** 2, (1, 2)) / self.sigma2, 0.0)
+        # link that observed nothing (``heard`` false: its BS did not hear the UE) carries no
+        # information here
+        self.sigma2 = np.where(heard, noise_variance(y, setup.snr_db), 1.0).astype(np.float64)
+        self.empty_cost = np.where(heard, np.sum(np.abs(flat) ** 2, (1, 2)) / self.sigma2, 0.0)
         counts = np.minimum(twin.num_paths[rows], setup.max_paths)
         order = live[np.argsort(counts[live], kind="stable")]
         self.batches = []
@@ -328,7 +327,7 @@ def refine_links(y: np.ndarray, twin, setup: BoundSetup, rows=None, groups=None,
     modelled = (counts > 0) & specular_only & heard
     live_group = np.zeros(num_groups, bool)
     live_group[groups[modelled]] = True
-    links = _Links(y, twin, rows, setup, np.flatnonzero(modelled & live_group[groups]), batch_size, ridge)
+    links = _Links(y, twin, rows, setup, np.flatnonzero(modelled & live_group[groups]), heard, batch_size, ridge)
     per_group = np.bincount(groups, minlength=num_groups)
 
     def total(c):
