@@ -13,8 +13,11 @@ from conftest import REPO, run_python, train_tiny
 
 pytestmark = pytest.mark.slow  # real Sionna RT; deselect with -m 'not slow'
 
-TINY = ["simulation.ue_grid.spacing_m=8.0", "training.epochs=3", "data.batch_size=32",
-        "model.resnet.width=16"]
+# Large enough that the network learns: on a 5 m grid, half of the UEs labelled (about 600),
+# 80 epochs of a width-16 ResNet-18 beat kNN's mean error on the same test UEs (15.9 against
+# 17.7 m when written; with 3 epochs on an 8 m grid the model was no better than the mean).
+TINY = ["simulation.ue_grid.spacing_m=5.0", "data.labelled_fraction=0.5", "training.epochs=80",
+        "data.batch_size=32", "model.resnet.width=16", "runtime.deterministic=true"]
 
 
 _run = run_python
@@ -45,6 +48,8 @@ def test_report_shape(run_dir):
     m = rep["model"]
     assert 0 < m["p50_m"] <= m["p67_m"] <= m["p80_m"] <= m["p90_m"]
     assert rep["simulation"]["cache_hit"] is False
+    # the network learnt: better than kNN's mean on the same test UEs (issue 24)
+    assert m["mean_m"] < rep["baselines"]["knn"]["mean_m"], (m, rep["baselines"]["knn"])
     # the model against the physical limit (issue 12), LOS and NLOS apart
     b = rep["bound"]["mirror"]
     assert b["peb_m"]["n_unbounded"] == 0 and b["peb_m"]["n"] == rep["n_test"]

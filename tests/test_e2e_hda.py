@@ -11,9 +11,12 @@ from conftest import REPO, run_python, train_tiny
 
 pytestmark = pytest.mark.slow
 
-TINY = ["simulation.ue_grid.spacing_m=6.0", "simulation.cars.num_realizations=3",
-        "data.realization_splits=[1, 1, 1]", "training.epochs=2", "data.batch_size=32",
-        "model.semantic_cnn.filters=[8, 8, 16, 16]", "model.semantic_cnn.head_units=[32, 32]"]
+# The dataset's own grid with 3 traffic realizations (one each for training, validation and
+# test, about 300 labelled UEs) and 30 epochs: enough that HDA beats kNN's mean on the same
+# test links (25.0 against 32.0 m when written with 40 epochs; on a 6 m grid with 2 epochs it
+# saw 21 training UEs and was the mean predictor).
+TINY = ["simulation.cars.num_realizations=3", "data.realization_splits=[1, 1, 1]",
+        "training.epochs=30", "data.batch_size=32", "runtime.deterministic=true"]
 
 
 _run = run_python
@@ -38,6 +41,8 @@ def test_hda_run_report(hda_run):
     assert set(rep["model"]["per_condition"]) <= {"LOS", "NLOS-static", "NLOS-car"}
     assert rep["domain_adaptation"]["target"].startswith("test realizations")
     assert rep["timings_s"]["sigma1"] > 0 and "knn" in rep["baselines"]
+    # HDA learnt: better than kNN's mean on the same test links (issue 24)
+    assert rep["model"]["mean_m"] < rep["baselines"]["knn"]["mean_m"], (rep["model"], rep["baselines"]["knn"])
     b = rep["bound"]["mirror"]                          # 3D bound of every test link (issue 12)
     assert b["peb_m"]["n"] == rep["n_test"] and b["error_over_peb"]["median"] > 1
     for f in ("cdf.png", "confusion.png", "errors.npz", "model.keras", "bound_mirror.png",
