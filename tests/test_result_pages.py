@@ -8,10 +8,11 @@ import pytest
 from scipy import stats
 
 from conftest import REPO
-from tfloc.studies import defaults, scaling, seed001, seed002, twin
+from tfloc.studies import defaults, scaling, seed001, seed002, seed003, twin
 from tfloc.studies.summary import mean_interval
 
-STUDIES = {"scaling": scaling, "defaults": defaults, "seed001": seed001, "seed002": seed002, "twin": twin}
+STUDIES = {"scaling": scaling, "defaults": defaults, "seed001": seed001, "seed002": seed002, "seed003": seed003,
+           "twin": twin}
 
 
 @pytest.mark.parametrize("name", list(STUDIES))
@@ -223,9 +224,14 @@ def test_the_seed003_page_from_seeded_summaries(tmp_path):
             s = _fake_summary(label, k, np.maximum(base + shift, 0.1), base)
             s["resolved_config"]["data"]["labelled_fraction"] = 0.1
             s["axis_errors"] = {"average": {"mae_m": 4.0 + k, "nmae": 0.02, "rmse_m": 9.0, "nrmse": 0.05}}
+            s["error_over_bound_median"] = 100.0 + 20 * k if shift else None
             summaries[f"{label}-{k}"] = s
     text = seed003.write_page(summaries, str(tmp_path / "seed003.md"))
     assert "| CNN AE pre-trained (Model 4) | 2 | 4.50 [" in text            # mean of 4 and 5
+    row4 = next(line for line in text.splitlines() if line.startswith("| CNN AE pre-trained (Model 4) | 2 |"))
+    assert "| 110 [" in row4                                               # error / PEB: mean of 100, 120
+    row2 = next(line for line in text.splitlines() if line.startswith("| CNN, scratch (Model 2) | 2 |"))
+    assert "| - |" in row2                                                 # runs without the bound
     assert "16.87 / 0.1065 / 26.15 / 0.1323" in text                      # the paper's row
     row = next(line for line in text.splitlines() if line.startswith("| CNN AE pre-trained (Model 4) < CNN"))
     assert row.endswith("| 2 | reproduced |")
