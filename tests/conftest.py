@@ -52,6 +52,7 @@ def shared_fixture_group(item) -> str | None:
     return None
 
 
+@pytest.hookimpl(tryfirst=True)     # before pytest-xdist writes the groups into the node ids
 def pytest_collection_modifyitems(config, items):
     """Marks every test that traces real Sionna RT through a fixture as ``slow``, so
     ``-m "not slow"`` is the inner loop without ray tracing; and groups the tests that share
