@@ -8,10 +8,10 @@ import pytest
 from scipy import stats
 
 from conftest import REPO
-from tfloc.studies import defaults, scaling, seed001, seed002, seed003, twin
+from tfloc.studies import bound, defaults, scaling, seed001, seed002, seed003, twin
 from tfloc.studies.summary import mean_interval
 
-STUDIES = {"scaling": scaling, "defaults": defaults, "seed001": seed001, "seed002": seed002, "seed003": seed003,
+STUDIES = {"bound": bound, "scaling": scaling, "defaults": defaults, "seed001": seed001, "seed002": seed002, "seed003": seed003,
            "twin": twin}
 
 
@@ -287,7 +287,32 @@ def test_the_bound_page_from_seeded_summaries(tmp_path):
     assert cells[1] == "2" and cells[2].startswith("0.02 [") and cells[2].endswith("] m")   # mean of 1 and 3 cm
     assert cells[8].startswith("100 [")          # error over PEB: mean of 100 and 101
     assert "unbounded" not in row                # only the nuisance p90, not shown, is unbounded
-    assert "| 20 MHz" not in text                # settings without runs are left out
+    assert "| 20 MHz (136 x 147 kHz) | " not in text       # settings without runs are left out
+    assert "| 20 MHz (136 x 147 kHz) < reference" in text and "bound: not run yet | mean | - | 0 | not run |" in text
+
+
+def test_the_bound_page_judges_whether_the_model_follows_the_bound(tmp_path):
+    from tfloc.studies import bound
+    rng = np.random.default_rng(9)
+    peb = lambda los: {"LOS": {"median": los}, "NLOS": {"median": 4 * los}, "p90": 10 * los}   # noqa: E731
+    summaries = {}
+    for k in range(3):
+        links = rng.gamma(2.0, 3.0, 300)
+        for label, los, shift in (("reference: 98 MHz, 20 dB, 2x8 cross-pol (32), TA +-5 ns", 0.02, 0.0),
+                                  ("20 MHz (136 x 147 kHz)", 0.05, 2.0),     # bound up, error up
+                                  ("0 dB", 0.2, -2.0),                       # bound up, error down
+                                  ("TA +-50 ns", 0.021, 5.0)):               # bound still
+            s = _fake_summary(label, k, np.maximum(links + shift + 0.2 * rng.normal(size=300), 0), links)
+            s["resolved_config"]["simulation"].update(max_depth=2)
+            s["sections"] = {"bound": {"mirror": {"peb_m": peb(los), "error_over_peb": {"median": 100.0}},
+                                       "nuisance": {"peb_m": peb(0.1), "error_over_peb": {"LOS": {"median": 30.0}}}}}
+            summaries[f"{label}-{k}"] = s
+    text = bound.write_page(summaries, str(tmp_path / "bound.md"))
+    row = lambda end: next(line for line in text.splitlines() if f"< {end} |" in line)   # noqa: E731
+    assert "x2.50" in row("20 MHz (136 x 147 kHz)") and row("20 MHz (136 x 147 kHz)").endswith("| 3 | reproduced |")
+    assert "x10.00" in row("0 dB") and row("0 dB").endswith("| 3 | reversed |")
+    assert "no direction to follow): TA +-50 ns (bound (LOS median) x1.05)" in text
+    assert "| 8x4 array (64 antennas) < reference" in text and "not run" in text
 
 
 def test_the_seed004_page_from_seeded_summaries(tmp_path):

@@ -13,8 +13,8 @@ into docs/results/bound/runs/ as it ends; the page is generated from those summa
 from __future__ import annotations
 
 from tfloc.studies.common import Experiment, write_keeping_discussion
-from tfloc.studies.summary import (by_experiment, epochs_cell, interval_cell, provenance,
-                                   regenerate_page, seeded_study_main)
+from tfloc.studies.summary import (Claim, by_experiment, claim_lines, epochs_cell, interval_cell,
+                                   provenance, regenerate_page, seeded_study_main)
 
 CONFIG = "configs/etoile_supervised.yaml"
 SUMMARIES = "docs/results/bound/runs"
@@ -31,6 +31,9 @@ SETTINGS = {
     "TA +-50 ns": ["data.ta_max_ns=50.0"],
 }
 EXPERIMENTS = [Experiment(label, CONFIG, [*COMMON, *sets]) for label, sets in SETTINGS.items()]
+REFERENCE = EXPERIMENTS[0].label
+#: a setting whose bound moves by less than this factor gives the model no direction to follow
+BOUND_MOVES = 1.1
 
 
 def _stat(runs, *path, unit=" m"):
@@ -45,6 +48,45 @@ def _stat(runs, *path, unit=" m"):
         values.append(v)
     fmt = "{:.3g}" if max(values) < 100 else "{:,.0f}"
     return interval_cell(values, fmt) + unit
+
+
+def _los_median_peb(runs) -> float:
+    """The mirror bound's LOS median PEB, averaged over seeds."""
+    return sum(s["sections"]["bound"]["mirror"]["peb_m"]["LOS"]["median"] for s in runs) / len(runs)
+
+
+def follow_lines(runs: dict) -> list:
+    """Whether the model's error moves the way the bound does: per setting against the
+    reference, the bound's factor (LOS median PEB, mirror) gives the direction, and the
+    model's mean error on the same test links, paired by seed and link, is judged on it."""
+    ref = runs.get(REFERENCE)
+    if not ref:
+        return []
+    claims, still = [], []
+    for e in EXPERIMENTS[1:]:
+        rs = runs.get(e.label)
+        if not rs:
+            claims.append(Claim(e.label, REFERENCE, "mean_m", "bound: not run yet"))
+            continue
+        factor = _los_median_peb(rs) / _los_median_peb(ref)
+        source = f"bound (LOS median) x{factor:.2f}"
+        if factor >= BOUND_MOVES:
+            claims.append(Claim(REFERENCE, e.label, "mean_m", source))
+        elif factor <= 1 / BOUND_MOVES:
+            claims.append(Claim(e.label, REFERENCE, "mean_m", source))
+        else:
+            still.append(f"{e.label} ({source})")
+    lines = ["## Does the model follow the bound?", "",
+             "Per setting against the reference: where the bound (LOS median PEB, mirror) grows or "
+             f"shrinks by more than a factor {BOUND_MOVES:g}, the model's mean test error is expected to "
+             "move the same way. Judged on the difference of mean errors on the same test links, paired "
+             "by seed and link (bootstrap over seeds and links): **reproduced**: the model moves with "
+             "the bound; **reversed**: against it; **not separable**: the interval contains zero.", "",
+             *claim_lines(claims, runs), ""]
+    if still:
+        lines += ["Bound within that factor of the reference's (no direction to follow): "
+                  + "; ".join(still) + ".", ""]
+    return lines
 
 
 def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
@@ -77,7 +119,8 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
             f"{_stat(rs, 'mirror', 'error_over_peb', 'median', unit='')} | "
             f"{_stat(rs, 'nuisance', 'error_over_peb', 'LOS', 'median', unit='')} | {epochs_cell(rs)} |")
     lines += ["", "Overrides per row: " + "; ".join(
-        f"{e.label}: `{' '.join(e.sets[len(COMMON):]) or '-'}`" for e in EXPERIMENTS) + ".", ""]
+        f"{e.label}: `{' '.join(e.sets[len(COMMON):]) or '-'}`" for e in EXPERIMENTS) + ".", "",
+        *follow_lines(runs)]
     return write_keeping_discussion(out, "\n".join(lines))
 
 
