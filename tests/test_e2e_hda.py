@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 # The dataset's own grid with 3 traffic realizations (one each for training, validation and
 # test, about 300 labelled UEs) and 30 epochs: enough that HDA beats kNN's mean on the same
-# test links (25.0 against 32.0 m when written with 40 epochs; on a 6 m grid with 2 epochs it
+# test links (25.8 against 32.0 m when written; on a 6 m grid with 2 epochs it
 # saw 21 training UEs and was the mean predictor).
 TINY = ["simulation.cars.num_realizations=3", "data.realization_splits=[1, 1, 1]",
         "training.epochs=30", "data.batch_size=32", "runtime.deterministic=true"]

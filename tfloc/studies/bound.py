@@ -8,7 +8,9 @@ Each setting is configs/etoile_supervised.yaml as shipped (its split, epoch cap 
 stopping) with the setting's overrides, once per seed, scored once on its test split with the
 ``bound`` and ``bound_nuisance`` evaluators: the PEB of every test UE under that setting's own
 channel, and the model's error over it. Each run's summary (its ``bound`` section kept) goes
-into docs/results/bound/runs/ as it ends; the page is generated from those summaries alone.
+into docs/results/bound/runs/ as it ends; the page is generated from those summaries alone,
+and judges per setting whether the model's error moves the way the bound does
+(:func:`follow_lines`).
 """
 from __future__ import annotations
 
