@@ -313,6 +313,11 @@ def test_the_bound_page_judges_whether_the_model_follows_the_bound(tmp_path):
     assert "x10.00" in row("0 dB") and row("0 dB").endswith("| 3 | reversed |")
     assert "no direction to follow): TA +-50 ns (bound (LOS median) x1.05)" in text
     assert "| 8x4 array (64 antennas) < reference" in text and "not run" in text
+    for k in range(3):                       # a setting that tested other links is not judged
+        s = dict(summaries[f"0 dB-{k}"], test_links_sha256=f"other{k}")
+        summaries[f"0 dB-{k}"] = s
+    text = bound.write_page(summaries, str(tmp_path / "bound.md"))
+    assert "did not test the same links" in row("0 dB") and "| 3 | not judged:" in row("0 dB")
 
 
 def test_the_seed004_page_from_seeded_summaries(tmp_path):

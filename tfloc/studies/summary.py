@@ -272,7 +272,8 @@ def cdf_lines(runs: dict, labels, out: str, title: str, png: str | None = None) 
 def claim_lines(claims, runs: dict, n_boot: int = 10000) -> list:
     """A Markdown table judging each claim on the runs of its two experiments (``runs``:
     :func:`by_experiment`), paired by seed and test link (:func:`paired_bootstrap`), with
-    the verdict of :func:`verdict`; a claim whose runs are missing says so."""
+    the verdict of :func:`verdict`; a claim whose runs are missing, or did not test the same
+    links, says so."""
     lines = ["| claim | source | metric | better - worse, mean over seeds [95 % interval] (m) "
              "| seeds | verdict |", "|---|---|---|---|---|---|"]
     for c in claims:
@@ -282,8 +283,12 @@ def claim_lines(claims, runs: dict, n_boot: int = 10000) -> list:
             lines.append(f"{head} - | 0 | not run |")
             continue
         seeds = sorted({s["seed"] for s in a} & {s["seed"] for s in b})
-        pa, pb = paired_link_errors([s for s in a if s["seed"] in seeds],
-                                    [s for s in b if s["seed"] in seeds])
+        try:
+            pa, pb = paired_link_errors([s for s in a if s["seed"] in seeds],
+                                        [s for s in b if s["seed"] in seeds])
+        except ValueError as e:        # e.g. another test split: a page says so, a study goes on
+            lines.append(f"{head} - | {len(seeds)} | not judged: {e} |")
+            continue
         d = paired_bootstrap(pa, pb, n_boot=n_boot, statistic=c.metric)
         word = verdict(d) if len(seeds) > 1 else "one seed: not judged"
         lines.append(f"{head} {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] | {len(seeds)} | {word} |")
