@@ -112,3 +112,21 @@ def test_runs_with_one_share_key_train_the_shared_stage_once(tmp_path, fake_trai
     run_experiments([e for e in seeded if e.key == "tb-s0"], str(root), repo=REPO, train_script=fake_train,
                     peers=[e for e in seeded if e.key == "ta-s0"])
     assert json.loads((root / "tb-s0" / "report.json").read_text())["restored"] == str(root / "ta-s0")
+
+
+def test_a_study_run_with_only_shares_stages_of_the_groups_it_leaves_out(tmp_path, monkeypatch):
+    """``--only b`` still lends b's runs the finished stages of a's stored runs (seed by seed)."""
+    from tfloc.studies import summary
+    exps = [Experiment(f"{g} target", "configs/hda.yaml", key=g, group=g, share_key="src",
+                       share_stages=("source",)) for g in "ab"]
+    folder = tmp_path / "docs" / "results" / "study" / "runs"
+    folder.mkdir(parents=True)
+    (folder / "a-s0.json").write_text("{}")          # a stored run of the group left out
+    seen = {}
+    monkeypatch.setattr(summary, "run_experiments",
+                        lambda todo, *a, peers=(), **k: seen.update(todo=[e.key for e in todo],
+                                                                    peers=[e.key for e in peers]))
+    monkeypatch.chdir(tmp_path)
+    summary.seeded_study_main("", "study", exps, lambda *a: None, ["--seeds", "2", "--only", "b",
+                                                                    "--repo", REPO], groups=("a", "b"))
+    assert seen == {"todo": ["b-s0", "b-s1"], "peers": ["a-s0"]}

@@ -342,11 +342,13 @@ def add_study_arguments(ap, name: str) -> None:
                     "(default: a local cluster's cores / --workers; on a cluster 2)")
 
 
-def run_storing_summaries(experiments, folder: str, args, after=None, keep=()) -> None:
+def run_storing_summaries(experiments, folder: str, args, after=None, keep=(), others=()) -> None:
     """Runs those of ``experiments`` without a summary in ``folder`` (each its own train.py
     process under ``args.root``, with ``args.sets``) and stores each run's summary there as
     it finishes, then calls ``after()`` (e.g. to regenerate the page), so an interrupted
-    study resumes where it stopped and its finished runs can be committed as it goes."""
+    study resumes where it stopped and its finished runs can be committed as it goes. The
+    stored runs of ``experiments`` and of ``others`` (the study's experiments not run now,
+    e.g. groups left out by ``--only``) lend their finished shared stages (``share_key``)."""
     stored = load_summaries(folder)
     todo = [e for e in experiments if e.key not in stored]
     version = code_version(args.repo)    # the code the runs train with (a -dirty one too)
@@ -359,7 +361,7 @@ def run_storing_summaries(experiments, folder: str, args, after=None, keep=()) -
     run_experiments(todo, args.root, args.sets, repo=args.repo, on_done=store,
                     executor=getattr(args, "executor", "local"), address=getattr(args, "address", None),
                     workers=getattr(args, "workers", None), cpus_per_run=getattr(args, "cpus_per_run", None),
-                    peers=[e for e in experiments if e.key in stored])
+                    peers=[e for e in [*experiments, *others] if e.key in stored])
 
 
 def regenerate_page(folder: str, write_page, out: str, command: str) -> str:
@@ -390,10 +392,11 @@ def seeded_study_main(doc: str, name: str, experiments, write_page, argv=None, g
     t0 = time.time()
     if not args.pages_only:
         only = getattr(args, "only", None)
-        exps = [e for e in experiments if not only or e.group in only]
-        run_storing_summaries(seeded_experiments(exps, args.seeds, args.repo), folder, args,
+        seeded = seeded_experiments(experiments, args.seeds, args.repo)
+        chosen = [e for e in seeded if not only or e.group in only]
+        run_storing_summaries(chosen, folder, args,
                               after=lambda: regenerate_page(folder, write_page, args.out, command),
-                              keep=keep)
+                              keep=keep, others=[e for e in seeded if e not in chosen])
     regenerate_page(folder, write_page, args.out, command)
     print(f"wrote {args.out} ({(time.time() - t0) / 60:.1f} min)")
 
