@@ -150,6 +150,16 @@ def claims(target: str, loss: str) -> list:
             Claim(lab(nll_ft), lab(mse_ft), "mean_m", f"{where}: NLL source")]
 
 
+def figure_claims(target: str) -> list:
+    """Fig. 10 (LOS) and 13 (NLOS), NLL target loss: MEML (NLL source, fine-tuning) beats
+    scratch and DTL "regardless of the target training samples", at each share."""
+    scratch, dtl, meml = FIGURE_SETTINGS
+    fig = {"LOS": "Fig. 10", "NLOS": "Fig. 13"}[target]
+    return [Claim(label(target, "NLL", meml, f), label(target, "NLL", other, f), "mean_m",
+                  f"{fig}: MEML beats {setting_label(other).split(' ')[0]} at {100 * f:.0f} %")
+            for f in FRACTIONS for other in (scratch, dtl)]
+
+
 def _calibration(s: dict, key: str):
     c = (s.get("sections") or {}).get("calibration") or {}
     return c.get(key) if key == "crps_m" else (c.get(key) or {}).get("observed")
@@ -253,7 +263,9 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
             L += ["", f"kNN fingerprinting on the target's own training data (k chosen on validation), "
                   f"same test set: mean {interval_cell([s['errors'].get('knn', {}).get('mean_m') for s in knn])} m.", ""]
     L += claims_section([c for t in TARGETS for loss in LOSS for c in claims(t, loss)
-                         if c.better in runs or c.worse in runs], runs)
+                         if c.better in runs or c.worse in runs]
+                        + [c for t in ("LOS", "NLOS") for c in figure_claims(t)
+                           if c.better in runs and c.worse in runs], runs)
     fig_targets = [t for t in ("LOS", "NLOS") if any(e.group == "figures" and e.label in runs
                                                      and e.label.startswith(f"{t}, ") for e in EXPERIMENTS)]
     if fig_targets:
