@@ -270,6 +270,23 @@ def test_wall_time_places_the_longest_runs_first_on_the_first_free_worker():
         wall_time(d, 0)
 
 
+def test_the_wall_time_estimate_takes_each_runs_own_time_first():
+    """A run's own stored time, else its experiment's other seeds, else its config's defaults run."""
+    from tfloc.studies.common import Experiment
+    from tfloc.studies.scale import study_durations
+    from tfloc.studies.summary import seeded_experiments
+    exps = seeded_experiments([Experiment("a", "configs/hda.yaml", key="a"),
+                               Experiment("b", "configs/hda.yaml", key="b")], 2, REPO)
+    run = lambda t: {"timings_s": {"training_s": t, "simulation_s": 1.0}, "config": "configs/hda.yaml"}  # noqa: E731
+    study = {"a-s0": run(99.0), "a-s1": run(199.0)}
+    durations, used, *kinds = study_durations(exps, study, {"d": run(9.0)})
+    assert durations == [100.0, 200.0, 10.0, 10.0] and kinds == [2, 0, 2] and len(used) == 3
+    durations, _, *kinds = study_durations(exps, {"a-s0": run(99.0)}, {"d": run(9.0)})
+    assert durations == [100.0, 100.0, 10.0, 10.0] and kinds == [1, 1, 2]
+    with pytest.raises(SystemExit, match="defaults-study run of configs/hda.yaml"):
+        study_durations(exps, {"a-s0": run(99.0)}, {})
+
+
 def test_the_bound_page_from_seeded_summaries(tmp_path):
     from tfloc.studies import bound
     peb = lambda los, p90: {"LOS": {"median": los}, "NLOS": {"median": 4 * los}, "p90": p90}   # noqa: E731

@@ -3,9 +3,11 @@ docs/scale.md (the rest of that page, the papers' setups costed, is written by h
 
 The block gives the commands that fan a study out over a Ray cluster of N machines
 (:mod:`tfloc.studies.executors`) and the wall time of a 3-seed seed002 study on 1, 4 and 16
-two-core workers, estimated from measured per-run times: each experiment's run takes what
-its config took in the defaults study (``docs/results/defaults/runs/``: training plus
-simulation time as recorded there; evaluation adds seconds), and the runs are placed on the workers longest first, each
+two-core workers, estimated from measured per-run times: each run takes what it took in the
+seed002 study itself (``docs/results/seed002/runs/``: training plus simulation time as
+recorded there; evaluation adds seconds); a run the study has not made yet takes the mean of
+its experiment's stored seeds, or else what its config took in the defaults study
+(``docs/results/defaults/runs/``). The runs are placed on the workers longest first, each
 on the worker that frees up first (the order Ray's queue gives when every run holds one
 worker's cores).
 """
@@ -20,7 +22,9 @@ from tfloc.studies.summary import load_summaries, machines_text, seeded_experime
 
 WORKERS = (1, 4, 16)
 SEEDS = 3
-#: the defaults study's summaries, whose run times the estimate uses
+#: the seed002 study's summaries, whose run times the estimate uses, and the defaults study's,
+#: for the experiments seed002 has not run yet
+STUDY = "docs/results/seed002/runs"
 SOURCE = "docs/results/defaults/runs"
 OUT = "docs/scale.md"
 COMMAND = "python -m tfloc.studies.scale"
@@ -37,28 +41,57 @@ def wall_time(durations, workers: int) -> float:
     return max(free)
 
 
+def seconds(summary: dict) -> float:
+    """A run's training plus simulation time as its summary records it."""
+    t = summary["timings_s"]
+    return t.get("training_s", 0.0) + t.get("simulation_s", 0.0)
+
+
 def run_seconds(summaries: dict) -> dict:
-    """{config: seconds of one run} from the defaults study: the mean over its seeds of
-    training and simulation time as recorded."""
+    """{config: seconds of one run} from the defaults study: the mean over its seeds."""
     by_config: dict = {}
     for s in summaries.values():
-        t = s["timings_s"]
-        by_config.setdefault(s["config"], []).append(t.get("training_s", 0.0) + t.get("simulation_s", 0.0))
+        by_config.setdefault(s["config"], []).append(seconds(s))
     return {c: sum(v) / len(v) for c, v in by_config.items()}
 
 
-def write_page(out: str = OUT, summaries: dict | None = None) -> str:
-    """Rewrites the block of ``out`` from the defaults study's ``summaries`` (default: those
-    stored); returns the whole page."""
+def study_durations(exps, study: dict, defaults: dict) -> tuple:
+    """(seconds per run of ``exps``, the summaries used, runs measured, runs from their
+    experiment's other seeds, runs from the defaults study): each run's own time in the
+    ``study`` summaries, else the mean of its experiment's stored seeds, else its config's
+    time in the ``defaults`` summaries."""
+    per_config = run_seconds(defaults)
+    seeds_of: dict = {}
+    for e in exps:
+        if e.key in study:
+            seeds_of.setdefault(e.label.rsplit(" seed ", 1)[0], []).append(seconds(study[e.key]))
+    out, used, kinds = [], [], [0, 0, 0]
+    for e in exps:
+        base = seeds_of.get(e.label.rsplit(" seed ", 1)[0])
+        if e.key in study:
+            out.append(seconds(study[e.key]))
+            used.append(study[e.key])
+            kinds[0] += 1
+        elif base:
+            out.append(sum(base) / len(base))
+            kinds[1] += 1
+        elif e.config in per_config:
+            out.append(per_config[e.config])
+            used += [s for s in defaults.values() if s["config"] == e.config]
+            kinds[2] += 1
+        else:
+            raise SystemExit(f"no stored run of '{e.label}' nor a defaults-study run of {e.config}: "
+                             f"run python -m tfloc.studies.defaults --configs {e.config[8:-5]} first")
+    return (out, list({id(s): s for s in used}.values()), *kinds)
+
+
+def write_page(out: str = OUT, summaries: dict | None = None, study: dict | None = None) -> str:
+    """Rewrites the block of ``out`` from the seed002 study's summaries ``study`` and the
+    defaults study's ``summaries`` (default: those stored); returns the whole page."""
     summaries = load_summaries(SOURCE) if summaries is None else summaries
-    per_config = run_seconds(summaries)
+    study = load_summaries(STUDY) if study is None else study
     exps = seeded_experiments(seed002.EXPERIMENTS, SEEDS)
-    missing = sorted({e.config for e in exps} - set(per_config))
-    if missing:
-        raise SystemExit(f"no defaults-study run of {', '.join(missing)}: run python -m "
-                         f"tfloc.studies.defaults --configs {' '.join(c[8:-5] for c in missing)} first")
-    durations = [per_config[e.config] for e in exps]
-    used = [s for s in summaries.values() if s["config"] in {e.config for e in exps}]
+    durations, used, measured, other_seeds, from_defaults = study_durations(exps, study, summaries)
     rows = [f"| {w} | {wall_time(durations, w) / 3600:.1f} h |" for w in WORKERS]
     block = "\n".join([
         "## Running studies on many machines", "",
@@ -88,11 +121,12 @@ def write_page(out: str = OUT, summaries: dict | None = None) -> str:
         "ray stop   # on every machine, when the study is done",
         "```", "",
         "### How long a 3-seed seed002 study takes", "",
-        f"{len(exps)} runs ({len(seed002.EXPERIMENTS)} experiments x {SEEDS} seeds), each as long "
-        "as its config's run in the defaults study ([results/defaults.md](results/defaults.md): "
-        "training and simulation time; the ablations and weightings of one config take as long "
-        "as the config), on two-core workers, longest runs first. Measured on: "
-        + machines_text(used) + ".", "",
+        f"{len(exps)} runs ({len(seed002.EXPERIMENTS)} experiments x {SEEDS} seeds) on two-core "
+        f"workers, longest runs first. Run times (training and simulation): {measured} runs as "
+        f"the study measured them ([results/seed002.md](results/seed002.md)), {other_seeds} as "
+        f"the mean of their experiment's measured seeds, {from_defaults} as their config's run in "
+        "the defaults study ([results/defaults.md](results/defaults.md); an ablation taken as "
+        "long as its config). Measured on: " + machines_text(used) + ".", "",
         "| two-core workers | wall time |",
         "|---|---|",
         *rows, "",
