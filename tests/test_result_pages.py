@@ -285,6 +285,13 @@ def test_the_wall_time_estimate_takes_each_runs_own_time_first():
     assert durations == [100.0, 100.0, 10.0, 10.0] and kinds == [1, 1, 2]
     with pytest.raises(SystemExit, match="defaults-study run of configs/hda.yaml"):
         study_durations(exps, {"a-s0": run(99.0)}, {})
+    # a run resumed mid-stage that did not keep its earlier processes' time is not measured
+    partial = {**run(5.0), "resumed": {"train": 40}}
+    durations, _, *kinds = study_durations(exps, {"a-s0": run(99.0), "a-s1": partial}, {"d": run(9.0)})
+    assert durations == [100.0, 100.0, 10.0, 10.0] and kinds == [1, 1, 2]
+    kept = {**partial, "timings_s": {**partial["timings_s"], "training_s_earlier": 150.0}}
+    durations, _, *kinds = study_durations(exps, {"a-s0": run(99.0), "a-s1": kept}, {"d": run(9.0)})
+    assert durations == [100.0, 6.0, 10.0, 10.0] and kinds == [2, 0, 2]
 
 
 def test_the_bound_page_from_seeded_summaries(tmp_path):

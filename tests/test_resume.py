@@ -64,6 +64,9 @@ def test_sigkill_then_rerun_resumes_at_the_last_finished_epoch(tmp_path):
     report = json.loads((run / "report.json").read_text())
     assert report["resumed"] == {"stages": {"train": killed_at}}
     assert report["timings_s"]["epochs"] == EPOCHS      # the whole history, not the resumed part
+    # the training time counts the killed process's epochs too (it slept >= 1 s in them)
+    earlier = report["timings_s"]["training_s_earlier"]
+    assert earlier >= 1.0 and report["timings_s"]["training_s"] > earlier
     assert report["model"]["mean_m"] > 0 and (run / "model.keras").is_file()
     record = json.loads((run / "checkpoints" / "done-train.json").read_text())
     assert record["resumed_at_epoch"] == killed_at and len(record["history"]["loss"]) == EPOCHS

@@ -24,10 +24,12 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 
 import keras
@@ -43,7 +45,7 @@ from tfloc.methods.callbacks import (EarlyStopping, FinishedStage, ModelCheckpoi
                                     ReduceLROnPlateau, ResumableBackup, best_epoch, damaged, load_state,
                                     verify_state_file)
 from tfloc.sim.tracer import site_panels
-from tfloc.utils import dtype_policy
+from tfloc.utils import atomic_write_json, dtype_policy
 
 log = logging.getLogger("tfloc")
 
@@ -81,11 +83,39 @@ class TrainingRun:
     convergence : filled by :meth:`Task.fit`: stage -> its epochs, epoch cap, best epoch and
         ``converged`` (False when the best epoch is the last one run: validation was still
         improving); the runner reports it
+    earlier_s : training seconds of this run's earlier processes (a killed run resumed), up
+        to the last epoch they finished: read from ``checkpoints/training_time.json``, which
+        :meth:`save_clock` rewrites after every epoch, by :meth:`start_clock`
     """
     directory: str
     restore_root: str | None = None
     resumed: dict = field(default_factory=dict)
     convergence: dict = field(default_factory=dict)
+    earlier_s: float = 0.0
+    started: float = field(default_factory=time.time)
+
+    @property
+    def clock_path(self) -> str:
+        return os.path.join(self.directory, "checkpoints", "training_time.json")
+
+    def start_clock(self) -> None:
+        """Training starts now; the time earlier processes of this run trained is added."""
+        try:
+            with open(self.clock_path) as fh:
+                self.earlier_s = float(json.load(fh)["training_s"])
+        except FileNotFoundError:
+            self.earlier_s = 0.0
+        self.started = time.time()
+
+    @property
+    def training_s(self) -> float:
+        """Seconds this run has trained, over every process that worked on it."""
+        return self.earlier_s + time.time() - self.started
+
+    def save_clock(self) -> None:
+        """Records :attr:`training_s` (after each finished epoch, where a resume goes on)."""
+        os.makedirs(os.path.dirname(self.clock_path), exist_ok=True)
+        atomic_write_json(self.clock_path, {"training_s": round(self.training_s, 1)})
 
 
 @dataclass
@@ -272,6 +302,7 @@ class Task(abc.ABC):
                      backup.start_epoch, monitor, prior_best if prior_best is not None else np.nan)
         callbacks = [
             backup, *callbacks,
+            keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: run.save_clock()),
             keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard", tag),
                                         write_graph=False, update_freq="epoch"),
             ModelCheckpoint(ckpt, monitor=monitor, mode="min", initial_value_threshold=prior_best,

@@ -123,10 +123,13 @@ def _train_in_scope(cfg, run, task, data, inputs, resuming, timings) -> dict:
              {k: v[0] for k, v in data.spec.model_inputs.items()}, len(data.splits.train))
     _log_config_text(cfg, run.directory)
     t1 = time.time()
+    run.start_clock()
     result = task.train(models, inputs, data, run)
-    timings["training_s"] = time.time() - t1
+    timings["training_s"] = run.training_s   # with a killed run's earlier processes
+    if run.earlier_s:
+        timings["training_s_earlier"] = run.earlier_s
     timings.update(result.facts)
-    seconds = result.seconds if result.seconds is not None else timings["training_s"]
+    seconds = result.seconds if result.seconds is not None else time.time() - t1
     timings.update(training_rows=int(result.rows), training_rows_s=round(float(seconds), 2),
                    training_rows_per_s=round(result.rows / seconds, 2) if seconds else None)
     save_models(run.directory, models)

@@ -26,7 +26,8 @@ import numpy as np
 from tfloc.studies import scale
 from tfloc.studies.common import Experiment, write_generated_block, write_keeping_discussion
 from tfloc.studies.summary import (add_study_arguments, epochs_cell, interval_cell, load_summaries,
-                                   machines_text, run_storing_summaries, seeded_experiments)
+                                   machines_text, run_storing_summaries, seeded_experiments,
+                                   training_minutes)
 
 SUMMARIES = "docs/results/defaults/runs"
 COMMAND = "python -m tfloc.studies.defaults"
@@ -76,7 +77,7 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
             f"| {first or '-'} {_cell(err(first, 'mean_m')) if first else ''} "
             f"/ {_cell(err(first, 'p50_m')) if first else ''} | {_cell(ratio)} | {others} "
             f"| {_cell([s['error_over_bound_median'] for s in runs], 0)} "
-            f"| {_cell([s['timings_s'].get('training_s', np.nan) / 60 for s in runs], 1)} |")
+            f"| {_cell([training_minutes(s) for s in runs], 1)} |")
     versions = sorted({s["code_version"] for s in summaries.values()})
     text = "\n".join([
         "# Every shipped config at its default scale",
@@ -128,7 +129,7 @@ def readme_tables(summaries: dict, names=README_CONFIGS) -> str:
         lines = [
             f"`python train.py --config {config}`: {len(runs)} seed{'s' if len(runs) > 1 else ''}, "
             f"{first['n_train_labelled']} labelled training samples; epochs run of cap (best): "
-            f"{epochs_cell(runs)}; training {_cell([s['timings_s'].get('training_s', np.nan) / 60 for s in runs], 1)} "
+            f"{epochs_cell(runs)}; training {_cell([training_minutes(s) for s in runs], 1)} "
             f"min; error / bound at the median "
             f"{_cell([s['error_over_bound_median'] for s in runs], 0)}; code "
             + ", ".join(sorted({f"`{s['code_version']}`" for s in runs})) + ".",

@@ -18,7 +18,7 @@ import heapq
 
 from tfloc.studies import seed002
 from tfloc.studies.common import write_generated_block
-from tfloc.studies.summary import load_summaries, machines_text, seeded_experiments
+from tfloc.studies.summary import load_summaries, machines_text, seeded_experiments, training_seconds
 
 WORKERS = (1, 4, 16)
 SEEDS = 3
@@ -41,17 +41,20 @@ def wall_time(durations, workers: int) -> float:
     return max(free)
 
 
-def seconds(summary: dict) -> float:
-    """A run's training plus simulation time as its summary records it."""
-    t = summary["timings_s"]
-    return t.get("training_s", 0.0) + t.get("simulation_s", 0.0)
+def seconds(summary: dict) -> float | None:
+    """A run's training plus simulation time as its summary records it (None where its
+    training time is not known: :func:`tfloc.studies.summary.training_seconds`)."""
+    t = training_seconds(summary)
+    return None if t is None else t + summary["timings_s"].get("simulation_s", 0.0)
 
 
 def run_seconds(summaries: dict) -> dict:
-    """{config: seconds of one run} from the defaults study: the mean over its seeds."""
+    """{config: seconds of one run} from the defaults study: the mean over its seeds whose
+    time is known."""
     by_config: dict = {}
     for s in summaries.values():
-        by_config.setdefault(s["config"], []).append(seconds(s))
+        if seconds(s) is not None:
+            by_config.setdefault(s["config"], []).append(seconds(s))
     return {c: sum(v) / len(v) for c, v in by_config.items()}
 
 
@@ -63,12 +66,12 @@ def study_durations(exps, study: dict, defaults: dict) -> tuple:
     per_config = run_seconds(defaults)
     seeds_of: dict = {}
     for e in exps:
-        if e.key in study:
+        if e.key in study and seconds(study[e.key]) is not None:
             seeds_of.setdefault(e.label.rsplit(" seed ", 1)[0], []).append(seconds(study[e.key]))
     out, used, kinds = [], [], [0, 0, 0]
     for e in exps:
         base = seeds_of.get(e.label.rsplit(" seed ", 1)[0])
-        if e.key in study:
+        if e.key in study and seconds(study[e.key]) is not None:
             out.append(seconds(study[e.key]))
             used.append(study[e.key])
             kinds[0] += 1
@@ -126,7 +129,10 @@ def write_page(out: str = OUT, summaries: dict | None = None, study: dict | None
         f"the study measured them ([results/seed002.md](results/seed002.md)), {other_seeds} as "
         f"the mean of their experiment's measured seeds, {from_defaults} as their config's run in "
         "the defaults study ([results/defaults.md](results/defaults.md); an ablation taken as "
-        "long as its config). Measured on: " + machines_text(used) + ".", "",
+        "long as its config). A run killed and resumed before runs kept their earlier "
+        "processes' training time counts as not measured. Measured on: " + machines_text(used)
+        + "; some of these runs shared their machine's two cores with a second study, so the "
+        "wall times below are on the long side.", "",
         "| two-core workers | wall time |",
         "|---|---|",
         *rows, "",

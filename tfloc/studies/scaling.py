@@ -29,7 +29,7 @@ from scipy import stats
 
 from tfloc.studies.common import Experiment, write_keeping_discussion
 from tfloc.studies.summary import (add_study_arguments, load_summaries, machines_text,
-                                   run_storing_summaries)
+                                   run_storing_summaries, training_seconds)
 
 SUMMARIES = "docs/results/scaling/runs"
 
@@ -249,7 +249,7 @@ def write_page(summaries: dict, out: str, command: str) -> str:
                 f"{k.get('mean_m', float('nan')):.2f} | {k.get('p50_m', float('nan')):.2f} | "
                 f"{m['mean_m'] / k['mean_m'] if k else float('nan'):.2f} | "
                 f"{m['p50_m'] / k['p50_m'] if k else float('nan'):.2f} | "
-                f"{'-' if ratio is None else f'{ratio:.0f}'} | {s['timings_s'].get('training_s', '-')} | "
+                f"{'-' if ratio is None else f'{ratio:.0f}'} | {training_seconds(s) if training_seconds(s) is not None else '-'} | "
                 f"{s['code_version']} |")
         lines.append("")
         paper_n = c.paper["samples"](rows[-1])
@@ -272,7 +272,7 @@ def write_page(summaries: dict, out: str, command: str) -> str:
         missing = [f"{p:g}" for p in c.points if f"{p:g}" not in done]
         if missing or c.not_run:
             big = rows[-1]
-            per = big["timings_s"].get("training_s", 0) / big["n_train_labelled"] / _epochs(big)
+            per = (training_seconds(big) or 0) / big["n_train_labelled"] / _epochs(big)
             epochs = max(_epochs(r) for r in rows)
             lines.append("Not run:")
             for p in missing:

@@ -35,7 +35,8 @@ import numpy as np
 
 from tfloc.studies.common import Experiment, write_keeping_discussion
 from tfloc.studies.summary import (Claim, by_experiment, claims_section, epochs_cell, interval_cell,
-                                   mean_interval, provenance, regenerate_page, seeded_study_main)
+                                   mean_interval, provenance, regenerate_page, seeded_study_main,
+                                   training_minutes)
 
 SUMMARIES = "docs/results/seed001/runs"
 COMMAND = "python -m tfloc.studies.seed001"
@@ -290,13 +291,13 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
     restored = [s for s in summaries.values() if (s.get("resumed") or {}).get("source") == "restored"]
     scratch = [s for s in summaries.values() if "source" not in s["convergence"]]
     def minutes(rs):        # a spread of times, not an estimate: mean and range
-        t = [s["timings_s"].get("training_s", 0) / 60 for s in rs]
+        t = [m for m in map(training_minutes, rs) if m is not None]
         return f"{np.mean(t):.1f} ({min(t):.1f}-{max(t):.1f})" if t else "-"
     L += ["## Time", "",
           f"Training per run, minutes, mean (range): runs that trained their source stage ({len(trained)}) "
           f"{minutes(trained)}; runs that restored it ({len(restored)}) {minutes(restored)}; "
           f"scratch runs ({len(scratch)}) {minutes(scratch)}. All training: "
-          f"{sum(s['timings_s'].get('training_s', 0) for s in summaries.values()) / 60:.0f} min over "
+          f"{sum(m for m in map(training_minutes, summaries.values()) if m is not None):.0f} min over "
           f"{len(summaries)} runs.", ""]
     return write_keeping_discussion(out, "\n".join(L))
 

@@ -25,7 +25,7 @@ import numpy as np
 from tfloc.studies.common import Experiment, write_keeping_discussion
 from tfloc.studies.summary import (Claim, add_study_arguments, by_experiment, cdf_lines, claims_section,
                                    epochs_cell, interval_cell, provenance, regenerate_page,
-                                   run_storing_summaries, seeded_experiments)
+                                   run_storing_summaries, seeded_experiments, training_minutes)
 
 SUMMARIES = "docs/results/seed004/runs"
 COMMAND = "python -m tfloc.studies.seed004"
@@ -119,7 +119,7 @@ def write_page(summaries: dict, out: str, command: str = COMMAND, bits=(10, 8, 6
         L.append(f"| {e.label} | {len(rs)} | {_mean(rs, lambda s: s['errors']['model']['mean_m'])} | "
                  f"{_mean(rs, lambda s: s['errors']['model']['p50_m'])} | "
                  f"{_mean(rs, lambda s: s['errors']['model']['p90_m'])} | {epochs_cell(rs)} | "
-                 f"{_mean(rs, lambda s: s['timings_s'].get('training_s', np.nan) / 60)} |")
+                 f"{_mean(rs, training_minutes)} |")
     L += ["", *cdf_lines(runs, [e.label for e in fig9], out,
                          f"training strategies at Q = {q0} (Fig. 9 analog; every seed's test UEs)",
                          png=os.path.join(figdir, "cdf.png"))]

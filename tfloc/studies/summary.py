@@ -77,9 +77,27 @@ def summarize_run(run: str, label: str, config: str, sets, version: str, keep=()
         "convergence": rep.get("convergence", {}),
         # stages restored from an earlier finished run, or resumed mid-way (epoch)
         "resumed": (rep.get("resumed") or {}).get("stages", {}),
-        "timings_s": {k: round(t[k], 1) for k in ("simulation_s", "training_s") if k in t},
+        "timings_s": {k: round(t[k], 1) for k in ("simulation_s", "training_s", "training_s_earlier")
+                      if k in t},
         "sections": {k: rep.get(k) for k in keep},
     }
+
+
+def training_seconds(summary: dict) -> float | None:
+    """A run's training time over all its processes, or None where it is not known: no time
+    recorded, or a run killed and resumed mid-stage before runs kept their earlier processes'
+    time (``timings_s.training_s_earlier``), whose ``training_s`` counts only its last process."""
+    t = summary.get("timings_s", {})
+    resumed_mid_stage = any(v != "restored" for v in (summary.get("resumed") or {}).values())
+    if "training_s" not in t or (resumed_mid_stage and "training_s_earlier" not in t):
+        return None
+    return t["training_s"]
+
+
+def training_minutes(summary: dict) -> float | None:
+    """:func:`training_seconds` in minutes (None where not known)."""
+    t = training_seconds(summary)
+    return None if t is None else t / 60
 
 
 def write_summary(path: str, summary: dict) -> None:
