@@ -130,7 +130,7 @@ def write_page(summaries: dict, out: str, command: str) -> str:
             f"{g['y_range_m'][1]:g}] m" if g.get("x_range_m") else "the scene's box") + f" at {g['spacing_m']:g} m"
     traced = (s0.get("sections") or {}).get("per_sector") or []
     L = ["# Seed 000 (Xu et al.): label-scarce positioning on etoile", "",
-         provenance(command, f"{os.path.splitext(out)[0]}/runs", summaries) + " Every run: Sionna RT "
+         provenance(command, f"docs/results/{os.path.basename(os.path.splitext(out)[0])}/runs", summaries) + " Every run: Sionna RT "
          "`etoile`, the split of `configs/etoile_supervised.yaml`.", "",
          f"- Site: one BS with three sectors, boresights "
          f"{' / '.join(f'{a:g}' for a in sim['sector_azimuths_deg'])} degrees, UE grid {area}; "
@@ -140,19 +140,29 @@ def write_page(summaries: dict, out: str, command: str) -> str:
          f"- Scale: {s0['n_train_labelled']} labelled UEs, {s0['n_val']} validation, {s0['n_test']} "
          "test (the paper: 1 m grid, 10 % labelled).",
          "- Errors in metres (2D), test set; the paper's numbers are on its own dataset.", ""]
+    seeds = max(len(v) for v in runs.values())
+    short = [f"{e.label} ({len(runs.get(e.label, []))})" for e in EXPERIMENTS
+             if len(runs.get(e.label, [])) < seeds]
+    if short:
+        L += [f"Not run yet with {seeds} seeds (seeds stored): {'; '.join(short)}.", ""]
     semi = [e for e in exps if e.group in ("supervised", "semi")]
     if len(semi) > 1:
         L += ["## Table II analog: semi-supervised methods", "",
               "Each starts from the supervised ResNet-18 of its seed (`init_from`). The paper runs "
               "every method on ResNet-34 (its section IV-B), so its supervised row is its Table I "
               "ResNet-34; compare each method's gain over its own supervised model.", "",
-              "| method | seeds | mean | p50 | p90 | paper mean (ResNet-34) | epochs run of cap (best) |",
-              "|---" * 7 + "|"]
+              "| method | seeds | mean | p50 | p90 | median error / PEB | paper mean (ResNet-34) "
+              "| epochs run of cap (best) |", "|---" * 8 + "|"]
         for e in semi:
             rs = runs[e.label]
-            L.append(f"| {e.label} | {len(rs)} | {_cells(rs)} | {e.paper['mean_m']:.2f} | {epochs_cell(rs)} |")
-        L.append(f"| kNN (labelled UEs, per sector) | {len(sup)} | {_cells(sup, 'knn')} | - | - |")
-        L += ["", *cdf_lines(runs, [e.label for e in semi], out,
+            L.append(f"| {e.label} | {len(rs)} | {_cells(rs)} "
+                     f"| {interval_cell([s.get('error_over_bound_median') for s in rs], '{:.0f}')} "
+                     f"| {e.paper['mean_m']:.2f} | {epochs_cell(rs)} |")
+        L.append(f"| kNN (labelled UEs, per sector) | {len(sup)} | {_cells(sup, 'knn')} | - | - | - |")
+        L += ["", "Median error / PEB: each run's median over its test UEs of the error over the UE's "
+              "position error bound (2D Cramér-Rao bound of the pipeline's own channel, "
+              "`tfloc.physics.bound`; [bound.md](bound.md)).",
+              "", *cdf_lines(runs, [e.label for e in semi], out,
                              "seed 000 Table II analog: test error CDF (every seed's test UEs)",
                              png=os.path.join(os.path.splitext(out)[0], "table2_cdf.png"))]
         L += ["### Pseudo-labels kept (true error known in simulation)", "",
@@ -203,6 +213,15 @@ def write_page(summaries: dict, out: str, command: str) -> str:
     return write_keeping_discussion(out, "\n".join(L))
 
 
+SUMMARIES = "docs/results/seed000/runs"
+COMMAND = "python -m tfloc.studies.seed000"
+
+
+def regenerate(out: str, command: str = COMMAND) -> str:
+    """The default site's page from its stored summaries (what ``--pages-only`` writes)."""
+    return regenerate_page(SUMMARIES, write_page, out, command)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for group, text in (("semi", "Table II: the semi-supervised methods"),
@@ -226,7 +245,7 @@ def main(argv=None):
     folder = f"docs/results/{name}/runs"
     groups = [g for g in ("semi", "sectors", "ensemble", "backbones") if getattr(args, g)] or ["semi"]
     groups = ["backbone" if g == "backbones" else g for g in groups]
-    command = "python -m tfloc.studies.seed000" + (" --site uneven" if uneven else "")
+    command = COMMAND + (" --site uneven" if uneven else "")
     if uneven:
         args.sets = [*site_sets(os.path.join(args.repo, "configs/data/etoile_uneven.yaml")), *args.sets]
 
