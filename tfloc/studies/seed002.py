@@ -72,6 +72,10 @@ CLAIMS = [
     Claim("HDA", "DCNN (supervised)", "rmse_m", "section V: domain adaptation"),
     Claim("HDA", "TL (MMD)", "rmse_m", "section V: against MMD transfer"),
     Claim("HDA", "RDA (adversarial)", "rmse_m", "section V: against adversarial adaptation"),
+    # section V-D's ablations (the paper shows them for its DA methods, as CDFs)
+    Claim("HDA", "HDA, RCSI input", "rmse_m", "V-D1, Fig. 5: ADP over real-valued CSI"),
+    Claim("HDA", "HDA, SCM input", "rmse_m", "V-D1, Fig. 5: ADP over the sample covariance"),
+    Claim("HDA", "HDA, ADP without normalisation", "rmse_m", "V-D2, Fig. 7: antenna-wise normalisation"),
 ]
 
 
