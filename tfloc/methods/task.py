@@ -105,6 +105,10 @@ class TrainingRun:
                 self.earlier_s = float(json.load(fh)["training_s"])
         except FileNotFoundError:
             self.earlier_s = 0.0
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s cannot be read: this run's training time counts only from now",
+                        self.clock_path)
+            self.earlier_s = 0.0
         self.started = time.time()
 
     @property
