@@ -139,6 +139,14 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
                 f"| {'-' if paper_rmse is None else f'{paper_rmse:.2f}'} "
                 f"| {'-' if paper_acc is None else f'{100 * paper_acc:.1f} %'} | {epochs_cell(rs)} |")
         lines += ["", f"Not run yet: {'; '.join(missing)}.", ""] if missing else [""]
+        if group == "ablations":     # an input ablation changes kNN's features too
+            rows = [(e.label, runs[e.label]) for e in EXPERIMENTS
+                    if (e.label == "HDA" or e.group == group) and e.label in runs]
+            lines += ["kNN fingerprinting on each row's own input features (same links, k and "
+                      "weighting chosen on validation), RMSE / mean: "
+                      + "; ".join(f"{label} {interval_cell([s['errors']['knn']['rmse_m'] for s in rs])} / "
+                                  f"{interval_cell([s['errors']['knn']['mean_m'] for s in rs])} m"
+                                  for label, rs in rows) + ".", ""]
     knn = [s for e in EXPERIMENTS if e.label == "HDA" for s in runs.get(e.label, [])] or [first]
     lines += ["RMSE, mean, p50 and p90: test errors in metres. Median error / PEB: each run's median of its test "
               "links' error over their position error bound (3D Cramér-Rao bound of the pipeline's own channel, "
