@@ -85,13 +85,14 @@ class TrainingRun:
         improving); the runner reports it
     earlier_s : training seconds of this run's earlier processes (a killed run resumed), up
         to the last epoch they finished: read from ``checkpoints/training_time.json``, which
-        :meth:`save_clock` rewrites after every epoch, by :meth:`start_clock`
+        :meth:`save_clock` rewrites after every epoch, by :meth:`start_clock`; None where no
+        earlier process recorded its time
     """
     directory: str
     restore_root: str | None = None
     resumed: dict = field(default_factory=dict)
     convergence: dict = field(default_factory=dict)
-    earlier_s: float = 0.0
+    earlier_s: float | None = None
     started: float = field(default_factory=time.time)
 
     @property
@@ -104,17 +105,17 @@ class TrainingRun:
             with open(self.clock_path) as fh:
                 self.earlier_s = float(json.load(fh)["training_s"])
         except FileNotFoundError:
-            self.earlier_s = 0.0
+            self.earlier_s = None
         except (ValueError, KeyError, TypeError):
             log.warning("%s cannot be read: this run's training time counts only from now",
                         self.clock_path)
-            self.earlier_s = 0.0
+            self.earlier_s = None
         self.started = time.time()
 
     @property
     def training_s(self) -> float:
         """Seconds this run has trained, over every process that worked on it."""
-        return self.earlier_s + time.time() - self.started
+        return (self.earlier_s or 0.0) + time.time() - self.started
 
     def save_clock(self) -> None:
         """Records :attr:`training_s` (after each finished epoch, where a resume goes on)."""

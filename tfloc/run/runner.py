@@ -126,7 +126,7 @@ def _train_in_scope(cfg, run, task, data, inputs, resuming, timings) -> dict:
     run.start_clock()
     result = task.train(models, inputs, data, run)
     timings["training_s"] = run.training_s   # with a killed run's earlier processes
-    if run.earlier_s:
+    if run.earlier_s is not None:      # resumed: the earlier processes' share
         timings["training_s_earlier"] = run.earlier_s
     timings.update(result.facts)
     seconds = result.seconds if result.seconds is not None else time.time() - t1

@@ -21,7 +21,6 @@ import argparse
 import os
 import time
 
-import numpy as np
 
 from tfloc.studies import scale
 from tfloc.studies.common import Experiment, write_generated_block, write_keeping_discussion

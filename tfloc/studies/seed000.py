@@ -37,6 +37,8 @@ from tfloc.studies.summary import (Claim, add_study_arguments, by_experiment, cd
 PAPER_TABLE1 = {"ShuffleNetV2": (1.26, 0.08, 16.80), "MobileNetV2": (2.23, 0.17, 14.61),
                 "ResNet18": (11.18, 0.98, 14.25), "ResNet34": (21.29, 1.95, 13.36),
                 "ResNet50": (23.52, 2.19, 13.23), "ResNet101": (42.51, 4.17, 12.63)}
+SUMMARIES = "docs/results/seed000/runs"
+COMMAND = "python -m tfloc.studies.seed000"
 #: the supervised evaluators and the model's cost (parameters, FLOPs per sample): Table I's columns
 COSTED = ["evaluation.evaluators=[position, per_sector, per_condition, knn, mean, bound, cost]"]
 BACKBONES = {"ShuffleNetV2": ["model.type=shufflenet_v2"], "MobileNetV2": ["model.type=mobilenet_v2"],
@@ -119,6 +121,11 @@ def _cells(runs, who="model") -> str:
                       for k in ("mean_m", "p50_m", "p90_m"))
 
 
+def summaries_folder(out: str) -> str:
+    """Where the summaries of the page ``out`` live: docs/results/<page name>/runs."""
+    return f"docs/results/{os.path.basename(os.path.splitext(out)[0])}/runs"
+
+
 def write_page(summaries: dict, out: str, command: str) -> str:
     runs = by_experiment(summaries)
     exps = [e for e in EXPERIMENTS if e.label in runs]
@@ -130,7 +137,7 @@ def write_page(summaries: dict, out: str, command: str) -> str:
             f"{g['y_range_m'][1]:g}] m" if g.get("x_range_m") else "the scene's box") + f" at {g['spacing_m']:g} m"
     traced = (s0.get("sections") or {}).get("per_sector") or []
     L = ["# Seed 000 (Xu et al.): label-scarce positioning on etoile", "",
-         provenance(command, f"docs/results/{os.path.basename(os.path.splitext(out)[0])}/runs", summaries) + " Every run: Sionna RT "
+         provenance(command, summaries_folder(out), summaries) + " Every run: Sionna RT "
          "`etoile`, the split of `configs/etoile_supervised.yaml`.", "",
          f"- Site: one BS with three sectors, boresights "
          f"{' / '.join(f'{a:g}' for a in sim['sector_azimuths_deg'])} degrees, UE grid {area}; "
@@ -211,10 +218,6 @@ def write_page(summaries: dict, out: str, command: str) -> str:
         L.append("")
     L += claims_section([c for c in CLAIMS if c.better in runs or c.worse in runs], runs)
     return write_keeping_discussion(out, "\n".join(L))
-
-
-SUMMARIES = "docs/results/seed000/runs"
-COMMAND = "python -m tfloc.studies.seed000"
 
 
 def regenerate(out: str, command: str = COMMAND) -> str:

@@ -293,12 +293,14 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
     def minutes(rs):        # a spread of times, not an estimate: mean and range
         t = [m for m in map(training_minutes, rs) if m is not None]
         return f"{np.mean(t):.1f} ({min(t):.1f}-{max(t):.1f})" if t else "-"
+    known = [m for m in map(training_minutes, summaries.values()) if m is not None]
     L += ["## Time", "",
           f"Training per run, minutes, mean (range): runs that trained their source stage ({len(trained)}) "
           f"{minutes(trained)}; runs that restored it ({len(restored)}) {minutes(restored)}; "
           f"scratch runs ({len(scratch)}) {minutes(scratch)}. All training: "
-          f"{sum(m for m in map(training_minutes, summaries.values()) if m is not None):.0f} min over "
-          f"{len(summaries)} runs.", ""]
+          f"{sum(known):.0f} min over "
+          f"{len(known)} runs" + (f" ({len(summaries) - len(known)} more whose time is not known)"
+                                  if len(known) < len(summaries) else "") + ".", ""]
     return write_keeping_discussion(out, "\n".join(L))
 
 
