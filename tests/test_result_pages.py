@@ -454,3 +454,13 @@ def test_the_seed001_page_from_seeded_summaries(tmp_path):
     assert "not run" in text                     # the claims whose runs are missing say so
     assert (tmp_path / "seed001" / "los_fractions.png").exists()
     assert "trained their source stage (1) 1.0 (1.0-1.0)" in text and "restored it (2) 2.5 (2.0-3.0)" in text
+
+
+def test_the_uneven_sites_page_plans_only_its_own_groups(tmp_path, monkeypatch):
+    """seed000 --site uneven runs the semi-supervised and sector groups: its page and claims
+    cover those, not the default site's ensemble and backbones."""
+    monkeypatch.chdir(REPO)
+    text = seed000.regenerate_uneven(str(tmp_path / "page.md"))
+    assert text.splitlines()[0].endswith("uneven sectors")
+    assert "docs/results/seed000_uneven/runs/" in text and "this page's site" in text
+    assert "ensemble" not in text.lower() and "backbone" not in text.lower()

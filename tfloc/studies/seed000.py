@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import replace
+from functools import partial
 
 import yaml
 
@@ -39,6 +40,11 @@ PAPER_TABLE1 = {"ShuffleNetV2": (1.26, 0.08, 16.80), "MobileNetV2": (2.23, 0.17,
                 "ResNet50": (23.52, 2.19, 13.23), "ResNet101": (42.51, 4.17, 12.63)}
 SUMMARIES = "docs/results/seed000/runs"
 COMMAND = "python -m tfloc.studies.seed000"
+UNEVEN_DATA = "configs/data/etoile_uneven.yaml"
+#: ``--site`` -> (page name, runs root, the groups its page plans: what its "not run yet" line
+#: and claims cover; a group run with other flags shows too)
+SITES = {"default": ("seed000", "runs/seed000", ("supervised", "semi", "sectors", "ensemble", "backbone")),
+         "uneven": ("seed000_uneven", "runs/seed000-uneven", ("supervised", "semi", "sectors"))}
 #: the supervised evaluators and the model's cost (parameters, FLOPs per sample): Table I's columns
 COSTED = ["evaluation.evaluators=[position, per_sector, per_condition, knn, mean, bound, cost]"]
 BACKBONES = {"ShuffleNetV2": ["model.type=shufflenet_v2"], "MobileNetV2": ["model.type=mobilenet_v2"],
@@ -123,14 +129,18 @@ def _cells(runs, who="model") -> str:
                       for k in ("mean_m", "p50_m", "p90_m"))
 
 
-def summaries_folder(out: str) -> str:
-    """Where the summaries of the page ``out`` live: docs/results/<page name>/runs."""
-    return f"docs/results/{os.path.basename(os.path.splitext(out)[0])}/runs"
+def summaries_folder(name: str) -> str:
+    """Where the summaries of the page ``name`` (seed000, seed000_uneven) live."""
+    return f"docs/results/{name}/runs"
 
 
-def write_page(summaries: dict, out: str, command: str) -> str:
+def write_page(summaries: dict, out: str, command: str, site: str = "default") -> str:
+    """The page of ``site`` (a key of SITES) from its run summaries, written to ``out``."""
     runs = by_experiment(summaries)
     exps = [e for e in EXPERIMENTS if e.label in runs]
+    uneven = site == "uneven"
+    name, _, groups = SITES[site]
+    planned = [e for e in EXPERIMENTS if e.group in groups or e.label in runs]
     sup = runs.get(SUPERVISED) or runs[exps[0].label]
     s0 = sup[0]
     sim = s0["resolved_config"]["simulation"]
@@ -138,19 +148,20 @@ def write_page(summaries: dict, out: str, command: str) -> str:
     area = (f"x in [{g['x_range_m'][0]:g}, {g['x_range_m'][1]:g}] m, y in [{g['y_range_m'][0]:g}, "
             f"{g['y_range_m'][1]:g}] m" if g.get("x_range_m") else "the scene's box") + f" at {g['spacing_m']:g} m"
     traced = (s0.get("sections") or {}).get("per_sector") or []
-    L = ["# Seed 000 (Xu et al.): label-scarce positioning on etoile", "",
-         provenance(command, summaries_folder(out), summaries) + " Every run: Sionna RT "
+    L = ["# Seed 000 (Xu et al.): label-scarce positioning on etoile" + (", uneven sectors" if uneven else ""), "",
+         provenance(command, summaries_folder(name), summaries) + " Every run: Sionna RT "
          "`etoile`, the split of `configs/etoile_supervised.yaml`.", "",
          f"- Site: one BS with three sectors, boresights "
          f"{' / '.join(f'{a:g}' for a in sim['sector_azimuths_deg'])} degrees, UE grid {area}; "
          + (f"traced UEs per sector {' / '.join(f'{n:,}' for n in traced)} ({sum(traced):,}); " if traced else "")
          + "the paper's sectors hold 21,745 / 6,764 / 12,308 UEs (53, 17, 30 %) "
-         "(configs/data/etoile_uneven.yaml is our site with such uneven sectors).",
+         + (f"({UNEVEN_DATA}: this page's site, our etoile with such uneven sectors)." if uneven else
+            f"({UNEVEN_DATA} is our site with such uneven sectors: [seed000_uneven.md](seed000_uneven.md))."),
          f"- Scale: {s0['n_train_labelled']} labelled UEs, {s0['n_val']} validation, {s0['n_test']} "
          "test (the paper: 1 m grid, 10 % labelled).",
          "- Errors in metres (2D), test set; the paper's numbers are on its own dataset.", ""]
     seeds = max(len(v) for v in runs.values())
-    short = [f"{e.label} ({len(runs.get(e.label, []))})" for e in EXPERIMENTS
+    short = [f"{e.label} ({len(runs.get(e.label, []))})" for e in planned
              if len(runs.get(e.label, [])) < seeds]
     if short:
         L += [f"Not run yet with {seeds} seeds (seeds stored): {'; '.join(short)}.", ""]
@@ -193,7 +204,9 @@ def write_page(summaries: dict, out: str, command: str) -> str:
         L.append("")
     other = [e for e in exps if e.group in ("sectors", "ensemble")]
     if other:
-        L += ["## Sector rotation, decoupled heads and the ensemble (labelled UEs only)", "",
+        title = ("Sector rotation, decoupled heads and the ensemble" if any(e.group == "ensemble" for e in other)
+                 else "Sector rotation and decoupled heads")
+        L += [f"## {title} (labelled UEs only)", "",
               "With rotation every head trains on all labelled UEs, the other sectors' rotated into "
               "its own.", "",
               "| method | seeds | mean | p50 | p90 | mean per sector (0 / 1 / 2) | epochs run of cap (best) |",
@@ -218,13 +231,21 @@ def write_page(summaries: dict, out: str, command: str) -> str:
             L.append(f"| {e.paper['name']} | {len(rs)} | {rs[0]['num_parameters'] / 1e6:.2f} | {flops} | "
                      f"{_cells(rs)} | {epochs_cell(rs)} | {p[0]:.2f} / {p[1]:.2f} / {p[2]:.2f} |")
         L.append("")
-    L += claims_section([c for c in CLAIMS if c.better in runs or c.worse in runs], runs)
+    labels = {e.label for e in planned}
+    L += claims_section([c for c in CLAIMS if {c.better, c.worse} <= labels and (c.better in runs or c.worse in runs)],
+                        runs)
     return write_keeping_discussion(out, "\n".join(L))
 
 
 def regenerate(out: str, command: str = COMMAND) -> str:
     """The default site's page from its stored summaries (what ``--pages-only`` writes)."""
     return regenerate_page(SUMMARIES, write_page, out, command)
+
+
+def regenerate_uneven(out: str) -> str:
+    """The uneven site's page from its stored summaries (``--site uneven --pages-only``)."""
+    return regenerate_page(summaries_folder(SITES["uneven"][0]), partial(write_page, site="uneven"), out,
+                           COMMAND + " --site uneven")
 
 
 def main(argv=None):
@@ -242,20 +263,20 @@ def main(argv=None):
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
     uneven = args.site == "uneven"
-    name = "seed000_uneven" if uneven else "seed000"
-    if args.root == "runs/seed000" and uneven:
-        args.root = "runs/seed000-uneven"
-    if args.out == "docs/results/seed000.md" and uneven:
-        args.out = "docs/results/seed000_uneven.md"
-    folder = f"docs/results/{name}/runs"
+    name, root, _ = SITES[args.site]
+    if uneven and args.root == SITES["default"][1]:
+        args.root = root
+    if uneven and args.out == "docs/results/seed000.md":
+        args.out = f"docs/results/{name}.md"
+    folder = summaries_folder(name)
     groups = [g for g in ("semi", "sectors", "ensemble", "backbones") if getattr(args, g)] or ["semi"]
     groups = ["backbone" if g == "backbones" else g for g in groups]
     command = COMMAND + (" --site uneven" if uneven else "")
     if uneven:
-        args.sets = [*site_sets(os.path.join(args.repo, "configs/data/etoile_uneven.yaml")), *args.sets]
+        args.sets = [*site_sets(os.path.join(args.repo, UNEVEN_DATA)), *args.sets]
 
     def page():
-        return regenerate_page(folder, write_page, args.out, command)
+        return regenerate_page(folder, partial(write_page, site=args.site), args.out, command)
     if not args.pages_only:
         first, rest = experiments(groups, args.seeds, args.root, args.repo)
         for batch in (first, rest):     # every seed's supervised run before what starts from it
