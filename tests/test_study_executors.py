@@ -130,3 +130,11 @@ def test_a_study_run_with_only_shares_stages_of_the_groups_it_leaves_out(tmp_pat
     summary.seeded_study_main("", "study", exps, lambda *a: None, ["--seeds", "2", "--only", "b",
                                                                     "--repo", REPO], groups=("a", "b"))
     assert seen == {"todo": ["b-s0", "b-s1"], "peers": ["a-s0"]}
+
+
+def test_a_resumed_runs_log_keeps_its_earlier_processes_output(tmp_path):
+    from tfloc.studies.executors import run_logged
+    log = tmp_path / "run.log"
+    for word in ("killed", "resumed"):
+        assert run_logged([sys.executable, "-c", f"print('{word}')"], str(log)) == 0
+    assert log.read_text().split() == ["killed", "resumed"]

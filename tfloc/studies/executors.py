@@ -33,13 +33,14 @@ class StudyRun:
 
 
 def run_logged(cmd: list, log_path: str, cwd: str | None = None, threads: int | None = None) -> int:
-    """Runs ``cmd`` with its output in ``log_path``; ``threads`` caps TF's and oneDNN's thread
-    pools (a run sharing a machine with others). Returns the exit code."""
+    """Runs ``cmd`` with its output appended to ``log_path`` (a resumed run keeps its earlier
+    processes' output); ``threads`` caps TF's and oneDNN's thread pools (a run sharing a
+    machine with others). Returns the exit code."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if threads:
         env.update({"OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads),
                     "TF_NUM_INTEROP_THREADS": str(threads)})
-    with open(log_path, "w") as log:
+    with open(log_path, "a") as log:
         return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd).returncode
 
 
