@@ -21,7 +21,6 @@ import argparse
 import os
 import time
 
-
 from tfloc.studies import scale
 from tfloc.studies.common import Experiment, write_generated_block, write_keeping_discussion
 from tfloc.studies.summary import (add_study_arguments, epochs_cell, interval_cell, load_summaries,

@@ -254,10 +254,10 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
                 line = (f"| {e.label[len(f'{target}, {loss} target, '):-len(', 20 %')]} | {len(rs)} "
                         f"| {interval_cell([s['errors']['model']['mean_m'] for s in rs])} "
                         f"| {interval_cell([s['errors']['model']['p90_m'] for s in rs])} "
-                        f"| {'-' if paper_me is None else f'{paper_me:.4f}'} |")
+                        f"| {interval_cell([paper_me], '{:.4f}')} |")
                 if crps:
                     line += (f" {interval_cell([_calibration(s, 'crps_m') for s in rs])} "
-                             f"| {'-' if paper_crps is None else f'{paper_crps:.4f}'} "
+                             f"| {interval_cell([paper_crps], '{:.4f}')} "
                              f"| {interval_cell([_calibration(s, 'within_1sigma') for s in rs], '{:.0f} %', 100)} |")
                 L.append(f"{line} {epochs_cell(rs)} |")
             knn = runs[exps[0].label]

@@ -136,8 +136,8 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
                 f"| {e.label} | {len(rs)} | {m('rmse_m')} | {m('mean_m')} | {m('p50_m')} | {m('p90_m')} "
                 f"| {interval_cell([s.get('error_over_bound_median') for s in rs], '{:.0f}') if e.trains_position else '-'} "
                 f"| {interval_cell([s.get('condition_accuracy') for s in rs], '{:.1f} %', 100)} "
-                f"| {'-' if paper_rmse is None else f'{paper_rmse:.2f}'} "
-                f"| {'-' if paper_acc is None else f'{100 * paper_acc:.1f} %'} | {epochs_cell(rs)} |")
+                f"| {interval_cell([paper_rmse])} "
+                f"| {interval_cell([paper_acc], '{:.1f} %', 100)} | {epochs_cell(rs)} |")
         lines += ["", f"Not run yet: {'; '.join(missing)}.", ""] if missing else [""]
         if group == "ablations":     # an input ablation changes kNN's features too
             rows = [(e.label, runs[e.label]) for e in EXPERIMENTS
