@@ -138,3 +138,30 @@ def test_a_resumed_runs_log_keeps_its_earlier_processes_output(tmp_path):
     for word in ("killed", "resumed"):
         assert run_logged([sys.executable, "-c", f"print('{word}')"], str(log)) == 0
     assert log.read_text().split() == ["killed", "resumed"]
+
+
+def test_a_fresh_clone_trains_again_only_the_supervised_starts_its_pending_runs_need(tmp_path, monkeypatch):
+    """seed000's semi-supervised runs start from their seed's supervised run (``init_from``): on
+    a clone that has the supervised summaries but not their runs, the study trains again the
+    starts of the seeds it still has to run, and stores no new summary for them."""
+    from tfloc.studies import seed000
+    root = tmp_path / "runs"
+    first, rest = seed000.experiments(["semi"], 2, str(root), REPO)
+    folder = tmp_path / "docs" / "results" / "seed000" / "runs"
+    folder.mkdir(parents=True)
+    for e in [*first, *[e for e in rest if e.key.endswith("-s0")]]:   # seed 1's semi runs are to do
+        (folder / f"{e.key}.json").write_text("{}")
+    trained, stored_by_study = [], []
+    monkeypatch.setattr(seed000, "run_experiments", lambda todo, r, *a, **k: trained.append([e.key for e in todo]))
+    monkeypatch.setattr(seed000, "run_storing_summaries", lambda todo, *a, **k: stored_by_study.append(todo))
+    monkeypatch.setattr(seed000, "regenerate_page", lambda *a, **k: None)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--semi", "--seeds", "2", "--repo", REPO, "--root", str(root)]
+    seed000.main(argv)
+    assert trained == [["supervised-resnet-18-s1"]]
+    # the start is there now (a finished run): nothing trains again
+    (root / "supervised-resnet-18-s1").mkdir(parents=True)
+    (root / "supervised-resnet-18-s1" / "report.json").write_text("{}")
+    trained.clear()
+    seed000.main(argv)
+    assert trained == []

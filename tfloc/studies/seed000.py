@@ -29,9 +29,10 @@ from functools import partial
 
 import yaml
 
-from tfloc.studies.common import Experiment, write_keeping_discussion
+from tfloc.run.runner import run_finished
+from tfloc.studies.common import Experiment, run_experiments, write_keeping_discussion
 from tfloc.studies.summary import (Claim, add_study_arguments, by_experiment, cdf_lines, claims_section,
-                                   epochs_cell, interval_cell, provenance, regenerate_page,
+                                   epochs_cell, interval_cell, load_summaries, provenance, regenerate_page,
                                    run_storing_summaries, seeded_experiments, slug)
 
 #: Table I: backbone -> (parameters [M], FLOPs [G], mean error [m])
@@ -122,6 +123,17 @@ def experiments(groups, seeds: int, root: str, repo: str = ".") -> tuple:
         if e.group != "supervised":
             rest.append(e)
     return first, rest
+
+
+def starts_to_train_again(first, rest, stored, root: str) -> list:
+    """The supervised runs of ``first`` that a semi-supervised run of ``rest`` still to run
+    starts from (``init_from``) whose summary is ``stored`` but whose run is not under ``root``
+    (a fresh clone of the repository): they train again, with the same config and seed, so
+    that run has its start. Their stored summaries stay, since the stored semi-supervised runs
+    started from those."""
+    seeds = {e.key.rsplit("-s", 1)[1] for e in rest if e.group == "semi" and e.key not in stored}
+    return [e for e in first if e.key in stored and e.key.rsplit("-s", 1)[1] in seeds
+            and not run_finished(os.path.join(root, e.key))]
 
 
 def _cells(runs, who="model") -> str:
@@ -279,6 +291,12 @@ def main(argv=None):
         return regenerate_page(folder, partial(write_page, site=args.site), args.out, command)
     if not args.pages_only:
         first, rest = experiments(groups, args.seeds, args.root, args.repo)
+        again = starts_to_train_again(first, rest, load_summaries(folder), args.root)
+        if again:
+            print("training again the supervised start(s) this machine lacks (their stored summaries "
+                  f"stay): {', '.join(e.key for e in again)}", flush=True)
+            run_experiments(again, args.root, args.sets, repo=args.repo, executor=args.executor,
+                            address=args.address, workers=args.workers, cpus_per_run=args.cpus_per_run)
         for batch in (first, rest):     # every seed's supervised run before what starts from it
             run_storing_summaries(batch, folder, args, after=page, keep=KEEP)
     page()
