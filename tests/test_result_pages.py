@@ -11,23 +11,26 @@ from conftest import REPO
 from tfloc.studies import bound, defaults, scaling, seed000, seed001, seed002, seed003, twin
 from tfloc.studies.summary import mean_interval
 
-STUDIES = {"bound": bound, "scaling": scaling, "defaults": defaults, "seed000": seed000, "seed001": seed001,
-           "seed002": seed002, "seed003": seed003, "twin": twin}
+#: page (docs/results/<page>.md) -> (its summaries folder, what regenerates it, the command that does)
+PAGES = {m.__name__.rsplit(".", 1)[1]: (m.SUMMARIES, m.regenerate, f"python -m {m.__name__} --pages-only")
+         for m in (bound, scaling, defaults, seed000, seed001, seed002, seed003, twin)}
+PAGES["seed000_uneven"] = (seed000.summaries_folder("seed000_uneven"), seed000.regenerate_uneven,
+                           "python -m tfloc.studies.seed000 --site uneven --pages-only")
 
 
-@pytest.mark.parametrize("name", list(STUDIES))
+@pytest.mark.parametrize("name", list(PAGES))
 def test_the_committed_page_is_what_its_summaries_generate(name, tmp_path, monkeypatch):
-    study = STUDIES[name]
+    folder, regenerate, command = PAGES[name]
     monkeypatch.chdir(REPO)
     page = os.path.join("docs", "results", f"{name}.md")
-    if not os.path.isdir(study.SUMMARIES) or not os.listdir(study.SUMMARIES):
+    if not os.path.isdir(folder) or not os.listdir(folder):
         pytest.fail(f"no committed run summaries for {page}")
     out = tmp_path / f"{name}.md"
     with open(page) as fh:
         committed = fh.read()
     out.write_text(committed)          # the hand-written discussion below the marker is kept
-    text = study.regenerate(str(out))
-    assert text == committed, f"{page} differs from its summaries: python -m tfloc.studies.{name} --pages-only"
+    text = regenerate(str(out))
+    assert text == committed, f"{page} differs from its summaries: {command}"
 
 
 def test_the_readmes_results_tables_are_what_the_summaries_generate(tmp_path, monkeypatch):
