@@ -109,6 +109,11 @@ def site_sets(path: str) -> list:
         return list(flat("simulation.", yaml.safe_load(fh).get("simulation", {})))
 
 
+def _seed(key: str) -> str:
+    """The seed index of a seeded experiment's key (``<slug>-s<k>``)."""
+    return key.rsplit("-s", 1)[1]
+
+
 def experiments(groups, seeds: int, root: str, repo: str = ".") -> tuple:
     """(the supervised runs, the rest) of the chosen ``groups``, once per seed; each
     semi-supervised run starts from the supervised run of its seed, which runs first."""
@@ -118,7 +123,7 @@ def experiments(groups, seeds: int, root: str, repo: str = ".") -> tuple:
     for e in runs:
         if e.group == "semi":
             method = os.path.splitext(os.path.basename(e.config))[0]
-            stage1 = os.path.join(root, f"{slug(SUPERVISED)}-s{e.key.rsplit('-s', 1)[1]}")
+            stage1 = os.path.join(root, f"{slug(SUPERVISED)}-s{_seed(e.key)}")
             e = replace(e, sets=[*e.sets, f"method.{method}.init_from={stage1}"])
         if e.group != "supervised":
             rest.append(e)
@@ -131,8 +136,8 @@ def starts_to_train_again(first, rest, stored, root: str) -> list:
     (a fresh clone of the repository): they train again, with the same config and seed, so
     that run has its start. Their stored summaries stay, since the stored semi-supervised runs
     started from those."""
-    seeds = {e.key.rsplit("-s", 1)[1] for e in rest if e.group == "semi" and e.key not in stored}
-    return [e for e in first if e.key in stored and e.key.rsplit("-s", 1)[1] in seeds
+    seeds = {_seed(e.key) for e in rest if e.group == "semi" and e.key not in stored}
+    return [e for e in first if e.key in stored and _seed(e.key) in seeds
             and not run_finished(os.path.join(root, e.key))]
 
 
