@@ -354,8 +354,12 @@ def test_the_seed004_page_from_seeded_summaries(tmp_path):
     for k in range(2):
         base = rng.gamma(2.0, 5.0, 150)
         for label, shift, eta in (("local + joint (paper), Q = 10", 0.0, 0.0625),
-                                  ("local + split, Q = 10", 4.0, 0.0625), ("lossless CSI", -1.0, 1.0)):
+                                  ("local + split, Q = 10", 4.0, 0.0625), ("lossless CSI", -1.0, 1.0),
+                                  ("local + joint (paper), Q = 4", 1.0, 0.025)):
             s = _fake_summary(label, k, base + shift, base + 2)
+            q = label.split("Q = ")[1] if "Q = " in label else None
+            s["sets"] = [f"model.ecc.bits={q}"] if q else []
+            s["error_over_bound_median"] = 80.0 + 10 * k
             s["errors"]["music"] = dict(s["errors"]["knn"])
             s["sections"] = {"fronthaul": {"eta": eta},
                              "accumulation": {"mean_m": list(np.linspace(20, 10 + k, 24))},
@@ -369,6 +373,14 @@ def test_the_seed004_page_from_seeded_summaries(tmp_path):
     text = seed004.write_page(summaries, str(out))
     row = next(line for line in text.splitlines() if line.startswith("| local + joint (paper), Q = 10 | 2 | 6.25 %"))
     assert "| 6.25 % | " in row and "0.48 | 0.83" in row                 # ours from the run, the paper's
+    assert row.split(" | ")[-2] == "85 [21, 149]"                         # median error / PEB, from the runs
+    # Table II shows every stored Q, whichever --bits the last study ran with, and judges Q = 10 against Q = 4
+    q4 = next(line for line in text.splitlines() if line.startswith("| local + joint (paper), Q = 4 | 2 | 2.50 %"))
+    assert "0.56 | 0.97" in q4
+    table2 = next(line for line in text.splitlines() if line.startswith("| local + joint (paper), Q = 10 < local + joint (paper), Q = 4"))
+    assert table2.endswith("| 2 | reproduced |")
+    lossless = next(line for line in text.splitlines() if line.startswith("| lossless CSI < local + joint (paper), Q = 10"))
+    assert lossless.endswith("| 2 | reproduced |")
     acc = next(line for line in text.splitlines() if line.startswith("| lossless CSI | 20.00"))
     assert acc.endswith("| 10.50 [4.15, 16.85] |")                     # after 24: mean of 10 and 11
     claim = next(line for line in text.splitlines() if line.startswith("| local + joint (paper), Q = 10 < local + split"))

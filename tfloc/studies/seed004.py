@@ -34,6 +34,7 @@ KEEP = ("accumulation", "trajectory", "fronthaul")
 #: seed 004 Table II: Q (None: lossless CSI) -> (eta %, mean [m], p90 [m])
 PAPER_TABLE2 = {None: (100.0, 0.42, 0.75), 10: (6.25, 0.48, 0.83), 8: (5.00, 0.52, 0.90),
                 6: (3.75, 0.54, 0.92), 4: (2.50, 0.56, 0.97)}
+PAPER_BITS = (10, 8, 6, 4)
 STRATEGY_LABELS = {"local_joint": "local + joint (paper)", "local_split": "local + split",
                    "joint_scratch": "joint from scratch", "raw_csi": "lossless CSI"}
 
@@ -57,9 +58,11 @@ def experiments(bits, strategies: bool, ablation: bool) -> list:
 
 def claims(bits) -> list:
     """The paper's orders, at the first Q: Fig. 9 (strategies), Fig. 11 (CMA against the
-    unmasked Transformer) and Table II (the error grows as Q falls: first Q against the last)."""
+    unmasked Transformer) and Table II (lossless CSI is best; the error grows as Q falls: first Q
+    against the last)."""
     q0, q1 = bits[0], bits[-1]
-    out = [Claim(label("local_joint", q0), label("local_split", q0), "mean_m", "Fig. 9: local + joint"),
+    out = [Claim("lossless CSI", label("local_joint", q0), "mean_m", f"Table II: lossless CSI beats Q = {q0}"),
+           Claim(label("local_joint", q0), label("local_split", q0), "mean_m", "Fig. 9: local + joint"),
            Claim(label("local_split", q0), label("joint_scratch", q0), "mean_m", "Fig. 9: local + split"),
            Claim(label("local_joint", q0), f"Transformer (no gain mask), Q = {q0}", "mean_m",
                  "Fig. 11: channel-masked attention")]
@@ -73,11 +76,22 @@ def _mean(runs, get):
     return interval_cell([get(s) for s in runs])
 
 
-def write_page(summaries: dict, out: str, command: str = COMMAND, bits=(10, 8, 6, 4)) -> str:
+def stored_bits(summaries: dict) -> list:
+    """The paper's Q values and those of the stored runs, highest first, so the page shows every
+    stored run whichever ``--bits`` the last study ran with, and names the claims still to run."""
+    qs = {int(x.split("=", 1)[1]) for s in summaries.values() for x in s.get("sets", [])
+          if x.startswith("model.ecc.bits=")}
+    return sorted(qs | set(PAPER_BITS), reverse=True)
+
+
+def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
+    """The page of ``summaries``: Fig. 9 and 11 and the claims at the highest stored Q, Table II
+    over every stored Q."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     runs = by_experiment(summaries)
+    bits = stored_bits(summaries)
     exps = [e for e in experiments(list(bits), True, True) if e.label in runs]
     first = runs[exps[0].label][0]
     figdir = os.path.join(os.path.dirname(out), "seed004")
@@ -91,8 +105,9 @@ def write_page(summaries: dict, out: str, command: str = COMMAND, bits=(10, 8, 6
          "eta is each run's own: its edge model's latent codes x Q bits over the 64-bit complex "
          "CSI of its input (seed 004 eq. 37-39).", "",
          "| embedding | seeds | eta ours | eta paper | mean ours [m] | p90 ours [m] | mean paper [m] "
-         "| p90 paper [m] | kNN mean [m] | MUSIC + LS mean [m] | epochs run of cap (best) |",
-         "|---" * 11 + "|"]
+         "| p90 paper [m] | kNN mean [m] | MUSIC + LS mean [m] | median error / PEB | "
+         "epochs run of cap (best) |",
+         "|---" * 12 + "|"]
     for e in exps:
         if e.group not in ("raw_csi", "local_joint"):
             continue
@@ -105,7 +120,11 @@ def write_page(summaries: dict, out: str, command: str = COMMAND, bits=(10, 8, 6
                  f"{_mean(rs, lambda s: s['errors']['model']['p90_m'])} | "
                  + (f"{p[1]:.2f} | {p[2]:.2f}" if p[1] else "- | -")
                  + f" | {_mean(rs, lambda s: s['errors'].get('knn', {}).get('mean_m'))} | "
-                 f"{_mean(rs, lambda s: s['errors'].get('music', {}).get('mean_m'))} | {epochs_cell(rs)} |")
+                 f"{_mean(rs, lambda s: s['errors'].get('music', {}).get('mean_m'))} | "
+                 f"{interval_cell([s.get('error_over_bound_median') for s in rs], '{:.0f}')} | {epochs_cell(rs)} |")
+    L += ["", "Median error / PEB: each run's median over its test UEs of the error over the UE's "
+          "position error bound (the 3D Cramér-Rao bound of all six BSs' links together, of the "
+          "CSI before the fronthaul, so it bounds every Q; `tfloc.physics.bound`)."]
     q0 = bits[0]
     fig9 = [e for e in exps if e.group in ("local_joint", "local_split", "joint_scratch", "raw_csi")
             and e.paper.get("bits") in (None, q0)]
@@ -182,14 +201,18 @@ def write_page(summaries: dict, out: str, command: str = COMMAND, bits=(10, 8, 6
             L.append(f"| {label} | {len(rs)} | "
                      + " | ".join(_mean(rs, lambda s, k=k: s["sections"]["trajectory"][k])
                                   for k in ("mean_m", "p50_m", "p90_m")) + " |")
-    L += ["", *claims_section(claims(list(bits)), runs)]
+    L += ["", *claims_section(claims(bits), runs)]
     return write_keeping_discussion(out, "\n".join(L))
+
+
+def regenerate(out: str, command: str = COMMAND) -> str:
+    return regenerate_page(SUMMARIES, write_page, out, command)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3, help="seeds per experiment (default 3)")
-    ap.add_argument("--bits", type=int, nargs="+", default=[10, 8, 6, 4])
+    ap.add_argument("--bits", type=int, nargs="+", default=list(PAPER_BITS))
     ap.add_argument("--strategies", action="store_true", help="local + split and joint from scratch at every Q")
     ap.add_argument("--ablation", action="store_true", help="the Transformer without gain mask")
     add_study_arguments(ap, "seed004")
@@ -201,7 +224,7 @@ def main(argv=None):
         ap.error("--seeds must be at least 1")
 
     def page():
-        return regenerate_page(SUMMARIES, lambda s, o, c: write_page(s, o, c, args.bits), args.out, COMMAND)
+        return regenerate(args.out)
     if not args.pages_only:
         exps = experiments(args.bits, args.strategies, args.ablation)
         run_storing_summaries(seeded_experiments(exps, args.seeds, args.repo), SUMMARIES, args,
