@@ -8,12 +8,12 @@ import pytest
 from scipy import stats
 
 from conftest import REPO
-from tfloc.studies import bound, defaults, scaling, seed000, seed001, seed002, seed003, twin
+from tfloc.studies import bound, defaults, scaling, seed000, seed001, seed002, seed003, seed004, twin
 from tfloc.studies.summary import mean_interval
 
 #: page (docs/results/<page>.md) -> (its summaries folder, what regenerates it, the command that does)
 PAGES = {m.__name__.rsplit(".", 1)[1]: (m.SUMMARIES, m.regenerate, f"python -m {m.__name__} --pages-only")
-         for m in (bound, scaling, defaults, seed000, seed001, seed002, seed003, twin)}
+         for m in (bound, scaling, defaults, seed000, seed001, seed002, seed003, seed004, twin)}
 PAGES["seed000_uneven"] = (seed000.summaries_folder("seed000_uneven"), seed000.regenerate_uneven,
                            "python -m tfloc.studies.seed000 --site uneven --pages-only")
 
