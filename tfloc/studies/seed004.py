@@ -34,7 +34,7 @@ KEEP = ("accumulation", "trajectory", "fronthaul")
 #: seed 004 Table II: Q (None: lossless CSI) -> (eta %, mean [m], p90 [m])
 PAPER_TABLE2 = {None: (100.0, 0.42, 0.75), 10: (6.25, 0.48, 0.83), 8: (5.00, 0.52, 0.90),
                 6: (3.75, 0.54, 0.92), 4: (2.50, 0.56, 0.97)}
-PAPER_BITS = (10, 8, 6, 4)
+PAPER_BITS = tuple(q for q in PAPER_TABLE2 if q is not None)     # 10, 8, 6, 4
 STRATEGY_LABELS = {"local_joint": "local + joint (paper)", "local_split": "local + split",
                    "joint_scratch": "joint from scratch", "raw_csi": "lossless CSI"}
 
@@ -85,8 +85,8 @@ def stored_bits(summaries: dict) -> list:
 
 
 def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
-    """The page of ``summaries``: Fig. 9 and 11 and the claims at the highest stored Q, Table II
-    over every stored Q."""
+    """The page of ``summaries``: Fig. 9 and 11 and the claims at the highest Q of
+    :func:`stored_bits`, Table II over every stored Q."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
