@@ -163,19 +163,20 @@ def write_page(summaries: dict, out: str, command: str = COMMAND) -> str:
     fig11 = [e for e in exps if e.group in ("local_joint", "raw_csi", "transformer")
              and e.paper.get("bits") in (None, q0)]
     L += ["## Fig. 11 analog: methods", "",
-          "| method (Fig. 11 analog) | seeds | mean [m] | p50 [m] | p90 [m] |", "|---|---|---|---|---|"]
+          "| method (Fig. 11 analog) | seeds | mean [m] | p50 [m] | p90 [m] | epochs run of cap (best) |",
+          "|---|---|---|---|---|---|"]
     for e in fig11:
         rs = runs[e.label]
         L.append(f"| {e.label} | {len(rs)} | {_mean(rs, lambda s: s['errors']['model']['mean_m'])} | "
                  f"{_mean(rs, lambda s: s['errors']['model']['p50_m'])} | "
-                 f"{_mean(rs, lambda s: s['errors']['model']['p90_m'])} |")
+                 f"{_mean(rs, lambda s: s['errors']['model']['p90_m'])} | {epochs_cell(rs)} |")
     base = runs[fig11[0].label] if fig11 else runs[exps[0].label]
     for name, title in (("knn", "kNN on the raw CSI"), ("music", "MUSIC + least squares")):
         if all(name in s["errors"] for s in base):
             L.append(f"| {title} (the same test UEs) | {len(base)} | "
                      f"{_mean(base, lambda s: s['errors'][name]['mean_m'])} | "
                      f"{_mean(base, lambda s: s['errors'][name]['p50_m'])} | "
-                     f"{_mean(base, lambda s: s['errors'][name]['p90_m'])} |")
+                     f"{_mean(base, lambda s: s['errors'][name]['p90_m'])} | - |")
     L += ["", "## Error against the subcarriers accumulated (eq. 33)", "",
           "| run | after 1 | after 6 | after 12 | after 24 |", "|---|---|---|---|---|"]
     for e in exps:
