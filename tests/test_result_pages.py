@@ -349,6 +349,7 @@ def test_the_bound_page_judges_whether_the_model_follows_the_bound(tmp_path):
 
 def test_the_seed004_page_from_seeded_summaries(tmp_path):
     from tfloc.studies import seed004
+    from tfloc.studies.summary import epochs_cell
     rng = np.random.default_rng(8)
     summaries = {}
     for k in range(2):
@@ -389,6 +390,10 @@ def test_the_seed004_page_from_seeded_summaries(tmp_path):
     fig9 = text.split("## Fig. 9 analog")[1].split("##")[0]               # the strategies at Q = 10
     assert [line.split(" | ")[0] for line in fig9.splitlines() if line.startswith("| ") and "[m]" not in line] == [
         "| lossless CSI", "| local + joint (paper), Q = 10", "| local + split, Q = 10"]
+    fig11 = text.split("## Fig. 11 analog")[1].split("##")[0]              # each network's epochs, none for a baseline
+    rows = {line.split(" | ")[0][2:]: line for line in fig11.splitlines() if line.startswith("| ") and "[m]" not in line}
+    assert rows["lossless CSI"].endswith(f"| {epochs_cell([summaries['lossless CSI-0'], summaries['lossless CSI-1']])} |")
+    assert rows["kNN on the raw CSI (the same test UEs)"].endswith("| - |")
     assert "240 snapshots on a helix of radius 20 m about (155, 100) m, 3 turns rising from 1.5 to 28.5 m" in text
     assert "| local + joint (paper), Q = 10 | 2 | 7.50 [" in text.split("## A moving UE")[1]
     assert (tmp_path / "results" / "seed004" / "cdf.png").exists()
