@@ -159,6 +159,14 @@ def test_runs_pair_by_seed_and_only_on_the_same_test_links():
         paired_link_errors(a, b[:1])
 
 
+def test_a_claim_can_judge_a_run_against_another_curve_of_the_same_runs():
+    """The ensemble against each of its members: the claim names the curve and pairs it."""
+    from tfloc.studies.summary import Claim, claim_lines
+    runs = {"ens": [_fake_summary("ens", k, [1.0, 2.0, 1.5], knn=[3.0, 4.0, 3.5]) for k in range(2)]}
+    rows = claim_lines([Claim("ens", "ens", "mean_m", "III-B", worse_curve="knn")], runs, n_boot=200)
+    assert rows[2].startswith("| ens < ens (knn) | III-B | mean | -2.00 [-2.00, -2.00] | 2 | reproduced |")
+
+
 def test_paired_bootstrap_of_the_rmse_difference():
     from tfloc.studies.summary import paired_bootstrap
     rng = np.random.default_rng(5)

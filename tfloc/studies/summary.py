@@ -256,6 +256,9 @@ class Claim:
     worse: str
     metric: str = "rmse_m"
     source: str = ""
+    #: a curve of the runs other than their model (e.g. "member 1" of the ensemble's runs)
+    better_curve: str = ""
+    worse_curve: str = ""
 
 
 def claims_section(claims, runs: dict, title: str = "The paper's claims on our site") -> list:
@@ -295,7 +298,9 @@ def claim_lines(claims, runs: dict, n_boot: int = 10000) -> list:
     lines = ["| claim | source | metric | better - worse, mean over seeds [95 % interval] (m) "
              "| seeds | verdict |", "|---|---|---|---|---|---|"]
     for c in claims:
-        head = f"| {c.better} < {c.worse} | {c.source} | {_METRIC_NAMES[c.metric]} |"
+        names = [f"{e} ({curve})" if curve else e
+                 for e, curve in ((c.better, c.better_curve), (c.worse, c.worse_curve))]
+        head = f"| {names[0]} < {names[1]} | {c.source} | {_METRIC_NAMES[c.metric]} |"
         a, b = runs.get(c.better), runs.get(c.worse)
         if not a or not b:
             lines.append(f"{head} - | 0 | not run |")
@@ -303,7 +308,8 @@ def claim_lines(claims, runs: dict, n_boot: int = 10000) -> list:
         seeds = sorted({s["seed"] for s in a} & {s["seed"] for s in b})
         try:
             pa, pb = paired_link_errors([s for s in a if s["seed"] in seeds],
-                                        [s for s in b if s["seed"] in seeds])
+                                        [s for s in b if s["seed"] in seeds],
+                                        c.better_curve or None, c.worse_curve or None)
         except ValueError as e:        # e.g. another test split: a page says so, a study goes on
             lines.append(f"{head} - | {len(seeds)} | not judged: {e} |")
             continue
