@@ -165,6 +165,8 @@ def test_a_claim_can_judge_a_run_against_another_curve_of_the_same_runs():
     runs = {"ens": [_fake_summary("ens", k, [1.0, 2.0, 1.5], knn=[3.0, 4.0, 3.5]) for k in range(2)]}
     rows = claim_lines([Claim("ens", "ens", "mean_m", "III-B", worse_curve="knn")], runs, n_boot=200)
     assert rows[2].startswith("| ens < ens (knn) | III-B | mean | -2.00 [-2.00, -2.00] | 2 | reproduced |")
+    rows = claim_lines([Claim("ens", "ens", "mean_m", "III-B", worse_curve="member 1")], runs, n_boot=200)
+    assert rows[2] == "| ens < ens (member 1) | III-B | mean | - | 2 | not judged: ens seed 0 has no per-link errors of 'member 1' (it has net, knn) |"
 
 
 def test_paired_bootstrap_of_the_rmse_difference():

@@ -194,7 +194,15 @@ def paired_link_errors(runs_a: list, runs_b: list, curve_a: str | None = None,
     """Per-seed per-link errors of two sets of run summaries, paired by seed: ``curve_a`` of
     each run of ``runs_a`` (default: its model) against ``curve_b`` of the run of ``runs_b``
     with the same seed (default: its model; e.g. "kNN (k=1)" of the same runs). Raises when a
-    seed is missing on one side or the two runs did not test the same links."""
+    seed is missing on one side, the two runs did not test the same links or a run lacks the
+    curve."""
+    def curve(run, name):
+        name = name or run["model_curve"]
+        if name not in run["link_errors_m"]:
+            raise ValueError(f"{run['label']} has no per-link errors of {name!r} "
+                             f"(it has {', '.join(run['link_errors_m'])})")
+        return run["link_errors_m"][name]
+
     by_seed = {s["seed"]: s for s in runs_b}
     a, b = [], []
     for s in sorted(runs_a, key=lambda r: r["seed"]):
@@ -204,8 +212,8 @@ def paired_link_errors(runs_a: list, runs_b: list, curve_a: str | None = None,
         if not s.get("test_links_sha256") or s["test_links_sha256"] != other.get("test_links_sha256"):
             raise ValueError(f"{s['label']} and {other['label']} did not test the same links "
                              f"({s.get('test_links_sha256')} against {other.get('test_links_sha256')})")
-        a.append(s["link_errors_m"][curve_a or s["model_curve"]])
-        b.append(other["link_errors_m"][curve_b or other["model_curve"]])
+        a.append(curve(s, curve_a))
+        b.append(curve(other, curve_b))
     return a, b
 
 
